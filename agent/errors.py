@@ -1,0 +1,67 @@
+"""RunbookError and its kinds: the one place user-facing errors are shaped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_USAGE",
+    "Problem",
+    "RunbookError",
+    "UsageError",
+    "ValidationError",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a runbook, located at a line and column (1-based) of its file."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class RunbookError(Exception):
+    """An error the user can act on; the CLI prints it as is and exits with `exit_code`."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(RunbookError):
+    """Bad command-line usage: an unknown var, a bad --var value, a missing file."""
+
+    exit_code = EXIT_USAGE
+
+
+class ValidationError(RunbookError):
+    """A runbook that does not load: every problem of the file, in file order."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def display_path(path: Path) -> str:
+    """Return `path` relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,255 @@
+"""RunRecord and StepResult: what a run did, as JSON on disk (run.json) and an append-only journal."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Attempt",
+    "CheckResult",
+    "DetailLine",
+    "ExpectResult",
+    "Journal",
+    "Poll",
+    "RunRecord",
+    "RunStatus",
+    "Status",
+    "StepResult",
+    "load_record",
+    "utcnow",
+    "write_record",
+]
+
+RECORD_FORMAT = 1
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware in UTC (every time in a record is UTC)."""
+    return datetime.now(UTC)
+
+
+class Status(StrEnum):
+    """How one step ended."""
+
+    SUCCESS = "SUCCESS"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+    NOT_FOUND = "NOT_FOUND"
+    TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"
+    ABORTED = "ABORTED"
+
+
+class RunStatus(StrEnum):
+    """How a whole run ended."""
+
+    COMPLETE = "COMPLETE"
+    PARTIALLY_COMPLETE = "PARTIALLY COMPLETE"
+    FAILED = "FAILED"
+    INTERRUPTED = "INTERRUPTED"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Attempt(_Model):
+    """One try of a command (retries make several)."""
+
+    number: int
+    started_at: datetime
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    timed_out: bool = False
+    error: str | None = None
+
+
+class DetailLine(_Model):
+    """An output line quoted under "Details", with its mark (ok, warn, error, info)."""
+
+    mark: str
+    text: str
+
+
+class ExpectResult(_Model):
+    """One `expect` expression and whether it held."""
+
+    expr: str
+    ok: bool
+    error: str | None = None
+
+
+class CheckResult(_Model):
+    """One verify check: the count found, what was expected, and the keys that are missing."""
+
+    table: str
+    where: str | None = None
+    actual: int | None = None
+    expected: int | None = None
+    minimum: int | None = None
+    ratio: float | None = None
+    total: int | None = None  # the denominator of the percentage (expected, or expect_total)
+    percent: float | None = None
+    ok: bool = False
+    key: list[str] = Field(default_factory=list)
+    missing_keys: list[dict[str, Any]] = Field(default_factory=list)
+    missing_total: int | None = None
+    error: str | None = None
+
+
+class Poll(_Model):
+    """One poll of a `wait` step."""
+
+    at: datetime
+    value: Any = None
+    ok: bool = False
+    error: str | None = None
+
+
+class Baseline(_Model):
+    """What a `baseline: true` step measured before the first step ran."""
+
+    measured_at: datetime
+    captures: dict[str, Any] = Field(default_factory=dict)
+    counts: dict[str, CheckResult] = Field(default_factory=dict)
+    status: Status | None = None
+    error: str | None = None
+
+
+class StepResult(_Model):
+    """Everything one step did; `status` is None until the step has ended."""
+
+    id: str
+    kind: str
+    title: str
+    status: Status | None = None
+    reason: str | None = None
+    command: list[str] | None = None  # argv as run (secrets masked)
+    command_display: str | None = None  # the same, quoted for a POSIX shell
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    exit_code: int | None = None
+    captures: dict[str, Any] = Field(default_factory=dict)
+    details: list[DetailLine] = Field(default_factory=list)
+    expectations: list[ExpectResult] = Field(default_factory=list)
+    counts: dict[str, CheckResult] = Field(default_factory=dict)
+    baseline: Baseline | None = None
+    polls: list[Poll] = Field(default_factory=list)
+    log_path: str | None = None  # relative to the run directory
+    output_tail: list[str] = Field(default_factory=list)
+    output_bytes: int = 0
+    log_capped: bool = False
+    missing: str | None = None  # the program, script or module that was not found
+    alternatives: list[str] = Field(default_factory=list)
+    shortfall: dict[str, Any] | None = None  # on_shortfall, rendered
+    sessions: int = 1  # how many runner sessions started this step (2+ after a resume)
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end, or None if the step has not both started and ended."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+class Session(_Model):
+    """One runner process that worked on the run (a resume adds one)."""
+
+    started_at: datetime
+    ended_at: datetime | None = None
+    pid: int
+    host: str
+    command: str
+
+
+class RunRecord(_Model):
+    """A run: the runbook's identity, its vars, every step's result, the overall status."""
+
+    format: int = RECORD_FORMAT
+    run_id: str
+    runbook_id: str
+    runbook_path: str
+    runbook_sha256: str
+    title: str
+    summary: str | None = None
+    incident: dict[str, str] = Field(default_factory=dict)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    operator: str
+    host: str
+    tool_version: str
+    warehouse: dict[str, Any] = Field(default_factory=dict)
+    started_at: datetime
+    ended_at: datetime | None = None
+    status: RunStatus | None = None
+    exit_code: int | None = None
+    steps: list[StepResult] = Field(default_factory=list)
+    needs: dict[str, list[str]] = Field(default_factory=dict)
+    lessons: list[str] = Field(default_factory=list)
+    next_steps: dict[str, list[str]] = Field(default_factory=dict)
+    sessions: list[Session] = Field(default_factory=list)
+    file_hashes: dict[str, str] = Field(default_factory=dict)  # scripts the steps run, at start
+    selection: dict[str, Any] = Field(default_factory=dict)  # --only / --from as given
+
+    def step(self, step_id: str) -> StepResult:
+        """Return the result of step `step_id`."""
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+
+def write_record(record: RunRecord, path: Path) -> None:
+    """Write run.json atomically, so a crash mid-write never leaves half a file."""
+    tmp = path.with_suffix(".json.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(record.model_dump_json(indent=2))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def load_record(path: Path) -> RunRecord:
+    """Read run.json (a run directory or the file itself)."""
+    if path.is_dir():
+        path = path / "run.json"
+    return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+class Journal:
+    """Append-only JSON lines, each fsynced before the caller goes on (resume reads it back)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = path.open("a", encoding="utf-8")
+
+    def append(self, event: str, **fields: Any) -> None:
+        """Append one event and make it durable."""
+        line = json.dumps({"event": event, "at": utcnow().isoformat(), **fields}, default=str)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        """Read every complete line; a torn last line (a crash mid-write) is ignored."""
+        events: list[dict[str, Any]] = []
+        if not path.exists():
+            return events
+        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        return events
