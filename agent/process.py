@@ -1,0 +1,423 @@
+"""The only place that starts processes: own process group, timeout, streamed log, bounded tail."""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import re
+import select
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from agent.redact import Redactor, StreamRedactor
+
+__all__ = [
+    "CHUNK_SIZE",
+    "MAX_LINE_CHARS",
+    "ProcessResult",
+    "run_process",
+    "shell_quote",
+    "strip_ansi",
+]
+
+CHUNK_SIZE = 64 * 1024
+"""Bytes read from the child's pipe at a time."""
+
+MAX_LINE_CHARS = 64 * 1024
+"""A partial line this long is emitted as a line: output without newlines stays bounded."""
+
+_POLL_SECONDS = 0.05
+"""How long one wait on the pipe lasts: the latency of noticing a timeout or an interrupt."""
+
+_LINGER_SECONDS = 1.0
+"""How long the pipe may stay open after the child exited (held by its background processes)
+before the rest of its group is stopped: a step's processes do not outlive it."""
+
+_AFTER_KILL_SECONDS = 2.0
+"""How long the pipe is still drained after SIGKILL; only a process that left the group (its own
+setsid) can keep it open longer, and it must not hang the run."""
+
+_REAP_SECONDS = 5.0
+"""How long to wait for the group to disappear after SIGKILL."""
+
+_ANSI_RE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement, erase
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window titles, hyperlinks
+    r"|\x1b[@-Z\\-_]"  # other two-character escapes
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ProcessResult:
+    """What happened to one process: how it ended, how much it wrote, its last lines."""
+
+    exit_code: int | None
+    """None when it never started or was stopped by timeout, interrupt or a log error."""
+    timed_out: bool
+    interrupted: bool
+    started_at: datetime
+    ended_at: datetime
+    output_bytes: int
+    """Total bytes the child wrote (stdout and stderr merged), before redaction."""
+    log_capped: bool
+    """The log reached max_log_bytes and stopped growing."""
+    tail: list[str] = field(default_factory=list)
+    """The last decoded lines (ANSI stripped, redacted), at most tail_lines of them."""
+    error: str | None = None
+    """Why the run did not go as a normal run goes, e.g. "cannot write log <path>: <reason>"."""
+
+
+def shell_quote(argv: list[str]) -> str:
+    """Join arguments into one shell-quoted command line, for messages and reports.
+
+    Args:
+        argv: the arguments.
+
+    Returns:
+        A string a POSIX shell would split back into ``argv``.
+    """
+    return shlex.join(argv)
+
+
+def strip_ansi(text: str) -> str:
+    """Remove ANSI escape sequences (colours, cursor movement, titles) from a text.
+
+    Args:
+        text: one line of terminal output.
+
+    Returns:
+        The text without escape sequences.
+    """
+    if "\x1b" not in text:
+        return text
+    return _ANSI_RE.sub("", text)
+
+
+class _Lines:
+    """Turns decoded output into lines for the tail and on_line, with bounded memory."""
+
+    def __init__(self, tail_lines: int, on_line: Callable[[str], None] | None) -> None:
+        self.tail: deque[str] = deque(maxlen=max(tail_lines, 0))
+        self._on_line = on_line
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._split = False  # the last line was emitted because it reached MAX_LINE_CHARS
+
+    def feed(self, data: bytes, *, final: bool = False) -> None:
+        text = self._decoder.decode(data, final=final)
+        if "\0" in text:
+            text = text.replace("\0", "")
+        if not text and not final:
+            return
+        pieces = (self._pending + text).split("\n")
+        self._pending = pieces.pop()
+        if self._split:  # the newline ending a line already emitted in full-size pieces
+            if pieces and pieces[0] in ("", "\r"):
+                del pieces[0]
+                self._split = False
+            elif pieces or self._pending not in ("", "\r"):
+                self._split = False
+        for piece in pieces:
+            self._emit(piece)
+        # A carriage return inside the partial line (a progress bar) means the terminal
+        # overwrites what came before it; keep only what follows, except a trailing "\r" that
+        # may be the first half of "\r\n".
+        cut = self._pending.rfind("\r", 0, len(self._pending) - 1)
+        if cut >= 0:
+            self._pending = self._pending[cut + 1 :]
+        while len(self._pending) >= MAX_LINE_CHARS:
+            self._emit(self._pending[:MAX_LINE_CHARS])
+            self._pending = self._pending[MAX_LINE_CHARS:]
+            self._split = True
+        if final and self._pending:
+            self._emit(self._pending)
+            self._pending = ""
+
+    def _emit(self, line: str) -> None:
+        line = line.rstrip("\r")
+        if "\r" in line:
+            line = line.rsplit("\r", 1)[1]
+        line = strip_ansi(line)
+        self.tail.append(line)
+        if self._on_line is not None:
+            self._on_line(line)
+
+
+class _Log:
+    """The step's log file: raw (redacted) bytes, capped at max_log_bytes; write errors kept."""
+
+    def __init__(self, path: Path, handle: BinaryIO, max_bytes: int | None) -> None:
+        self.path = path
+        self._handle = handle
+        self._max = max_bytes
+        self.written = 0
+        self.capped = False
+        self.error: str | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.capped or self.error is not None or not data:
+            return
+        if self._max is not None and self.written + len(data) >= self._max:
+            self._write_all(data[: self._max - self.written])
+            self.capped = True
+            marker = f"\n[runbook] log capped at {self._max} bytes; further output was discarded\n"
+            self._write_all(marker.encode())
+            return
+        self._write_all(data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                count = self._handle.write(view)
+                if count is None:  # only for non-blocking files; never for a regular log
+                    count = 0
+                self.written += count
+                view = view[count:]
+        except OSError as exc:
+            self.error = f"cannot write log {self.path}: {exc.strerror or exc}"
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        except OSError as exc:
+            if self.error is None:
+                self.error = f"cannot write log {self.path}: {exc.strerror or exc}"
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs; zombies waiting for their reaper do not count."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _stop_group(pgid: int, grace: float) -> bool:
+    """SIGTERM the group, give it `grace` seconds, SIGKILL it; return whether none survives."""
+    _signal_group(pgid, signal.SIGTERM)
+    if _wait_group_gone(pgid, grace):
+        return True
+    _signal_group(pgid, signal.SIGKILL)
+    return _wait_group_gone(pgid, _REAP_SECONDS)
+
+
+def _not_started(started_at: datetime, error: str) -> ProcessResult:
+    return ProcessResult(
+        exit_code=None,
+        timed_out=False,
+        interrupted=False,
+        started_at=started_at,
+        ended_at=_utcnow(),
+        output_bytes=0,
+        log_capped=False,
+        tail=[],
+        error=error,
+    )
+
+
+def run_process(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float | None,
+    log_path: Path,
+    on_line: Callable[[str], None] | None = None,
+    redactor: Redactor | None = None,
+    max_log_bytes: int | None = None,
+    tail_lines: int = 50,
+    stop_event: threading.Event | None = None,
+    grace: float = 5.0,
+) -> ProcessResult:
+    """Run a program in its own process group, streaming its output to a log.
+
+    stdout and stderr are merged and read in large chunks; each chunk is redacted and appended
+    to the log as it comes (ANSI codes kept), then decoded with replacement and split into lines
+    (ANSI stripped, NUL bytes removed, carriage-return overwrites applied) for ``on_line`` and
+    the bounded tail. On timeout, ``stop_event`` or a log write error the whole group gets
+    SIGTERM, ``grace`` seconds, then SIGKILL; background processes still running when the child
+    exits are stopped the same way. Nothing of the group survives. Never raises for a program
+    that cannot start or a log that cannot be written: those are results.
+
+    Args:
+        argv: the program and its arguments; no shell (pass ``["/bin/sh", "-c", ...]`` for one).
+        cwd: the working directory.
+        env: the complete environment of the child.
+        timeout: seconds before the group is stopped, or None for no limit.
+        log_path: the log file, appended to; its parent folders are created.
+        on_line: called with every output line, and with the last partial line at the end.
+        redactor: masks secrets in everything written to the log and passed on as lines.
+        max_log_bytes: bytes this run may append to the log; then a marker line and no more.
+        tail_lines: how many of the last lines to keep.
+        stop_event: set by another thread to stop the run (Ctrl-C, SIGTERM).
+        grace: seconds between SIGTERM and SIGKILL.
+
+    Returns:
+        The ``ProcessResult``; ``exit_code`` is None when the program never started or was
+        stopped by timeout, interrupt or a log error, and ``error`` says why in those cases.
+    """
+    started_at = _utcnow()
+    if not argv:
+        return _not_started(started_at, "cannot start an empty command")
+    try:
+        # A file where a folder should be: opening the log below says "Not a directory".
+        with contextlib.suppress(FileExistsError):
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        handle: BinaryIO = log_path.open("ab", buffering=0)
+    except OSError as exc:
+        return _not_started(started_at, f"cannot write log {log_path}: {exc.strerror}")
+    log = _Log(log_path, handle, max_log_bytes)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            bufsize=0,
+        )
+    except OSError as exc:
+        log.close()
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None and str(exc.filename) == str(cwd) != argv[0]:
+            return _not_started(started_at, f"cannot run in {cwd}: {reason}")
+        return _not_started(started_at, f"cannot start {argv[0]}: {reason}")
+
+    stream: StreamRedactor | None = redactor.stream() if redactor is not None else None
+    lines = _Lines(tail_lines, on_line)
+    pgid = proc.pid  # start_new_session: the child leads a new session and process group
+    output_bytes = 0
+    timed_out = interrupted = False
+    deadline = None if timeout is None else time.monotonic() + timeout
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+
+    def consume(data: bytes, *, final: bool = False) -> None:
+        if stream is not None:
+            data = stream.feed(data) + (stream.flush() if final else b"")
+        log.write(data)
+        lines.feed(data, final=final)
+
+    eof = False
+    stopping = False  # the group was told to stop (by us) while the child still ran
+    term_at: float | None = None
+    kill_at: float | None = None
+    exited_at: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            returncode = proc.poll()
+            if returncode is not None and exited_at is None:
+                exited_at = now
+            if eof and returncode is not None:
+                break
+            if term_at is None:
+                if returncode is None:
+                    if stop_event is not None and stop_event.is_set():
+                        interrupted = True
+                    elif deadline is not None and now >= deadline:
+                        timed_out = True
+                    stopping = interrupted or timed_out or log.error is not None
+                    should_stop = stopping
+                else:  # only background processes of the child hold the pipe open
+                    assert exited_at is not None
+                    should_stop = now - exited_at >= _LINGER_SECONDS or bool(
+                        stop_event is not None and stop_event.is_set()
+                    )
+                if should_stop:
+                    _signal_group(pgid, signal.SIGTERM)
+                    term_at = now
+            elif kill_at is None and now - term_at >= grace:
+                _signal_group(pgid, signal.SIGKILL)
+                kill_at = now
+            elif kill_at is not None and now - kill_at >= _AFTER_KILL_SECONDS:
+                break  # something outside the group holds the pipe; do not hang on it
+            if eof:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=_POLL_SECONDS)
+                continue
+            if not poller.poll(int(_POLL_SECONDS * 1000)):
+                continue
+            try:
+                data = os.read(fd, CHUNK_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
+            if not data:
+                eof = True
+                continue
+            output_bytes += len(data)
+            consume(data)
+        consume(b"", final=True)
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:  # an exception (e.g. from on_line) or a child that ignores KILL
+            _signal_group(pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=_REAP_SECONDS)
+        survived = _group_alive(pgid) and not _stop_group(pgid, 0 if kill_at else grace)
+        log.close()
+
+    error = log.error
+    if proc.returncode is None or survived:
+        error = error or f"processes of group {pgid} survived SIGKILL"
+    return ProcessResult(
+        exit_code=None if stopping or proc.returncode is None else proc.returncode,
+        timed_out=timed_out,
+        interrupted=interrupted,
+        started_at=started_at,
+        ended_at=_utcnow(),
+        output_bytes=output_bytes,
+        log_capped=log.capped,
+        tail=list(lines.tail),
+        error=error,
+    )
