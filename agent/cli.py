@@ -1,8 +1,274 @@
-"""The command line: a thin switchboard over the package's functions."""
+"""The command line: a thin switchboard; each command calls one function and returns its code."""
 
 from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, RunbookError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="runbook",
+    help="Run incident runbooks for data pipelines and write their remediation reports.\n\n"
+    "Example: runbook plan runbooks/demo/backfill-game-context.yaml --var date=2026-01-25",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Set a var: name=value (repeatable).")]
+
+
+def _guard(fn: Callable[[], int]) -> int:
+    """The one boundary: known errors become one clear message and an exit code."""
+    try:
+        return fn()
+    except RunbookError as exc:
+        typer.echo(f"error: {exc}" if not hasattr(exc, "problems") else str(exc), err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the boundary: one line, the traceback in a file
+        import tempfile
+        import traceback
+
+        log = Path(tempfile.gettempdir()) / "runbook-crash.log"
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+        typer.echo(f"internal error: {exc!r} (traceback in {log}); please report it", err=True)
+        return EXIT_FAILED
+
+
+def _finish(code: int) -> None:
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Runbook files to check.")],
+) -> None:
+    """Check runbooks without running anything; each problem as FILE:LINE:COL: message.
+
+    Example: runbook validate runbooks/*.yaml
+    """
+    from agent.errors import ValidationError
+    from agent.plan.loader import load_runbook
+
+    code = EXIT_OK
+    for f in files:
+        try:
+            load_runbook(f)
+            typer.echo(f"{f}: ok")
+        except ValidationError as exc:
+            typer.echo(str(exc), err=True)
+            code = EXIT_USAGE
+    _finish(code)
+
+
+@app.command()
+def plan(
+    file: Annotated[Path, typer.Argument(help="The runbook.")],
+    var: VarOpt = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the review here.")] = None,
+    offline: Annotated[bool, typer.Option(help="Do not query the warehouse.")] = False,
+    warehouse_endpoint: Annotated[str | None, typer.Option(help="BigQuery API endpoint (emulator).")] = None,
+) -> None:
+    """Dry-run review: every rendered command, the order, what is missing; starts no command.
+
+    Example: runbook plan runbooks/demo/backfill-game-context.yaml --var date=2026-01-25 -o plan.md
+    """
+
+    def go() -> int:
+        from agent.plan.loader import load_runbook
+        from agent.plan.vars import parse_var_args, resolve_vars
+        from agent.review import render_review, review_plan
+
+        loaded = load_runbook(file)
+        values = resolve_vars(loaded.runbook, parse_var_args(var or []))
+        review = review_plan(loaded, values, offline=offline, endpoint=warehouse_endpoint)
+        text = render_review(review)
+        if output:
+            output.write_text(text, encoding="utf-8")
+            typer.echo(f"plan written to {output}", err=True)
+        else:
+            typer.echo(text, nl=False)
+        return EXIT_OK if review.ok else EXIT_PARTIAL
+
+    _finish(_guard(go))
+
+
+def _install_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        del frame
+        stop.set()
+        typer.echo(f"\nstopping ({signal.Signals(signum).name}): finishing the record", err=True)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _listeners(quiet: bool, verbose: bool) -> list[Callable[..., None]]:
+    from agent.console import PlainConsole
+
+    return [PlainConsole(quiet=quiet, verbose=verbose)]
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="The runbook.")],
+    var: VarOpt = None,
+    reports: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("reports"),
+    parallel: Annotated[int, typer.Option(min=1, help="Steps run at once when needs allow.")] = 1,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm manual steps.")] = False,
+    only: Annotated[list[str] | None, typer.Option(help="Run only this step (repeatable).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Start at this step.")] = None,
+    warehouse_endpoint: Annotated[str | None, typer.Option(help="BigQuery API endpoint (emulator).")] = None,
+    max_log_bytes: Annotated[int | None, typer.Option(help="Cap each step's log file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Echo every output line.")] = False,
+) -> None:
+    """Execute a runbook; writes report.md, run.json, journal.jsonl and logs/ under --reports.
+
+    Example: runbook run runbooks/demo/backfill-game-context.yaml --var date=2026-01-25
+    """
+
+    def go() -> int:
+        from agent.executor import RunOptions, run_runbook
+        from agent.plan.vars import parse_var_args
+
+        stop = threading.Event()
+        _install_signals(stop)
+        options = RunOptions(
+            overrides=parse_var_args(var or []), reports_dir=reports, parallel=parallel, yes=yes,
+            only=only or [], start_from=from_, warehouse_endpoint=warehouse_endpoint,
+            interactive=sys.stdin.isatty(), confirm=lambda q: typer.confirm(q, default=False),
+            max_log_bytes=max_log_bytes, listeners=_listeners(quiet, verbose), stop=stop,
+        )
+        record, run_dir = run_runbook(file, options)
+        typer.echo(str(run_dir / "report.md"))
+        return record.exit_code or 0
+
+    _finish(_guard(go))
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory (reports/<run-id>).")],
+    force: Annotated[bool, typer.Option(help="Resume although the runbook or a script changed.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Continue an interrupted or crashed run; finished steps are kept, not re-run.
+
+    Example: runbook resume reports/20260126T051432Z-backfill-game-context-1a2b
+    """
+
+    def go() -> int:
+        from agent.executor import RunOptions, resume_run
+
+        stop = threading.Event()
+        _install_signals(stop)
+        options = RunOptions(yes=yes, interactive=sys.stdin.isatty(),
+                             confirm=lambda q: typer.confirm(q, default=False),
+                             listeners=_listeners(quiet, verbose), stop=stop)
+        record, path = resume_run(run_dir, options, force=force)
+        typer.echo(str(path / "report.md"))
+        return record.exit_code or 0
+
+    _finish(_guard(go))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory.")],
+    template: Annotated[Path | None, typer.Option(help="Another Jinja2 template.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+) -> None:
+    """Render a run's report again from its run.json.
+
+    Example: runbook report reports/<run-id> -o report.md
+    """
+
+    def go() -> int:
+        from agent.record import load_record
+        from agent.report import render_report
+
+        if not (run_dir / "run.json").is_file():
+            raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
+        text = render_report(load_record(run_dir), template=template)
+        if output:
+            output.write_text(text, encoding="utf-8")
+        else:
+            typer.echo(text, nl=False)
+        return EXIT_OK
+
+    _finish(_guard(go))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the runbook format (for editors).
+
+    Example: runbook schema > runbooks/runbook.schema.json
+    """
+    from agent.plan.schema import schema_text
+
+    typer.echo(schema_text(), nl=False)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path | None, typer.Option("--dir", help="Lay the demo out here (default: a new temporary folder).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Run the bundled incident demo end to end on the embedded DuckDB warehouse.
+
+    Example: runbook demo --dir /tmp/runbook-demo
+    """
+
+    def go() -> int:
+        from agent.demo import run_demo
+
+        stop = threading.Event()
+        _install_signals(stop)
+        record, run_dir = run_demo(directory, listeners=_listeners(quiet, False), stop=stop)
+        typer.echo(f"\nReport: {run_dir / 'report.md'}")
+        return record.exit_code or 0
+
+    _finish(_guard(go))
 
 
 def main() -> int:
     """Run the CLI and return its exit code."""
-    return 0
+    try:
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:  # click's own exits (e.g. --help)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            return EXIT_INTERRUPTED
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return EXIT_USAGE
+        raise
+    # With standalone_mode off, click returns the code of a typer.Exit instead of raising it.
+    return code if isinstance(code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

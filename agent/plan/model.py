@@ -1,0 +1,387 @@
+"""The v1 runbook format as pydantic models: one model per step kind, a union keyed on `kind`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "KINDS",
+    "Capture",
+    "Check",
+    "CommandStep",
+    "Coverage",
+    "Defaults",
+    "Detail",
+    "ExportStep",
+    "Incident",
+    "Lesson",
+    "ManualStep",
+    "ReportSection",
+    "Retries",
+    "RunStep",
+    "Runbook",
+    "Shortfall",
+    "Step",
+    "ValidateStep",
+    "VarSpec",
+    "VerifyStep",
+    "WaitStep",
+    "Warehouse",
+    "parse_duration",
+]
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "description": "seconds"},
+        {"type": "string", "pattern": r"^(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?$"},
+    ]
+}
+
+
+def parse_duration(value: Any) -> Any:
+    """Turn `90s`, `10m`, `2h`, `1h30m` or a number of seconds into seconds (a float).
+
+    Args:
+        value: what the YAML holds.
+
+    Returns:
+        Seconds, or `value` unchanged when it is of another type (pydantic then reports it).
+    """
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as 90s, 10m, 2h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not value.strip() or m is None or not any(m.groups()):
+            raise ValueError(f"invalid duration '{value}': use a number of seconds or 90s, 10m, 2h")
+        h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+        return h * 3600 + mi * 60 + s
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+Template = str
+StepId = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt `timeout` during an incident is dangerous."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class VarSpec(_Strict):
+    """A typed parameter of the runbook; `--var name=value` overrides its default."""
+
+    type: Literal["string", "int", "float", "bool", "date", "list"] = "string"
+    required: bool = False
+    default: Any = None
+    description: str | None = None
+    secret: bool = False
+    choices: list[Any] | None = None
+
+
+class Incident(_Strict):
+    """The incident this runbook answers; printed in the report's header and footer."""
+
+    reference: str | None = None
+    action: str | None = None
+    plan: str | None = None
+
+
+class Warehouse(_Strict):
+    """Where verify and wait steps query."""
+
+    backend: Literal["duckdb", "bigquery"] = "duckdb"
+    path: str = ".runbook/warehouse.duckdb"
+    project: str | None = None
+    location: str | None = None
+
+
+class Retries(_Strict):
+    """How many times a failing command is tried, and the pause between tries."""
+
+    attempts: int = Field(default=1, ge=1, le=100)
+    backoff: Duration = 0.0
+    factor: float = Field(default=1.0, ge=1.0, description="backoff multiplier per attempt")
+
+
+def _retries(value: Any) -> Any:
+    # `retries: 2` means two attempts in all, like `retries: {attempts: 2}`; 0 means one attempt.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"attempts": max(value, 1)}
+    return value
+
+
+RetriesField = Annotated[
+    Retries,
+    BeforeValidator(_retries),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, Retries.model_json_schema()]}),
+]
+
+
+class Defaults(_Strict):
+    """Applied to every step that does not set its own."""
+
+    timeout: Duration | None = None
+    retries: RetriesField | None = None
+
+
+class Capture(_Strict):
+    """A named value read from a step's output by a regular expression."""
+
+    pattern: str
+    type: Literal["int", "float", "string", "bool", "auto"] = "auto"
+    all: bool = False
+    default: Any = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+def _capture(value: Any) -> Any:
+    return {"pattern": value} if isinstance(value, str) else value
+
+
+CaptureField = Annotated[
+    Capture,
+    BeforeValidator(_capture),
+    WithJsonSchema({"anyOf": [{"type": "string"}, Capture.model_json_schema()]}),
+]
+
+
+class Detail(_Strict):
+    """Output lines matching `match` are quoted under "Details" in the report with a mark."""
+
+    match: str
+    mark: Literal["ok", "warn", "error", "info"] = "info"
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class Shortfall(_Strict):
+    """What the report's "Remaining Issues" says when the step is not SUCCESS."""
+
+    priority: Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"] = "MEDIUM"
+    issue: Template
+    impact: Template | None = None
+    action: Template | list[Template] | None = None
+    wait_for: Template | None = Field(
+        default=None, description="SQL condition a follow-up runbook waits for before re-running"
+    )
+
+
+def _str_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[
+    list[str],
+    BeforeValidator(_str_list),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+
+
+class _StepBase(_Strict):
+    id: StepId
+    title: Template | None = None
+    description: Template | None = None
+    needs: list[str] | None = None
+    when: str | None = None
+    timeout: Duration | None = None
+    retries: RetriesField | None = None
+    baseline: bool = False
+    on_shortfall: Shortfall | None = None
+    resume: Literal["auto", "never"] = "auto"
+
+    @property
+    def label(self) -> str:
+        """The title, or the id when there is none."""
+        return self.title or self.id
+
+
+class CommandStep(_StepBase):
+    """Fields shared by the kinds that run a command."""
+
+    command: Template | list[Template]
+    shell: bool = False
+    env: dict[str, Template] = Field(default_factory=dict)
+    workdir: str | None = None
+    ok_exit_codes: list[int] = Field(default_factory=lambda: [0])
+    capture: dict[str, CaptureField] = Field(default_factory=dict)
+    details: list[Detail] = Field(default_factory=list)
+    expect: StrList = Field(default_factory=list)
+
+    @field_validator("command")
+    @classmethod
+    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value):
+            raise ValueError("command is empty")
+        return value
+
+
+class RunStep(CommandStep):
+    """A processor or any command."""
+
+    kind: Literal["run"]
+
+
+class ValidateStep(CommandStep):
+    """A command whose captured counts are compared with its baseline."""
+
+    kind: Literal["validate"]
+
+
+class ExportStep(CommandStep):
+    """A command whose missing script is NOT_FOUND with alternatives, and the run goes on."""
+
+    kind: Literal["export"]
+
+
+class Coverage(_Strict):
+    """Name what is missing: the expected keys (SQL) that have no row in the table."""
+
+    key: StrList
+    expected: str
+
+
+class Check(_Strict):
+    """One row count of a verify step."""
+
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){1,2}$")
+    where: str | None = None
+    name: str | None = None
+    expect: int | Template | dict[str, Any] | None = None
+    expect_total: int | Template | None = None
+    coverage: Coverage | None = None
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_form(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = set(value) - {"min", "ratio"}
+            if unknown or len(value) != 1:
+                raise ValueError("expect is a number, a template, {min: N} or {ratio: R}")
+        return value
+
+
+class VerifyStep(_StepBase):
+    """Row counts and key coverage in the warehouse."""
+
+    kind: Literal["verify"]
+    checks: list[Check] = Field(min_length=1)
+    expect: StrList = Field(default_factory=list)
+
+
+class WaitStep(_StepBase):
+    """Poll a SQL condition or a command until it holds or the timeout ends."""
+
+    kind: Literal["wait"]
+    until: str | None = None
+    command: Template | list[Template] | None = None
+    every: Duration = 60.0
+    shell: bool = False
+    env: dict[str, Template] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> WaitStep:
+        if (self.until is None) == (self.command is None):
+            raise ValueError("a wait step needs exactly one of 'until' (SQL) or 'command'")
+        return self
+
+
+class ManualStep(_StepBase):
+    """A human confirms: a prompt on a terminal, `--yes` otherwise."""
+
+    kind: Literal["manual"]
+    instructions: Template | None = None
+    prompt: Template | None = None
+
+
+Step = Annotated[
+    RunStep | ValidateStep | ExportStep | VerifyStep | WaitStep | ManualStep,
+    Field(discriminator="kind"),
+]
+KINDS = ("run", "verify", "validate", "export", "wait", "manual")
+COMMAND_KINDS = ("run", "validate", "export")
+
+
+class Lesson(_Strict):
+    """A lesson for the report, shown only when its `when` holds against the run."""
+
+    text: Template
+    when: str | None = None
+
+
+def _lesson(value: Any) -> Any:
+    return {"text": value} if isinstance(value, str) else value
+
+
+LessonField = Annotated[
+    Lesson,
+    BeforeValidator(_lesson),
+    WithJsonSchema({"anyOf": [{"type": "string"}, Lesson.model_json_schema()]}),
+]
+
+
+class ReportSection(_Strict):
+    """Prose the run cannot know by itself."""
+
+    lessons: list[LessonField] = Field(default_factory=list)
+    next_steps: dict[str, list[LessonField]] = Field(default_factory=dict)
+
+
+class Runbook(_Strict):
+    """One action plan."""
+
+    version: Literal[1]
+    id: StepId
+    title: Template
+    incident: Incident | None = None
+    summary: Template | None = None
+    vars: dict[str, VarSpec] = Field(default_factory=dict)
+    env: dict[str, Template] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)
+    workdir: str = "."
+    warehouse: Warehouse = Field(default_factory=Warehouse)
+    defaults: Defaults = Field(default_factory=Defaults)
+    notify: str | None = None
+    steps: list[Step] = Field(min_length=1)
+    report: ReportSection = Field(default_factory=ReportSection)
+
+    @field_validator("vars")
+    @classmethod
+    def _var_names(cls, value: dict[str, VarSpec]) -> dict[str, VarSpec]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name) or name in ("steps", "env"):
+                raise ValueError(f"invalid var name '{name}': use letters, digits and _")
+        return value

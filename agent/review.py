@@ -1,0 +1,179 @@
+"""The dry-run review behind `runbook plan`: what would run, in which order, and what is missing."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.plan import templating
+from agent.plan.loader import LoadedRunbook
+from agent.plan.model import CommandStep
+from agent.record import StepResult
+from agent.redact import Redactor
+from agent.steps import REGISTRY, StepContext, StepReview
+
+__all__ = ["PlanReview", "StepPlan", "review_plan"]
+
+
+@dataclass
+class StepPlan:
+    """One step as the review shows it."""
+
+    number: int
+    id: str
+    kind: str
+    title: str
+    needs: list[str]
+    after: list[str]
+    when: str | None
+    timeout: str | None
+    retries: str | None
+    captures: list[str]
+    expect: list[str]
+    baseline: bool
+    review: StepReview
+    error: str | None = None
+
+
+@dataclass
+class PlanReview:
+    """The whole review; `ok` is False when something the run needs is missing."""
+
+    loaded: LoadedRunbook
+    title: str
+    summary: str | None
+    vars: dict[str, Any]
+    workdir: Path
+    steps: list[StepPlan] = field(default_factory=list)
+    offline: bool = False
+
+    @property
+    def missing(self) -> list[tuple[str, str]]:
+        """(step id, what is missing) for every step."""
+        out = [(s.id, m) for s in self.steps for m in s.review.missing]
+        out += [(s.id, s.error) for s in self.steps if s.error]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing the run needs is missing."""
+        return not self.missing
+
+
+def _secs(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def review_plan(
+    loaded: LoadedRunbook, values: dict[str, Any], *, offline: bool, endpoint: str | None = None
+) -> PlanReview:
+    """Review every step in execution order; start no command, write nothing.
+
+    Args:
+        loaded: the checked runbook.
+        values: the resolved vars.
+        offline: skip the warehouse.
+        endpoint: a BigQuery endpoint (emulator) if any.
+
+    Returns:
+        The review.
+    """
+    from agent.executor import open_warehouse_for, prepare_context
+
+    env, workdir = prepare_context(loaded, values)
+    rb = loaded.runbook
+    base = {**values, "env": env, "run": {"id": ""}}
+    review = PlanReview(
+        loaded=loaded,
+        title=templating.render(rb.title, base),
+        summary=templating.render(rb.summary, base) if rb.summary else None,
+        vars=values,
+        workdir=workdir,
+        offline=offline,
+    )
+    secrets = [env[n] for n in rb.secrets if env.get(n)]
+    secrets += [str(values[n]) for n, s in rb.vars.items() if s.secret and values.get(n)]
+    redactor = Redactor(secrets)
+    steps = {s.id: s for s in rb.steps}
+    # Steps that have not run read as having succeeded with nothing captured.
+    view = {s.id: {"status": "SUCCESS", "captures": {}, "counts": {}, "exit_code": 0,
+                   "reason": None} for s in rb.steps}
+    for n, sid in enumerate(loaded.graph.order, start=1):
+        step = steps[sid]
+        ctx = StepContext(
+            loaded=loaded, vars=values, env=env, workdir=workdir, run_dir=None, steps_view=view,
+            result=StepResult(id=sid, kind=step.kind, title=step.label), redactor=redactor,
+            stop=threading.Event(), emit=lambda e: None,
+            open_warehouse=lambda: open_warehouse_for(loaded, workdir, endpoint
+                                                      or os.environ.get("RUNBOOK_BIGQUERY_ENDPOINT")),
+            offline=offline,
+        )
+        retries = step.retries or rb.defaults.retries
+        plan = StepPlan(
+            number=n, id=sid, kind=step.kind, title=step.label, needs=list(step.needs or []),
+            after=list(loaded.graph.after[sid]), when=step.when,
+            timeout=_secs(step.timeout or rb.defaults.timeout) if step.kind != "manual" else None,
+            retries=(f"{retries.attempts} attempts, {_secs(retries.backoff)} back-off"
+                     if retries and retries.attempts > 1 else None),
+            captures=[f"{k} = /{c.pattern}/" + (" (all)" if c.all else "")
+                      for k, c in step.capture.items()] if isinstance(step, CommandStep) else [],
+            expect=list(getattr(step, "expect", []) or []),
+            baseline=step.baseline,
+            review=StepReview(),
+        )
+        try:
+            plan.title = templating.render(step.label, ctx.template_context())
+            plan.review = REGISTRY[step.kind].review(step, ctx)
+            if plan.review.command:
+                plan.review.command = redactor.redact(plan.review.command)
+        except templating.TemplateError as exc:
+            plan.error = str(exc)
+        review.steps.append(plan)
+    return review
+
+
+def _flowchart(review: PlanReview) -> str:
+    lines = ["flowchart TD"]
+    for s in review.steps:
+        label = s.title.replace('"', "'")
+        lines.append(f'    {s.id}["{s.number}. {label}"]')
+    for s in review.steps:
+        for d in s.after:
+            arrow = "-->" if d in s.needs else "-.->"
+            lines.append(f"    {d} {arrow} {s.id}")
+    for s in review.steps:
+        if s.review.missing or s.error:
+            lines.append(f"    style {s.id} fill:#f8d7da,stroke:#c00")
+    return "\n".join(lines)
+
+
+def render_review(review: PlanReview) -> str:
+    """The review as markdown, through `templates/plan.md.j2`."""
+    from tabulate import tabulate
+
+    from agent.errors import display_path
+    from agent.report import _environment, templates_dir
+
+    rb = review.loaded.runbook
+    rows = [[name, spec.type, "***" if spec.secret else review.vars.get(name),
+             spec.description or ""] for name, spec in rb.vars.items()]
+    vars_table = tabulate(rows, headers=["var", "type", "value", "description"],
+                          tablefmt="github") if rows else "_none_"
+    w = rb.warehouse
+    warehouse = (f"duckdb {w.path}" if w.backend == "duckdb"
+                 else f"bigquery project {w.project or '(default)'}")
+    order = " → ".join(s.id for s in review.steps)
+    env = _environment((str(templates_dir()),))
+    text = env.get_template("plan.md.j2").render(
+        p=review, path=display_path(review.loaded.path), vars_table=vars_table,
+        warehouse=warehouse, order=order, flowchart=_flowchart(review),
+    )
+    return text if text.endswith("\n") else text + "\n"

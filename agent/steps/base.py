@@ -1,0 +1,117 @@
+"""What every step kind gets to run with (StepContext) and the registry of kinds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.plan import templating
+from agent.plan.loader import LoadedRunbook
+from agent.record import StepResult
+from agent.redact import Redactor
+from agent.warehouse.base import Warehouse
+
+__all__ = ["REGISTRY", "Event", "StepContext", "StepKind", "StepReview", "register", "sql_params"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the executor tells its listeners (console, notifications); never printed by it."""
+
+    kind: str  # run_started, step_started, output, retry, poll, step_finished, run_finished, ...
+    step_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepReview:
+    """What `runbook plan` says about one step, without running it."""
+
+    lines: list[str] = field(default_factory=list)  # markdown bullet texts
+    command: str | None = None  # the rendered command, quoted as it will run
+    missing: list[str] = field(default_factory=list)  # what the run needs and is not there
+    alternatives: list[str] = field(default_factory=list)
+    warehouse: list[str] = field(default_factory=list)  # current counts, bytes, missing tables
+
+
+@dataclass
+class StepContext:
+    """Everything a step needs from the run; one per step execution."""
+
+    loaded: LoadedRunbook
+    vars: Mapping[str, Any]
+    env: Mapping[str, str]  # the process environment for commands (os.environ + runbook env)
+    workdir: Path
+    run_dir: Path | None
+    steps_view: Mapping[str, Any]  # steps.<id> as templates see them
+    result: StepResult
+    redactor: Redactor
+    stop: threading.Event
+    emit: Callable[[Event], None]
+    open_warehouse: Callable[[], Warehouse]
+    run_id: str = ""
+    yes: bool = False
+    interactive: bool = False
+    confirm: Callable[[str], bool] | None = None
+    max_log_bytes: int | None = None
+    log_suffix: str = ""  # ".baseline" for the measurement before the run
+    offline: bool = False
+
+    def template_context(self, **extra: Any) -> dict[str, Any]:
+        """Names visible to templates: vars, env, steps, run, plus `extra`."""
+        return {
+            **self.vars,
+            "env": dict(self.env),
+            "steps": self.steps_view,
+            "run": {"id": self.run_id},
+            **extra,
+        }
+
+    def render(self, source: str, **extra: Any) -> str:
+        """Render one of the step's strings."""
+        return templating.render(source, self.template_context(**extra))
+
+    def log_path(self) -> Path | None:
+        """Where this step's output goes, or None in a dry run."""
+        if self.run_dir is None:
+            return None
+        return self.run_dir / "logs" / f"{self.result.id}{self.log_suffix}.log"
+
+
+def sql_params(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Vars as query parameters: only typed values a warehouse can bind."""
+    return {
+        k: v
+        for k, v in values.items()
+        if isinstance(v, str | int | float | bool | dt.date | list) and v is not None
+    }
+
+
+class StepKind(Protocol):
+    """A kind of step: it reviews itself for `plan` and runs for `run`."""
+
+    def review(self, step: Any, ctx: StepContext) -> StepReview:
+        """Describe what the step would do; start nothing."""
+        ...
+
+    def run(self, step: Any, ctx: StepContext) -> None:
+        """Run the step and fill `ctx.result` (status, reason, captures, counts, ...)."""
+        ...
+
+
+REGISTRY: dict[str, StepKind] = {}
+
+
+def register(*kinds: str) -> Callable[[type[Any]], type[Any]]:
+    """Class decorator: register a StepKind implementation for `kinds`."""
+
+    def deco(cls: type[Any]) -> type[Any]:
+        for k in kinds:
+            REGISTRY[k] = cls()
+        return cls
+
+    return deco

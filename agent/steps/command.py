@@ -1,0 +1,257 @@
+"""The kinds that run a command: run, validate, export (captures, details, expect, retries)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from agent import preflight
+from agent.plan import templating
+from agent.plan.model import Capture, CommandStep
+from agent.process import run_process
+from agent.record import Attempt, DetailLine, ExpectResult, Status, utcnow
+from agent.steps.base import Event, StepContext, StepReview, register
+
+__all__ = ["CommandKind", "Scanner", "convert_capture"]
+
+MAX_DETAILS = 50
+MAX_ALL = 1000
+# The pipeline's log prefix: `2026-01-26 05:14:35,123 - name - INFO - message`.
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+-\s+[\w.]+\s+-\s+[A-Z]+\s+-\s+")
+_MARKS = re.compile(r"^\s*(?:✓|✅|⚠️|⚠|❌|✗|△|○|•)\ufe0f?\s*")
+DEFAULT_TIMEOUT = 3600.0
+
+
+def convert_capture(spec: Capture, raw: Any) -> Any:
+    """Type a captured string (or tuple of groups) as the capture says."""
+    if isinstance(raw, tuple):
+        return [convert_capture(spec, r) for r in raw]
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    kind = spec.type
+    try:
+        if kind == "int":
+            return int(text.replace(",", ""))
+        if kind == "float":
+            return float(text.replace(",", ""))
+        if kind == "bool":
+            return text.lower() in ("true", "yes", "1", "ok", "success")
+        if kind == "auto":
+            if re.fullmatch(r"-?\d+", text):
+                return int(text)
+            if re.fullmatch(r"-?\d+\.\d*", text):
+                return float(text)
+    except ValueError:
+        return None
+    return text
+
+
+class Scanner:
+    """Reads a step's output line by line: captures (last match wins) and details lines."""
+
+    def __init__(self, step: CommandStep) -> None:
+        self.captures = {name: (re.compile(c.pattern), c) for name, c in step.capture.items()}
+        self.details = [(re.compile(d.match), d.mark) for d in step.details]
+        self.values: dict[str, Any] = {}
+        self.lists: dict[str, list[Any]] = {n: [] for n, (_, c) in self.captures.items() if c.all}
+        self.detail_lines: list[DetailLine] = []
+        self.last_line = ""
+
+    def __call__(self, line: str) -> None:
+        """Take one output line."""
+        if line.strip():
+            self.last_line = line
+        for name, (rx, spec) in self.captures.items():
+            m = rx.search(line)
+            if m is None:
+                continue
+            raw: Any = m.groups() if len(m.groups()) > 1 else (m.group(1) if m.groups() else m.group(0))
+            if spec.all:
+                if len(self.lists[name]) < MAX_ALL:
+                    self.lists[name].append(convert_capture(spec, raw))
+            else:
+                # The last match wins: a processor's closing summary beats its progress lines.
+                self.values[name] = convert_capture(spec, raw)
+        if self.details and len(self.detail_lines) < MAX_DETAILS:
+            for rx, mark in self.details:
+                if rx.search(line):
+                    text = _MARKS.sub("", _LOG_PREFIX.sub("", line)).strip()
+                    self.detail_lines.append(DetailLine(mark=mark, text=text))
+                    break
+
+    def result(self, step: CommandStep) -> dict[str, Any]:
+        """The captures, with defaults for those that never matched."""
+        out: dict[str, Any] = {}
+        for name, (_, spec) in self.captures.items():
+            if spec.all:
+                out[name] = self.lists[name]
+            else:
+                out[name] = self.values.get(name, spec.default)
+        return out
+
+
+def _env_for(step: CommandStep, ctx: StepContext) -> dict[str, str]:
+    env = dict(ctx.env)
+    for k, v in step.env.items():
+        env[k] = ctx.render(v)
+    return env
+
+
+def _workdir(step: CommandStep, ctx: StepContext) -> Path:
+    return (ctx.workdir / ctx.render(step.workdir)).resolve() if step.workdir else ctx.workdir
+
+
+def render_argv(step: CommandStep, ctx: StepContext) -> list[str]:
+    """The step's argv, rendered (a string command is split before substitution)."""
+    return templating.render_command(step.command, ctx.template_context(), shell=step.shell)
+
+
+@register("run", "validate", "export")
+class CommandKind:
+    """Run a command, read its output, decide its status."""
+
+    def review(self, step: CommandStep, ctx: StepContext) -> StepReview:
+        """Render the command and look up the program it names."""
+        review = StepReview()
+        argv = render_argv(step, ctx)
+        review.command = _display(argv, step.shell)
+        found = preflight.lookup(argv, workdir=_workdir(step, ctx), env=_env_for(step, ctx))
+        if found is not None and not found.found:
+            review.missing.append(found.message)
+            review.alternatives = list(found.alternatives)
+        return review
+
+    def run(self, step: CommandStep, ctx: StepContext) -> None:
+        """Run with retries; fill status, captures, details, expectations."""
+        res = ctx.result
+        try:
+            argv = render_argv(step, ctx)
+            env = _env_for(step, ctx)
+            cwd = _workdir(step, ctx)
+        except templating.TemplateError as exc:
+            res.status, res.reason = Status.FAILED, str(exc)
+            return
+        res.command = [ctx.redactor.redact(a) for a in argv]
+        res.command_display = ctx.redactor.redact(_display(argv, step.shell))
+        found = preflight.lookup(argv, workdir=cwd, env=env)
+        if found is not None and not found.found:
+            res.status = Status.NOT_FOUND
+            res.missing = found.target
+            res.reason = found.message
+            res.alternatives = list(found.alternatives)
+            return
+        log_path = ctx.log_path()
+        assert log_path is not None
+        res.log_path = str(log_path.relative_to(ctx.run_dir)) if ctx.run_dir else None
+        retries = step.retries or ctx.loaded.runbook.defaults.retries
+        attempts = retries.attempts if retries else 1
+        backoff = retries.backoff if retries else 0.0
+        timeout = step.timeout or ctx.loaded.runbook.defaults.timeout or DEFAULT_TIMEOUT
+        scanner = Scanner(step)
+        for number in range(1, attempts + 1):
+            scanner = Scanner(step)
+
+            def on_line(line: str, scanner: Scanner = scanner) -> None:
+                scanner(line)
+                ctx.emit(Event("output", res.id, {"line": ctx.redactor.redact(line)}))
+
+            with log_path.open("ab") as fh:
+                fh.write(f"--- attempt {number} of {attempts}: {res.command_display}\n".encode())
+            attempt = Attempt(number=number, started_at=utcnow())
+            res.attempts.append(attempt)
+            proc = run_process(
+                argv,
+                cwd=cwd,
+                env=env,
+                timeout=timeout,
+                log_path=log_path,
+                on_line=on_line,
+                redactor=ctx.redactor,
+                max_log_bytes=ctx.max_log_bytes,
+                stop_event=ctx.stop,
+            )
+            attempt.ended_at = proc.ended_at
+            attempt.exit_code = proc.exit_code
+            attempt.timed_out = proc.timed_out
+            attempt.error = proc.error
+            res.exit_code = proc.exit_code
+            res.output_bytes += proc.output_bytes
+            res.log_capped = res.log_capped or proc.log_capped
+            res.output_tail = [ctx.redactor.redact(x) for x in proc.tail]
+            if proc.interrupted:
+                res.status, res.reason = Status.ABORTED, "the run was interrupted"
+                break
+            if proc.error and proc.exit_code is None and not proc.timed_out:
+                res.status, res.reason = Status.FAILED, proc.error
+            elif proc.timed_out:
+                res.status = Status.TIMED_OUT
+                res.reason = f"timed out after {_secs(timeout)}; the process group was stopped"
+            elif proc.exit_code not in step.ok_exit_codes:
+                res.status = Status.FAILED
+                res.reason = f"exit code {proc.exit_code}" + _tail_hint(proc.tail)
+            elif proc.error:
+                res.status, res.reason = Status.FAILED, proc.error
+            else:
+                res.status = None
+                break
+            if number < attempts:
+                delay = backoff * ((retries.factor if retries else 1.0) ** (number - 1))
+                ctx.emit(Event("retry", res.id, {"attempt": number + 1, "of": attempts,
+                                                 "delay": delay, "reason": res.reason}))
+                if ctx.stop.wait(delay):
+                    res.status, res.reason = Status.ABORTED, "interrupted during retry back-off"
+                    break
+        res.captures = {k: _redact_value(ctx, v) for k, v in scanner.result(step).items()}
+        res.details = [DetailLine(mark=d.mark, text=ctx.redactor.redact(d.text))
+                       for d in scanner.detail_lines]
+        if res.status is not None:
+            return
+        names = ctx.template_context(**res.captures, exit_code=res.exit_code)
+        res.expectations = evaluate_expectations(step.expect, names)
+        failed = [e for e in res.expectations if not e.ok]
+        if failed:
+            res.status = Status.PARTIAL
+            res.reason = "expectation not met: " + "; ".join(e.expr for e in failed)
+        else:
+            res.status = Status.SUCCESS
+
+
+def evaluate_expectations(exprs: list[str], names: dict[str, Any]) -> list[ExpectResult]:
+    """Evaluate `expect` expressions; an error or a null reads as not met."""
+    out: list[ExpectResult] = []
+    for expr in exprs:
+        try:
+            out.append(ExpectResult(expr=expr, ok=bool(templating.evaluate(expr, names))))
+        except templating.TemplateError as exc:
+            out.append(ExpectResult(expr=expr, ok=False, error=str(exc)))
+    return out
+
+
+def _redact_value(ctx: StepContext, value: Any) -> Any:
+    if isinstance(value, str):
+        return ctx.redactor.redact(value)
+    if isinstance(value, list):
+        return [_redact_value(ctx, v) for v in value]
+    return value
+
+
+def _display(argv: list[str], shell: bool) -> str:
+    if shell and len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
+        return argv[2]
+    return shlex.join(argv)
+
+
+def _secs(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+def _tail_hint(tail: list[str]) -> str:
+    lines = [t for t in tail if t.strip()][-3:]
+    return (": " + " | ".join(x.strip()[:200] for x in lines)) if lines else ""

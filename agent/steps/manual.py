@@ -1,0 +1,37 @@
+"""The manual kind: a person confirms on a terminal, or `--yes` confirms for them."""
+
+from __future__ import annotations
+
+from agent.plan.model import ManualStep
+from agent.record import Status
+from agent.steps.base import StepContext, StepReview, register
+
+__all__ = ["ManualKind"]
+
+
+@register("manual")
+class ManualKind:
+    """SUCCESS when confirmed; without a terminal and without --yes it is not run."""
+
+    def review(self, step: ManualStep, ctx: StepContext) -> StepReview:
+        """Show what the person will be asked."""
+        review = StepReview()
+        if step.instructions:
+            review.lines.append(ctx.render(step.instructions).strip())
+        review.lines.append("asks for confirmation (or `--yes`)")
+        return review
+
+    def run(self, step: ManualStep, ctx: StepContext) -> None:
+        """Ask, or take --yes, or skip with the reason."""
+        res = ctx.result
+        question = ctx.render(step.prompt or f"{step.label}: done?")
+        if ctx.yes:
+            res.status, res.reason = Status.SUCCESS, "confirmed by --yes"
+        elif ctx.interactive and ctx.confirm is not None:
+            if ctx.confirm(question):
+                res.status, res.reason = Status.SUCCESS, "confirmed at the prompt"
+            else:
+                res.status, res.reason = Status.FAILED, "declined at the prompt"
+        else:
+            res.status = Status.SKIPPED
+            res.reason = "not run: manual step needs a terminal to confirm, or --yes"

@@ -1,0 +1,197 @@
+"""The verify kind: row counts and key coverage in the warehouse, one query per step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.plan import templating
+from agent.plan.model import Check, VerifyStep
+from agent.record import CheckResult, Status
+from agent.steps.base import StepContext, StepReview, register, sql_params
+from agent.steps.command import evaluate_expectations
+from agent.warehouse.base import CountCheck, CountOutcome, WarehouseError
+
+__all__ = ["VerifyKind", "check_key", "measure"]
+
+
+def check_key(step: VerifyStep, index: int) -> str:
+    """The name a check's result is kept under: its `name`, else its table (made unique)."""
+    check = step.checks[index]
+    if check.name:
+        return check.name
+    same = [i for i, c in enumerate(step.checks) if c.table == check.table and not c.name]
+    return check.table if same[0] == index else f"{check.table}#{same.index(index) + 1}"
+
+
+def _as_int(value: Any, what: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise templating.TemplateError(f"{what} must be a whole number, got '{value}'") from None
+
+
+def _expectation(check: Check, ctx: StepContext) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    exp = check.expect
+    if isinstance(exp, dict):
+        if "min" in exp:
+            out["minimum"] = _as_int(ctx.render(str(exp["min"])), "expect.min")
+        if "ratio" in exp:
+            out["ratio"] = float(ctx.render(str(exp["ratio"])))
+    elif exp is not None:
+        out["expected"] = _as_int(ctx.render(str(exp)), "expect")
+    if check.expect_total is not None:
+        out["total"] = _as_int(ctx.render(str(check.expect_total)), "expect_total")
+    elif "expected" in out:
+        out["total"] = out["expected"]
+    elif "minimum" in out:
+        out["total"] = out["minimum"]
+    return out
+
+
+def _judge(result: CheckResult) -> None:
+    n = result.actual
+    if n is None:
+        result.ok = False
+        return
+    if result.total:
+        result.percent = round(100.0 * n / result.total, 1)
+    ok = True
+    if result.expected is not None:
+        ok = n == result.expected
+    if result.minimum is not None:
+        ok = ok and n >= result.minimum
+    if result.ratio is not None:
+        ok = ok and result.total is not None and n >= result.ratio * result.total
+    if result.key and result.missing_total:
+        ok = False
+    result.ok = ok
+
+
+def _count_checks(step: VerifyStep) -> list[CountCheck]:
+    return [
+        CountCheck(
+            name=check_key(step, i),
+            table=c.table,
+            where=c.where,
+            coverage_key=tuple(c.coverage.key) if c.coverage else (),
+            coverage_expected=c.coverage.expected if c.coverage else None,
+        )
+        for i, c in enumerate(step.checks)
+    ]
+
+
+def measure(step: VerifyStep, ctx: StepContext) -> dict[str, CheckResult]:
+    """Count every check in one warehouse query and judge each against its expectation.
+
+    Args:
+        step: the verify step.
+        ctx: the step's context (vars, warehouse).
+
+    Returns:
+        One CheckResult per check, keyed by `check_key`.
+    """
+    checks = _count_checks(step)
+    labels = {"runbook": ctx.loaded.runbook.id, "run": ctx.run_id, "step": step.id}
+    warehouse = ctx.open_warehouse()
+    try:
+        outcomes = warehouse.count(checks, sql_params(ctx.vars), labels)
+    finally:
+        warehouse.close()
+    results: dict[str, CheckResult] = {}
+    for c, check, outcome in zip(checks, step.checks, outcomes, strict=True):
+        results[c.name] = _result(check, outcome, ctx)
+    return results
+
+
+def _result(check: Check, outcome: CountOutcome, ctx: StepContext) -> CheckResult:
+    result = CheckResult(
+        table=check.table,
+        where=check.where,
+        actual=outcome.count,
+        key=list(check.coverage.key) if check.coverage else [],
+        missing_keys=outcome.missing_keys,
+        missing_total=outcome.missing_total,
+        error=outcome.error,
+    )
+    try:
+        for k, v in _expectation(check, ctx).items():
+            setattr(result, k, v)
+    except (templating.TemplateError, ValueError) as exc:
+        result.error = str(exc)
+    _judge(result)
+    return result
+
+
+@register("verify")
+class VerifyKind:
+    """Count rows; PARTIAL when a count or coverage falls short, FAILED when a check cannot run."""
+
+    def review(self, step: VerifyStep, ctx: StepContext) -> StepReview:
+        """Say what each check counts; with a warehouse at hand, what it counts now."""
+        review = StepReview()
+        for i, c in enumerate(step.checks):
+            exp = _expectation(c, ctx)
+            want = (
+                f"exactly {exp['expected']}" if "expected" in exp
+                else f"at least {exp['minimum']}" if "minimum" in exp
+                else f"at least {exp['ratio']:.0%} of {exp.get('total')}" if "ratio" in exp
+                else "any count"
+            )
+            where = f" where `{c.where}`" if c.where else ""
+            cov = f"; coverage of ({', '.join(c.coverage.key)})" if c.coverage else ""
+            review.lines.append(f"check {i + 1}: `{c.table}`{where}: expects {want}{cov}")
+        if ctx.offline:
+            return review
+        checks = _count_checks(step)
+        try:
+            warehouse = ctx.open_warehouse()
+            try:
+                missing = warehouse.missing_tables(sorted({c.table for c in checks}))
+                for t in missing:
+                    review.missing.append(f"table {t} does not exist")
+                present = [c for c in checks if c.table not in missing]
+                if present:
+                    outcomes = warehouse.count(present, sql_params(ctx.vars), {})
+                    for o in outcomes:
+                        line = f"`{o.name}`: {o.count} rows now" if o.error is None else (
+                            f"`{o.name}`: {o.error}")
+                        if o.missing_total:
+                            line += f", {o.missing_total} expected keys missing"
+                        review.warehouse.append(line)
+                    est = warehouse.estimate_bytes(present, sql_params(ctx.vars))
+                    if est is not None:
+                        review.warehouse.append(f"the query would process {est:,} bytes")
+            finally:
+                warehouse.close()
+        except WarehouseError as exc:
+            review.warehouse.append(f"warehouse: {exc}")
+        return review
+
+    def run(self, step: VerifyStep, ctx: StepContext) -> None:
+        """Measure, then judge the step."""
+        res = ctx.result
+        try:
+            res.counts = measure(step, ctx)
+        except WarehouseError as exc:
+            res.status, res.reason = Status.FAILED, f"warehouse: {exc}"
+            return
+        errors = [f"{k}: {r.error}" for k, r in res.counts.items() if r.error]
+        if errors:
+            res.status, res.reason = Status.FAILED, "; ".join(errors)
+            return
+        counts_view = {k: r.model_dump() for k, r in res.counts.items()}
+        res.expectations = evaluate_expectations(
+            step.expect, ctx.template_context(counts=counts_view)
+        )
+        short = [k for k, r in res.counts.items() if not r.ok]
+        failed = [e.expr for e in res.expectations if not e.ok]
+        if short or failed:
+            res.status = Status.PARTIAL
+            parts = [f"{k}: {r.actual} of {r.total}" if r.total else f"{k}: {r.actual}"
+                     for k, r in res.counts.items() if not r.ok]
+            if failed:
+                parts.append("expectation not met: " + "; ".join(failed))
+            res.reason = "short: " + "; ".join(parts)
+        else:
+            res.status = Status.SUCCESS
