@@ -131,6 +131,10 @@ class StepResult(_Model):
     title: str
     status: Status | None = None
     reason: str | None = None
+    # Why a SKIPPED step was skipped: "when" (its condition was false), "needs" (a step it
+    # needs did not succeed), "selection" (--only/--from left it out) or "manual" (a manual
+    # step nobody confirmed). None for other statuses, or when the runner did not say.
+    skipped_by: str | None = None
     command: list[str] | None = None  # argv as run (secrets masked)
     command_display: str | None = None  # the same, quoted for a POSIX shell
     started_at: datetime | None = None

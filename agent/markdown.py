@@ -1,0 +1,160 @@
+"""Safe-markdown helpers: put untrusted text (captured output, titles) into a report unharmed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from urllib.parse import quote
+
+from tabulate import tabulate
+
+__all__ = [
+    "clean",
+    "code",
+    "fence",
+    "inline",
+    "link",
+    "plain",
+    "table",
+]
+
+# ANSI escape sequences: CSI (colours, cursor), OSC (titles, hyperlinks), and two-byte escapes.
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC, terminated by BEL or ST (or cut off)
+    r"|\x1b[@-Z\\-_]"  # two-byte escapes
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+)
+# Control characters except tab and newline, DEL, C1 controls, and bidi overrides/isolates
+# (which can make text display in an order other than the one it is stored in).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_NEWLINES = re.compile(r"\r\n|[\r\n\u2028\u2029\x85]")
+_SPACES = re.compile(r"\s+")
+_BACKTICKS = re.compile(r"`+")
+# `&` that does not start a character reference stays visible as `&`.
+_BARE_AMP = re.compile(r"&(?!#[0-9]{1,7};|#[xX][0-9a-fA-F]{1,6};|[A-Za-z][A-Za-z0-9]{1,31};)")
+# What makes a line's start mean something other than text.
+_LINE_START = (
+    re.compile(r"^(#{1,6})(?=\s|$)"),  # ATX heading
+    re.compile(r"^([-+*])(?=\s|$)"),  # bullet list item
+    re.compile(r"^([-*_=])(?=(?:\s*[-*_=]){2,}\s*$)"),  # thematic break / setext underline
+    re.compile(r"^(~{3,})"),  # tilde fence
+)
+_ORDERED = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")
+
+
+def clean(text: object) -> str:
+    """Remove ANSI escapes, NUL and other control characters; keep newlines and tabs.
+
+    Args:
+        text: Any value; it is converted with ``str``.
+
+    Returns:
+        The text with ``\\r\\n``/``\\r`` turned into ``\\n`` and nothing a terminal interprets.
+    """
+    s = _ANSI.sub("", str(text))
+    s = _NEWLINES.sub("\n", s)
+    return _CONTROL.sub("", s)
+
+
+def plain(text: object) -> str:
+    """Clean `text` and collapse all whitespace (newlines included) into single spaces.
+
+    Args:
+        text: Any value; it is converted with ``str``.
+
+    Returns:
+        One line of text, stripped, with no markdown escaping (for use inside code blocks).
+    """
+    return _SPACES.sub(" ", clean(text).replace("\t", " ")).strip()
+
+
+def inline(text: object) -> str:
+    """Make `text` safe as inline markdown on one line: it can add no HTML and no structure.
+
+    Raw HTML is neutralised (``<``, ``>``, bare ``&``), newlines are collapsed, backticks and
+    pipes are backslash-escaped (no code span or table cell can be opened or closed), and
+    whatever would start a heading, quote, list, rule or fence at the start of a line is escaped.
+
+    Args:
+        text: Any value; it is converted with ``str``.
+
+    Returns:
+        Markdown that renders as the original text.
+    """
+    s = plain(text)
+    s = s.replace("\\", "\\\\")
+    s = _BARE_AMP.sub("&amp;", s).replace("<", "&lt;").replace(">", "&gt;")
+    s = s.replace("`", "\\`").replace("|", "\\|")
+    for pattern in _LINE_START:
+        s = pattern.sub(lambda m: "\\" + m.group(1), s, count=1)
+    s = _ORDERED.sub(lambda m: m.group(1) + "\\" + m.group(2), s, count=1)
+    if s.endswith("#"):  # a closing sequence of an ATX heading would be eaten
+        s = s[:-1] + "\\#"
+    return s
+
+
+def code(text: object) -> str:
+    """Render `text` as an inline code span that no backtick inside it can close early.
+
+    Args:
+        text: Any value; it is converted with ``str`` and collapsed to one line.
+
+    Returns:
+        A code span such as ``` `bin/x.py` ``` (longer delimiters when the text has backticks).
+    """
+    s = plain(text)
+    if not s:
+        return "` `"
+    longest = max((len(m) for m in _BACKTICKS.findall(s)), default=0)
+    ticks = "`" * (longest + 1)
+    if s.startswith("`") or s.endswith("`"):
+        s = f" {s} "
+    return f"{ticks}{s}{ticks}"
+
+
+def fence(text: object, lang: str = "") -> str:
+    """Render `text` as a fenced code block whose fence is longer than any backtick run inside.
+
+    Args:
+        text: The block's content; control characters and ANSI escapes are removed.
+        lang: The info string (``bash``); anything but letters, digits, ``_+-.`` is dropped.
+
+    Returns:
+        The block, from the opening fence to the closing fence, without a final newline.
+    """
+    body = clean(text).rstrip("\n")
+    longest = max((len(m) for m in _BACKTICKS.findall(body)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    info = re.sub(r"[^\w+.-]", "", lang)
+    return f"{ticks}{info}\n{body}\n{ticks}"
+
+
+def link(text: object, target: object) -> str:
+    """Render a link whose text is escaped and whose target is percent-encoded.
+
+    Args:
+        text: The visible text.
+        target: A relative path or URL; characters outside a safe set are percent-encoded.
+
+    Returns:
+        ``[text](target)``.
+    """
+    dest = quote(plain(target), safe="/._-~:#?=&%+@")
+    label = inline(text).replace("[", "\\[").replace("]", "\\]")
+    return f"[{label}]({dest})"
+
+
+def table(rows: Iterable[Sequence[object]], headers: Sequence[object]) -> str:
+    """Render a GitHub-flavoured markdown table; every cell is escaped like `inline`.
+
+    Args:
+        rows: The body rows, each a sequence of cells (any values).
+        headers: The column titles.
+
+    Returns:
+        The table as produced by ``tabulate(..., tablefmt="github")``.
+    """
+    body = [[inline(cell) for cell in row] for row in rows]
+    head = [inline(h) for h in headers]
+    return str(tabulate(body, headers=head, tablefmt="github", disable_numparse=True))

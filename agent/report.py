@@ -1,0 +1,1094 @@
+"""Render a run record (run.json) as the markdown remediation report through a Jinja2 template."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import jinja2
+
+import agent
+from agent import markdown
+from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, utcnow
+
+__all__ = ["DEFAULT_TEMPLATE", "render_report", "templates_dir", "write_report"]
+
+DEFAULT_TEMPLATE = "remediation-report.md.j2"
+
+STATUS_MARK: dict[Status | None, str] = {
+    Status.SUCCESS: "✅",
+    Status.PARTIAL: "⚠️",
+    Status.FAILED: "❌",
+    Status.NOT_FOUND: "⚠️",
+    Status.TIMED_OUT: "⏱️",
+    Status.SKIPPED: "⏭️",
+    Status.ABORTED: "🛑",
+    None: "⏳",
+}
+_COUNT_WORDS: dict[Status | None, str] = {
+    Status.SUCCESS: "succeeded",
+    Status.PARTIAL: "partial",
+    Status.FAILED: "failed",
+    Status.NOT_FOUND: "not found",
+    Status.TIMED_OUT: "timed out",
+    Status.SKIPPED: "skipped",
+    Status.ABORTED: "aborted",
+    None: "not finished",
+}
+_RUN_MARK: dict[RunStatus | None, str] = {
+    RunStatus.COMPLETE: "✅",
+    RunStatus.PARTIALLY_COMPLETE: "⚠️",
+    RunStatus.FAILED: "❌",
+    RunStatus.INTERRUPTED: "🛑",
+    None: "⏳",
+}
+_DETAIL_MARK = {"ok": "✓", "warn": "⚠️", "error": "❌", "info": "•"}
+_PRIORITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
+_AUTO_PRIORITY: dict[Status | None, str] = {
+    Status.FAILED: "HIGH",
+    Status.TIMED_OUT: "HIGH",
+    Status.ABORTED: "HIGH",
+    Status.PARTIAL: "MEDIUM",
+    Status.SKIPPED: "MEDIUM",
+    Status.NOT_FOUND: "LOW",
+    None: "HIGH",
+}
+_MAX_LIST_ITEMS = 20
+_MAX_TAIL_LINES = 20
+_WRAP_AT = 80
+_EXPR_WORDS = {"and", "or", "not", "in", "is", "if", "else", "None", "True", "False", "none"}
+_IDENT = re.compile(r"\b[A-Za-z_]\w*\b")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NOUN_SUFFIXES = ("_id", "_abbr", "_code", "_key", "_name", "_lookup", "_tricode", "_num")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def templates_dir() -> Path:
+    """Return the folder of the bundled report templates.
+
+    Returns:
+        ``agent/_data/templates`` in an installed wheel, else ``<repo>/templates``.
+    """
+    bundled = Path(agent.__file__).resolve().parent / "_data" / "templates"
+    if bundled.is_dir():
+        return bundled
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def render_report(record: RunRecord, *, template: Path | None = None) -> str:
+    """Render the remediation report of a run; a pure function of the record (and the clock
+    only when the run has not ended).
+
+    Args:
+        record: The run record, the report's only input.
+        template: Another template file to use; it may ``{% extends %}`` or ``{% include %}``
+            the bundled ones by name.
+
+    Returns:
+        The report as markdown, ending with a newline.
+    """
+    if template is None:
+        tpl = _environment((str(templates_dir()),)).get_template(DEFAULT_TEMPLATE)
+    else:
+        path = template.resolve()
+        env = _environment((str(path.parent), str(templates_dir())))
+        tpl = env.get_template(path.name)
+    text = tpl.render(r=_build(record))
+    return text if text.endswith("\n") else text + "\n"
+
+
+def write_report(record: RunRecord, path: Path, *, template: Path | None = None) -> Path:
+    """Render the report and write it atomically to `path` (parent folders are created).
+
+    Args:
+        record: The run record.
+        path: Where to write the markdown.
+        template: Another template file, as for `render_report`.
+
+    Returns:
+        `path`.
+    """
+    text = render_report(record, template=template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+    """One environment per template search path per process; templates compile once."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(list(search_path)),
+        autoescape=False,  # noqa: S701 - markdown, escaped by the filters below
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        md=markdown.inline,
+        code=markdown.code,
+        fence=markdown.fence,
+        link=markdown.link,
+        table=markdown.table,
+        plain=markdown.plain,
+    )
+    return env
+
+
+# --------------------------------------------------------------------------- view model
+
+
+@dataclass
+class Bullet:
+    """A list item with optional sub-items (plain text; the template escapes it)."""
+
+    text: str
+    subs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Stat:
+    """One `- **label:** value` line of Summary Statistics, with optional sub-items."""
+
+    label: str
+    value: str
+    subs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StatGroup:
+    """One `###` block of Summary Statistics."""
+
+    heading: str
+    stats: list[Stat]
+
+
+@dataclass
+class Verification:
+    """What a verify step found: aligned lines, an expected-vs-actual table, missing keys."""
+
+    title: str
+    lines: list[str]
+    rows: list[list[str]]
+    missing: list[Bullet]
+
+
+@dataclass
+class StepView:
+    """One step of "Actions Taken"."""
+
+    number: int
+    id: str
+    title: str
+    kind: str
+    status: str
+    status_mark: str
+    status_words: str
+    command: str | None
+    results: list[Bullet]
+    reason: str | None
+    details: list[tuple[str, str]]
+    missing: str | None
+    missing_kind: str
+    alternatives: list[str]
+    verification: Verification | None
+    output_tail: list[str]
+    log_path: str | None
+    log_note: str | None
+
+
+@dataclass
+class Issue:
+    """One entry of "Remaining Issues"."""
+
+    priority: str
+    issue: str
+    step: str
+    impact: str | None
+    root_cause: list[str]
+    causes: list[str]
+    actions: list[str]
+    extra: list[tuple[str, str]]
+
+
+@dataclass
+class Lesson:
+    """A lesson: its first line, and any further lines as sub-items."""
+
+    head: str
+    subs: list[str]
+
+
+@dataclass
+class ReportView:
+    """Everything the template shows, as plain values."""
+
+    heading: str
+    date: str
+    action: str
+    action_label: str
+    summary_lead: str
+    summary_text: str | None
+    shortfalls: list[str]
+    steps: list[StepView]
+    run_stats: list[Stat]
+    stats: list[StatGroup]
+    issues: list[Issue]
+    lessons: list[Lesson]
+    next_steps: list[tuple[str, list[str]]]
+    status: str
+    status_mark: str
+    conclusion: list[str]
+    recommendation: str
+    log: str
+    generated_at: str
+    executed_by: str
+    incident_reference: str | None
+    runbook: str
+    run_id: str
+    record: RunRecord
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _ts(dt: datetime) -> str:
+    return _utc(dt).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _human(name: str) -> str:
+    words = re.sub(r"[_\-\s]+", " ", name).strip()
+    return words[:1].upper() + words[1:] if words else name
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "no match"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        return " — ".join(_fmt(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _pct(value: float) -> str:
+    text = f"{value:.1f}"
+    return (text[:-2] if text.endswith(".0") else text) + "%"
+
+
+def _signed_pct(value: float) -> str:
+    return ("+" if value >= 0 else "-") + _pct(abs(value))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _plural(word: str, n: int) -> str:
+    if n == 1:
+        return word
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _noun(column: str) -> str:
+    col = column.lower()
+    for suffix in _NOUN_SUFFIXES:
+        if col.endswith(suffix) and len(col) > len(suffix):
+            return col[: -len(suffix)].replace("_", " ")
+    return col.replace("_", " ")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {_plural(word, n)}"
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _sequence(value: Any) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _capped(items: Sequence[Any], render: Callable[[Any], str], noun: str = "more") -> list[str]:
+    shown = [render(v) for v in items[:_MAX_LIST_ITEMS]]
+    if len(items) > _MAX_LIST_ITEMS:
+        shown.append(f"… and {len(items) - _MAX_LIST_ITEMS} {noun}")
+    return shown
+
+
+def _wrap_command(display: str) -> str:
+    """Break a long shell command before each `--option`, as ` \\` continuation lines."""
+    if len(display) <= _WRAP_AT or "\n" in display:
+        return display
+    words = _shell_words(display)
+    lines: list[str] = []
+    for word in words:
+        if not lines or word.startswith("--"):
+            lines.append(word)
+        else:
+            lines[-1] += " " + word
+    return " \\\n  ".join(lines)
+
+
+def _shell_words(text: str) -> list[str]:
+    """Split on unquoted blanks, keeping each word exactly as written (quotes included)."""
+    words: list[str] = []
+    cur: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            cur.append(ch)
+            if ch == "\\" and quote == '"' and i + 1 < len(text):
+                cur.append(text[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch == "\\" and i + 1 < len(text):
+            cur.extend((ch, text[i + 1]))
+            i += 1
+        elif ch in "'\"":
+            quote = ch
+            cur.append(ch)
+        elif ch in " \t":
+            if cur:
+                words.append("".join(cur))
+                cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    if cur:
+        words.append("".join(cur))
+    return words
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _display_names(checks: Iterable[tuple[str, CheckResult]]) -> dict[str, str]:
+    """Short table names (`dataset.table` -> `table`) unless two checks would share one."""
+    items = list(checks)
+    shorts = [c.table.rsplit(".", 1)[-1] for _, c in items]
+    return {
+        key: (short if shorts.count(short) == 1 else c.table)
+        for (key, c), short in zip(items, shorts, strict=True)
+    }
+
+
+def _total(c: CheckResult) -> int | None:
+    for value in (c.total, c.expected, c.minimum):
+        if value is not None:
+            return value
+    return None
+
+
+def _percent(c: CheckResult) -> float | None:
+    if c.percent is not None:
+        return c.percent
+    total = _total(c)
+    if c.actual is None or not total:
+        return None
+    return c.actual * 100.0 / total
+
+
+def _expected_text(c: CheckResult) -> str:
+    if c.expected is not None:
+        return str(c.expected)
+    if c.minimum is not None:
+        return f"≥ {c.minimum}"
+    if c.ratio is not None:
+        base = f" of {c.total}" if c.total is not None else ""
+        return f"≥ {_pct(c.ratio * 100)}{base}"
+    return "—"
+
+
+def _missing_count(c: CheckResult) -> int:
+    if c.missing_total is not None:
+        return c.missing_total
+    if c.missing_keys:
+        return len(c.missing_keys)
+    total = _total(c)
+    if total is not None and c.actual is not None and c.actual < total:
+        return total - c.actual
+    return 0
+
+
+def _key_groups(c: CheckResult) -> dict[str, list[str]]:
+    """Missing keys grouped by their first key column: {game: [other key values]}."""
+    groups: dict[str, list[str]] = {}
+    first = c.key[0] if c.key else None
+    for row in c.missing_keys:
+        head = _fmt(row.get(first)) if first is not None else _fmt(row)
+        rest = [_fmt(v) for k, v in row.items() if k != first]
+        groups.setdefault(head, []).extend(rest if len(rest) <= 1 else ["/".join(rest)])
+    return groups
+
+
+def _missing_phrase(c: CheckResult) -> str:
+    """E.g. "6 team records missing (3 games)"."""
+    n = _missing_count(c)
+    if len(c.key) >= 2 and c.missing_keys:
+        groups = len(_key_groups(c))
+        capped = c.missing_total is not None and c.missing_total > len(c.missing_keys)
+        at_least = "at least " if capped else ""
+        records = f"{n} {_noun(c.key[-1])} {_plural('record', n)}"
+        return f"{records} missing ({at_least}{_count(groups, _noun(c.key[0]))})"
+    if len(c.key) == 1 and c.missing_keys:
+        return f"{_count(n, _noun(c.key[0]))} missing"
+    return f"{_count(n, 'record')} missing"
+
+
+def _check_fact(name: str, c: CheckResult) -> str:
+    if c.error:
+        return f"{name} could not be counted ({c.error})"
+    actual = "no" if c.actual is None else str(c.actual)
+    pct = _percent(c)
+    if c.expected is not None:
+        tail = f" ({_pct(pct)})" if pct is not None else ""
+        keys = f"; {_missing_phrase(c)}" if c.missing_keys else ""
+        return f"{name} has {actual} of {c.expected} expected records{tail}{keys}"
+    if c.minimum is not None:
+        return f"{name} has {actual} records, at least {c.minimum} required"
+    if c.ratio is not None:
+        tail = f" ({_pct(pct)})" if pct is not None else ""
+        return f"{name} has {actual} records{tail}, {_expected_text(c)} required"
+    return f"{name} has {actual} records; {_missing_phrase(c)}"
+
+
+def _verification(step: StepResult, backend: str) -> Verification:
+    names = _display_names(step.counts.items())
+    width = max((len(n) for n in names.values()), default=0) + 1
+    lines: list[str] = []
+    rows: list[list[str]] = []
+    missing: list[Bullet] = []
+    for key, c in step.counts.items():
+        name = names[key]
+        pct = _percent(c)
+        if c.error:
+            desc = f"error - {c.error}"
+        else:
+            count = "no count" if c.actual is None else _count(c.actual, "record")
+            what = "complete" if c.ok else _missing_phrase(c)
+            desc = f"{count} ({_pct(pct)} - {what})" if pct is not None else f"{count} ({what})"
+        lines.append(f"{markdown.plain(name) + ':':<{width}} {desc}")
+        mark = "❌" if c.error else ("✓" if c.ok else "⚠️")
+        rows.append(
+            [
+                c.table,
+                _expected_text(c),
+                "n/a" if c.actual is None else str(c.actual),
+                "n/a" if pct is None else _pct(pct),
+                mark,
+            ]
+        )
+        if not c.ok and not c.error:
+            bullet = Bullet(f"{name}: {_missing_phrase(c)}")
+            groups = _key_groups(c)
+            if len(c.key) >= 2:
+                first = c.key[0]
+                others = ", ".join(c.key[1:])
+                items = [f"{first} {g}: {', '.join(v)}" for g, v in groups.items()]
+                bullet.subs = _capped(items, str, f"more {_plural(_noun(first), 2)}")
+                if items:
+                    bullet.text += f" — missing {others} by {first}"
+            elif c.missing_keys:
+                bullet.subs = _capped(list(groups), str)
+            if c.missing_total is not None and c.missing_total > len(c.missing_keys):
+                bullet.subs.append(
+                    f"showing {len(c.missing_keys)} of {c.missing_total} missing keys"
+                )
+            missing.append(bullet)
+    label = {"bigquery": "BigQuery", "duckdb": "DuckDB"}.get(backend.lower(), "Warehouse")
+    return Verification(f"{label} Verification", lines, rows, missing)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _expr_values(expr: str, step: StepResult, variables: Mapping[str, Any]) -> str:
+    seen: list[str] = []
+    for name in _IDENT.findall(_QUOTED.sub("", expr)):
+        if name in _EXPR_WORDS or name in seen:
+            continue
+        value = step.captures[name] if name in step.captures else variables.get(name)
+        if (name in step.captures or name in variables) and not _sequence(value):
+            seen.append(name)
+    before = step.baseline.captures if step.baseline is not None else {}
+    values = []
+    for n in seen:
+        text = f"{n} = {_fmt(step.captures[n] if n in step.captures else variables[n])}"
+        if n in step.captures and _is_number(before.get(n)):
+            text += f", {_fmt(before[n])} before the run"
+        values.append(text)
+    return ", ".join(values)
+
+
+def _failed_expectations(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for e in step.expectations:
+        if e.ok:
+            continue
+        values = _expr_values(e.expr, step, variables)
+        text = f"Expected: {e.expr} — " + (f"error: {e.error}" if e.error else "not met")
+        out.append(text + (f" ({values})" if values else ""))
+    return out
+
+
+def _missing_kind(step: StepResult) -> str:
+    missing = step.missing or ""
+    if step.command and "-m" in step.command[:3] and "/" not in missing:
+        return "Module"
+    if "/" in missing or re.search(r"\.(py|sh|bash|rb|pl|js|ts|sql)$", missing):
+        return "Script"
+    return "Program"
+
+
+def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
+    bullets: list[Bullet] = []
+    for name, value in step.captures.items():
+        label = _human(name)
+        if _sequence(value):
+            if not value:
+                bullets.append(Bullet(f"{label}: none"))
+            else:
+                bullets.append(Bullet(f"{label}: {len(value)}", _capped(value, _fmt)))
+        elif isinstance(value, Mapping) and value:
+            items = [f"{k}: {_fmt(v)}" for k, v in value.items()]
+            bullets.append(Bullet(f"{label}:", _capped(items, str)))
+        else:
+            bullets.append(Bullet(f"{label}: {_fmt(value)}"))
+    if step.polls:
+        last = step.polls[-1]
+        bullets.append(
+            Bullet(f"Polls: {len(step.polls)} (last at {_ts(last.at)}: {_fmt(last.value)})")
+        )
+    if step.exit_code is not None:
+        bullets.append(Bullet(f"Exit code: {step.exit_code}"))
+    if len(step.attempts) > 1:
+        tries = [
+            f"attempt {a.number}: "
+            + (
+                "timed out"
+                if a.timed_out
+                else (f"exit {a.exit_code}" if a.exit_code is not None else (a.error or "no exit"))
+            )
+            for a in step.attempts
+        ]
+        bullets.append(Bullet(f"Attempts: {len(step.attempts)}", tries))
+    if step.sessions > 1:
+        bullets.append(Bullet(f"Runner sessions: {step.sessions} (resumed)"))
+    if step.duration_s is not None and step.status not in (Status.NOT_FOUND, Status.SKIPPED):
+        bullets.append(Bullet(f"Processing time: {_duration(step.duration_s)}"))
+    bullets.extend(Bullet(t) for t in _failed_expectations(step, variables))
+    return bullets
+
+
+def _step_view(number: int, step: StepResult, record: RunRecord) -> StepView:
+    status = step.status
+    command = step.command_display
+    if command is None and step.command:
+        command = shlex.join(step.command)
+    log_note = None
+    if step.log_capped:
+        log_note = (
+            f"the log was capped: output exceeded the log size limit "
+            f"({_size(step.output_bytes)} written by the command)"
+        )
+    tail: list[str] = []
+    if status in (Status.FAILED, Status.TIMED_OUT, Status.ABORTED) and step.output_tail:
+        tail = step.output_tail[-_MAX_TAIL_LINES:]
+    verification = None
+    if step.counts:
+        verification = _verification(step, str(record.warehouse.get("backend", "")))
+    return StepView(
+        number=number,
+        id=step.id,
+        title=step.title,
+        kind=step.kind,
+        status="" if status is None else status.value,
+        status_mark=STATUS_MARK[status],
+        status_words="NOT FINISHED" if status is None else status.value.replace("_", " "),
+        command=None if command is None else _wrap_command(command),
+        results=_results(step, record.vars),
+        reason=step.reason if status != Status.SUCCESS else None,
+        details=[(_DETAIL_MARK.get(d.mark, "•"), d.text) for d in step.details],
+        missing=step.missing if status == Status.NOT_FOUND else None,
+        missing_kind=_missing_kind(step),
+        alternatives=list(step.alternatives),
+        verification=verification,
+        output_tail=tail,
+        log_path=step.log_path,
+        log_note=log_note,
+    )
+
+
+def _step_facts(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
+    """What fell short in a step, with numbers (Executive Summary, automatic issues)."""
+    facts: list[str] = []
+    status = step.status
+    if status == Status.NOT_FOUND:
+        alt = (
+            f"; {_count(len(step.alternatives), 'alternative')} found" if step.alternatives else ""
+        )
+        facts.append(f"{step.title}: {step.missing or 'the program'} does not exist{alt}")
+    elif status == Status.FAILED:
+        code = f" with exit code {step.exit_code}" if step.exit_code is not None else ""
+        facts.append(f"{step.title} failed{code}" + (f": {step.reason}" if step.reason else ""))
+    elif status == Status.TIMED_OUT:
+        after = f" after {_duration(step.duration_s)}" if step.duration_s is not None else ""
+        facts.append(f"{step.title} timed out{after}")
+    elif status == Status.ABORTED:
+        facts.append(f"{step.title} was aborted" + (f": {step.reason}" if step.reason else ""))
+    elif status is None:
+        facts.append(f"{step.title} did not finish")
+    names = _display_names(step.counts.items())
+    facts.extend(_check_fact(names[k], c) for k, c in step.counts.items() if not c.ok)
+    for e in step.expectations:
+        if not e.ok:
+            values = _expr_values(e.expr, step, variables)
+            held = f"could not be evaluated ({e.error})" if e.error else "did not hold"
+            facts.append(f"{step.title}: {e.expr} {held}" + (f" ({values})" if values else ""))
+    if status == Status.PARTIAL and not facts and step.reason:
+        facts.append(f"{step.title}: {step.reason}")
+    return facts
+
+
+def _skipped_by_when(step: StepResult) -> bool:
+    if step.status != Status.SKIPPED:
+        return False
+    if step.skipped_by is not None:
+        return step.skipped_by in ("when", "selection")
+    reason = (step.reason or "").lower()
+    return not any(w in reason for w in ("need", "did not succeed", "not confirmed", "manual"))
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _heading(record: RunRecord) -> tuple[str, str]:
+    plan = record.incident.get("plan", "").strip()
+    action = record.incident.get("action", "").strip()
+    base = re.sub(r"\s+(action\s+)?plan$", "", plan, flags=re.IGNORECASE) or record.title
+    heading = f"{base} - Remediation Report" + (f" ({action})" if action else "")
+    return heading, action or "Run"
+
+
+def _summary_lead(record: RunRecord) -> str:
+    n = len(record.steps)
+    if n == 0:
+        return "No steps were run."
+    plan = record.incident.get("plan", "").strip()
+    action = record.incident.get("action", "").strip()
+    if action and plan:
+        what = f"{action} from the {plan}"
+    elif action or plan:
+        what = action or plan
+    else:
+        what = f"runbook {record.runbook_id}"
+    tally: dict[Status | None, int] = {}
+    for s in record.steps:
+        tally[s.status] = tally.get(s.status, 0) + 1
+    order: list[Status | None] = [*Status, None]
+    parts = [f"{tally[s]} {_COUNT_WORDS[s]}" for s in order if s in tally]
+    status = f" Run status: {record.status.value}." if record.status else ""
+    return f"Ran {_count(n, 'step')} of {what}: {', '.join(parts)}.{status}"
+
+
+def _numeric_changes(step: StepResult) -> list[StatGroup]:
+    assert step.baseline is not None
+    groups: list[StatGroup] = []
+    before_all, after_all = step.baseline.captures, step.captures
+    lists_changed = [
+        n
+        for n, v in after_all.items()
+        if _sequence(v) and _sequence(before_all.get(n)) and list(before_all[n]) != list(v)
+    ]
+    names = [n for n, v in after_all.items() if _is_number(v) or _is_number(before_all.get(n))]
+    names += [n for n, v in before_all.items() if _is_number(v) and n not in names]
+    lone = len(names) == 1
+    for name in names:
+        label = _human(name)
+        unit = label.lower()
+        before, after = before_all.get(name), after_all.get(name)
+        stats = [
+            Stat("Before", f"{_fmt(before)} {unit}" if _is_number(before) else "not measured"),
+            Stat("After", f"{_fmt(after)} {unit}" if _is_number(after) else "not captured"),
+        ]
+        if _is_number(before) and _is_number(after):
+            delta = after - before
+            if delta < 0:
+                pct = f" ({_signed_pct(delta * 100.0 / before)})" if before else ""
+                stats.append(Stat("Reduction", f"{label} reduced by {_fmt(-delta)}{pct}"))
+            elif delta > 0:
+                stats.append(Stat("Change", f"{label} increased by {_fmt(delta)}"))
+            elif any(lone or _related(name, n) for n in lists_changed):
+                stats.append(Stat("Reduction", f"{label} changed but not reduced in count"))
+            else:
+                stats.append(Stat("Reduction", "none (unchanged)"))
+        groups.append(StatGroup(f"{label} ({step.title})", stats))
+    for name in lists_changed:
+        before_items = [_fmt(v) for v in before_all[name]]
+        after_items = [_fmt(v) for v in after_all[name]]
+        gone = [v for v in before_items if v not in after_items]
+        new = [v for v in after_items if v not in before_items]
+        stats = [
+            Stat("Resolved", str(len(gone)), _capped(gone, str)),
+            Stat("New", str(len(new)), _capped(new, str)),
+            Stat("Unchanged", str(len([v for v in after_items if v in before_items]))),
+        ]
+        groups.append(StatGroup(f"{_human(name)} ({step.title})", stats))
+    if step.baseline.error:
+        groups.append(StatGroup(step.title, [Stat("Baseline error", step.baseline.error)]))
+    return groups
+
+
+def _stem(name: str) -> str:
+    word = re.split(r"[_\-\s]+", name.lower().strip("_"))[0]
+    return word[:-1] if word.endswith("s") and len(word) > 3 else word
+
+
+def _related(number: str, items: str) -> bool:
+    """Whether list capture `items` lists what `number` counts (`issue_lines` ~ `issues`)."""
+    return _stem(number) == _stem(items)
+
+
+def _coverage_changes(step: StepResult) -> list[StatGroup]:
+    assert step.baseline is not None
+    groups: list[StatGroup] = []
+    names = _display_names(step.counts.items())
+    for key, after in step.counts.items():
+        before = step.baseline.counts.get(key)
+        stats: list[Stat] = []
+
+        def figure(c: CheckResult | None, *, mark: bool = False) -> str:
+            if c is None or c.actual is None:
+                return "not measured" + (f" ({c.error})" if c is not None and c.error else "")
+            total = _total(c)
+            pct = _percent(c)
+            text = f"{c.actual}/{total}" if total is not None else str(c.actual)
+            text += " records" + (f" ({_pct(pct)})" if pct is not None else "")
+            return text + (" ✅" if mark and c.ok else "")
+
+        stats.append(Stat("Before", figure(before)))
+        stats.append(Stat("After", figure(after, mark=True)))
+        if before is not None and before.actual is not None and after.actual is not None:
+            delta = after.actual - before.actual
+            p_before, p_after = _percent(before), _percent(after)
+            pct = (
+                f" ({_signed_pct(p_after - p_before)})"
+                if p_before is not None and p_after is not None
+                else ""
+            )
+            if delta > 0:
+                stats.append(Stat("Improvement", f"+{_count(delta, 'record')}{pct}"))
+            elif delta < 0:
+                stats.append(Stat("Change", f"-{_count(-delta, 'record')}{pct}"))
+            else:
+                stats.append(Stat("Change", "none (unchanged)"))
+        if not after.ok and after.error is None:
+            stats.append(Stat("Still Missing", _missing_phrase(after)))
+        groups.append(StatGroup(names[key], stats))
+    return groups
+
+
+def _stats(record: RunRecord) -> tuple[list[Stat], list[StatGroup]]:
+    tally: dict[str, int] = {}
+    for s in record.steps:
+        word = _COUNT_WORDS[s.status]
+        tally[word] = tally.get(word, 0) + 1
+    run: list[Stat] = [
+        Stat("Steps", f"{len(record.steps)}" + (f" ({_tally_text(tally)})" if tally else ""))
+    ]
+    if record.ended_at is not None:
+        seconds = (_utc(record.ended_at) - _utc(record.started_at)).total_seconds()
+        run.append(Stat("Run time", _duration(max(seconds, 0.0))))
+    groups: list[StatGroup] = []
+    for step in record.steps:
+        if step.baseline is None:
+            continue
+        if step.counts or step.baseline.counts:
+            groups.extend(_coverage_changes(step))
+        if step.captures or step.baseline.captures or step.baseline.error:
+            groups.extend(_numeric_changes(step))
+    return run, groups
+
+
+def _tally_text(tally: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {w}" for w, n in tally.items())
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if _sequence(value):
+        return [_fmt(v) for v in value]
+    return [_fmt(value)]
+
+
+def _issues(record: RunRecord) -> list[Issue]:
+    issues: list[Issue] = []
+    for number, step in enumerate(record.steps, 1):
+        if step.status == Status.SUCCESS or _skipped_by_when(step):
+            continue
+        status_words = "NOT FINISHED" if step.status is None else step.status.replace("_", " ")
+        where = f"{step.title} (step {number}, {status_words})"
+        facts = _step_facts(step, record.vars)
+        sf = dict(step.shortfall or {})
+        if sf:
+            priority = str(sf.pop("priority", _AUTO_PRIORITY[step.status])).upper()
+            issue = _fmt(sf.pop("issue", f"{step.title} did not succeed"))
+            impact_value = sf.pop("impact", None)
+            impact = _fmt(impact_value) if impact_value is not None else "; ".join(facts) or None
+            root_cause = _as_list(sf.pop("root_cause", None))
+            causes: list[str] = []
+            for k in ("cause", "causes", "possible_causes"):
+                causes += _as_list(sf.pop(k, None))
+            actions = _as_list(sf.pop("action", None)) + _as_list(sf.pop("actions", None))
+            extra = [(_human(str(k)), _fmt(v)) for k, v in sf.items()]
+        else:
+            priority = _AUTO_PRIORITY[step.status]
+            issue = _auto_issue(step)
+            impact = "; ".join(facts) or None
+            root_cause = []
+            causes = []
+            actions = _auto_actions(step)
+            extra = []
+        issues.append(Issue(priority, issue, where, impact, root_cause, causes, actions, extra))
+    rank = {p: i for i, p in enumerate(_PRIORITIES)}
+    return sorted(issues, key=lambda i: rank.get(i.priority, len(_PRIORITIES)))
+
+
+def _auto_issue(step: StepResult) -> str:
+    match step.status:
+        case Status.NOT_FOUND:
+            return f"{_missing_kind(step)} not found for {step.title}"
+        case Status.FAILED:
+            return f"{step.title} failed"
+        case Status.TIMED_OUT:
+            return f"{step.title} timed out"
+        case Status.ABORTED:
+            return f"{step.title} was aborted"
+        case Status.SKIPPED:
+            return f"{step.title} was not run"
+        case Status.PARTIAL if step.counts:
+            names = _display_names(step.counts.items())
+            short = [names[k] for k, c in step.counts.items() if not c.ok]
+            return f"Coverage gap in {', '.join(short)}" if short else f"{step.title} fell short"
+        case Status.PARTIAL:
+            return f"{step.title} fell short"
+        case _:
+            return f"{step.title} did not finish"
+
+
+def _auto_actions(step: StepResult) -> list[str]:
+    log = f" (log: {step.log_path})" if step.log_path else ""
+    match step.status:
+        case Status.NOT_FOUND:
+            alts = f": candidates are {', '.join(step.alternatives)}" if step.alternatives else ""
+            return [
+                f"Locate the correct {_missing_kind(step).lower()}{alts}",
+                f"Update step {step.id} of the runbook and re-run it",
+            ]
+        case Status.FAILED:
+            return [f"Find the cause of the failure in the output{log}, fix it, re-run {step.id}"]
+        case Status.TIMED_OUT:
+            return [f"Find out why {step.id} exceeded its timeout{log}; raise it or re-run"]
+        case Status.ABORTED | None:
+            return ["Continue the run with runbook resume on its run directory"]
+        case Status.SKIPPED:
+            return [f"Run {step.id} once the steps it needs have succeeded"]
+        case _:
+            return [f"Re-run {step.id} once the missing data is available"]
+
+
+def _lessons(record: RunRecord) -> list[Lesson]:
+    out: list[Lesson] = []
+    for text in record.lessons:
+        lines = [ln.strip() for ln in markdown.clean(text).split("\n") if ln.strip()]
+        if not lines:
+            continue
+        subs = [re.sub(r"^[-*+]\s+", "", ln) for ln in lines[1:]]
+        out.append(Lesson(lines[0], subs))
+    return out
+
+
+def _conclusion(record: RunRecord, issues: Sequence[Issue]) -> tuple[list[str], str]:
+    sentences: list[str] = []
+    ok = [s.title for s in record.steps if s.status == Status.SUCCESS]
+    n = len(record.steps)
+    if n:
+        listed = f": {'; '.join(ok)}" if ok else ""
+        sentences.append(f"{len(ok)} of {_count(n, 'step')} succeeded{listed}.")
+    coverage: list[str] = []
+    changes: list[str] = []
+    for step in record.steps:
+        names = _display_names(step.counts.items())
+        for key, c in step.counts.items():
+            pct = _percent(c)
+            if c.actual is not None:
+                total = _total(c)
+                figure = f"{c.actual}/{total}" if total is not None else str(c.actual)
+                coverage.append(f"{names[key]} {figure}" + (f" ({_pct(pct)})" if pct else ""))
+        if step.baseline is not None:
+            for name, after in step.captures.items():
+                before = step.baseline.captures.get(name)
+                if _is_number(after) and _is_number(before):
+                    changes.append(
+                        f"{_human(name).lower()} {_fmt(before)} before, {_fmt(after)} after"
+                    )
+    if coverage:
+        sentences.append(f"Coverage reached: {', '.join(coverage)}.")
+    if changes:
+        sentences.append(f"Compared with the baseline: {'; '.join(changes)}.")
+    if issues:
+        listed = "; ".join(f"{i.issue} ({i.priority})" for i in issues)
+        sentences.append(f"Still open ({len(issues)}): {listed}.")
+    elif n:
+        sentences.append("Nothing is left open.")
+    if record.status == RunStatus.COMPLETE:
+        rec = "No follow-up is needed."
+    elif issues:
+        rec = (
+            f"Follow up on the {_count(len(issues), 'remaining issue')} above; "
+            "runbook followup drafts a runbook of what fell short."
+        )
+    elif record.status is None:
+        rec = "The run has not finished; resume it with runbook resume."
+    else:
+        rec = "Review the steps above before closing the action."
+    return sentences, rec
+
+
+def _key_numbers(step: StepResult) -> str:
+    if step.status == Status.NOT_FOUND and step.missing:
+        return f" (missing {step.missing})"
+    if step.counts:
+        names = _display_names(step.counts.items())
+        parts = [
+            f"{names[k]} {c.actual if c.actual is not None else 'n/a'}"
+            + (f"/{_total(c)}" if _total(c) is not None else "")
+            for k, c in step.counts.items()
+        ]
+        return f" ({', '.join(parts[:4])}{', …' if len(parts) > 4 else ''})"
+    numbers = [f"{_human(k).lower()} {_fmt(v)}" for k, v in step.captures.items() if _is_number(v)]
+    if numbers:
+        return f" ({', '.join(numbers[:4])})"
+    return f" ({step.reason})" if step.reason and step.status != Status.SUCCESS else ""
+
+
+def _execution_log(record: RunRecord, action: str) -> str:
+    events: list[tuple[datetime, int, str]] = []
+
+    def add(at: datetime | None, text: str) -> None:
+        when = (
+            _utc(at) if at is not None else (events[-1][0] if events else _utc(record.started_at))
+        )
+        events.append((when, len(events), markdown.plain(text)))
+
+    label = action if action != "Run" else f"runbook {record.runbook_id}"
+    add(record.started_at, f"Started {label} execution (run {record.run_id})")
+    baselines = [s.baseline.measured_at for s in record.steps if s.baseline is not None]
+    if baselines:
+        add(min(baselines), f"Baseline measured for {_count(len(baselines), 'step')}")
+    for i, session in enumerate(record.sessions[1:], 2):
+        add(session.started_at, f"Resumed on {session.host} (session {i})")
+    for step in record.steps:
+        if step.started_at is not None:
+            add(step.started_at, f"{step.title} started")
+        for attempt in step.attempts[1:]:
+            add(attempt.started_at, f"{step.title} attempt {attempt.number} started")
+        if step.status is not None:
+            verb = {
+                Status.SKIPPED: "skipped",
+                Status.NOT_FOUND: "not run",
+                Status.ABORTED: "aborted",
+                Status.TIMED_OUT: "timed out",
+            }.get(step.status, "completed")
+            add(
+                step.ended_at or step.started_at,
+                f"{step.title} {verb}: {step.status.value}{_key_numbers(step)}",
+            )
+    if record.ended_at is not None:
+        status = record.status.value if record.status else "unknown"
+        add(record.ended_at, f"Run finished: {status}")
+    events.sort(key=lambda e: (e[0], e[1]))
+    return "\n".join(f"{_ts(at)} - {text}" for at, _, text in events)
+
+
+def _build(record: RunRecord) -> ReportView:
+    heading, action_label = _heading(record)
+    variables = record.vars
+    shortfalls = [f for s in record.steps for f in _step_facts(s, variables)]
+    run_stats, stats = _stats(record)
+    issues = _issues(record)
+    conclusion, recommendation = _conclusion(record, issues)
+    generated = record.ended_at or utcnow()
+    incident_ref = record.incident.get("reference") or None
+    short_sha = record.runbook_sha256[:12]
+    return ReportView(
+        heading=heading,
+        date=_utc(record.started_at).strftime("%Y-%m-%d"),
+        action=record.title,
+        action_label=action_label,
+        summary_lead=_summary_lead(record),
+        summary_text=record.summary or None,
+        shortfalls=shortfalls,
+        steps=[_step_view(i, s, record) for i, s in enumerate(record.steps, 1)],
+        run_stats=run_stats,
+        stats=stats,
+        issues=issues,
+        lessons=_lessons(record),
+        next_steps=[(h, list(items)) for h, items in record.next_steps.items() if items],
+        status="IN PROGRESS" if record.status is None else record.status.value,
+        status_mark=_RUN_MARK[record.status],
+        conclusion=conclusion,
+        recommendation=recommendation,
+        log=_execution_log(record, action_label),
+        generated_at=_ts(generated),
+        executed_by=f"runbook {record.tool_version} ({record.operator}@{record.host})",
+        incident_reference=incident_ref,
+        runbook=f"{record.runbook_path}" + (f" (sha256 {short_sha})" if short_sha else ""),
+        run_id=record.run_id,
+        record=record,
+    )
