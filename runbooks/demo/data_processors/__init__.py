@@ -1,0 +1,1 @@
+"""Simulated processors of the demo NBA analytics pipeline."""

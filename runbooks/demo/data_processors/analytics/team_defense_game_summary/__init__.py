@@ -1,0 +1,1 @@
+"""Team defense game summary (phase 3)."""

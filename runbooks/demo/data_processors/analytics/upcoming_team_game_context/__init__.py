@@ -1,0 +1,1 @@
+"""Upcoming team game context (phase 3)."""
