@@ -56,23 +56,37 @@ def _finish(code: int) -> None:
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Runbook files to check.")],
+    fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Check runbooks without running anything; each problem as FILE:LINE:COL: message.
 
     Example: runbook validate runbooks/*.yaml
     """
-    from agent.errors import ValidationError
-    from agent.plan.loader import load_runbook
 
-    code = EXIT_OK
-    for f in files:
-        try:
-            load_runbook(f)
-            typer.echo(f"{f}: ok")
-        except ValidationError as exc:
-            typer.echo(str(exc), err=True)
-            code = EXIT_USAGE
-    _finish(code)
+    def go() -> int:
+        from agent.errors import ValidationError
+        from agent.plan.loader import load_runbook
+
+        code = EXIT_OK
+        results: list[dict[str, Any]] = []
+        for f in files:
+            try:
+                load_runbook(f)
+                results.append({"file": str(f), "valid": True, "problems": []})
+                if fmt != "json":
+                    typer.echo(f"{f}: ok")
+            except ValidationError as exc:
+                results.append({"file": str(f), "valid": False, "problems": [
+                    {"file": p.file, "line": p.line, "column": p.col, "message": p.message}
+                    for p in exc.problems]})
+                if fmt != "json":
+                    typer.echo(str(exc), err=True)
+                code = EXIT_USAGE
+        if fmt == "json":
+            typer.echo(json.dumps(results, indent=2))
+        return code
+
+    _finish(_guard(go))
 
 
 @app.command()
@@ -82,6 +96,7 @@ def plan(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the review here.")] = None,
     offline: Annotated[bool, typer.Option(help="Do not query the warehouse.")] = False,
     warehouse_endpoint: Annotated[str | None, typer.Option(help="BigQuery API endpoint (emulator).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="markdown or json")] = "markdown",
 ) -> None:
     """Dry-run review: every rendered command, the order, what is missing; starts no command.
 
@@ -96,7 +111,12 @@ def plan(
         loaded = load_runbook(file)
         values = resolve_vars(loaded.runbook, parse_var_args(var or []))
         review = review_plan(loaded, values, offline=offline, endpoint=warehouse_endpoint)
-        text = render_review(review)
+        if fmt == "json":
+            from agent.review import review_json
+
+            text = json.dumps(review_json(review), indent=2, default=str) + "\n"
+        else:
+            text = render_review(review)
         if output:
             output.write_text(text, encoding="utf-8")
             typer.echo(f"plan written to {output}", err=True)
@@ -118,9 +138,9 @@ def _install_signals(stop: threading.Event) -> None:
 
 
 def _listeners(quiet: bool, verbose: bool) -> list[Callable[..., None]]:
-    from agent.console import PlainConsole
+    from agent.console import make_console
 
-    return [PlainConsole(quiet=quiet, verbose=verbose)]
+    return [make_console(quiet=quiet, verbose=verbose)]
 
 
 @app.command()
@@ -134,6 +154,8 @@ def run(
     from_: Annotated[str | None, typer.Option("--from", help="Start at this step.")] = None,
     warehouse_endpoint: Annotated[str | None, typer.Option(help="BigQuery API endpoint (emulator).")] = None,
     max_log_bytes: Annotated[int | None, typer.Option(help="Cap each step's log file.")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Also write JUnit XML here.")] = None,
+    notify: Annotated[str | None, typer.Option(help="Slack-compatible webhook URL.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Echo every output line.")] = False,
 ) -> None:
@@ -153,8 +175,13 @@ def run(
             only=only or [], start_from=from_, warehouse_endpoint=warehouse_endpoint,
             interactive=sys.stdin.isatty(), confirm=lambda q: typer.confirm(q, default=False),
             max_log_bytes=max_log_bytes, listeners=_listeners(quiet, verbose), stop=stop,
+            notify_url=notify,
         )
         record, run_dir = run_runbook(file, options)
+        if junit:
+            from agent.junit import write_junit
+
+            write_junit(record, junit)
         typer.echo(str(run_dir / "report.md"))
         return record.exit_code or 0
 
@@ -245,6 +272,79 @@ def demo(
         record, run_dir = run_demo(directory, listeners=_listeners(quiet, False), stop=stop)
         typer.echo(f"\nReport: {run_dir / 'report.md'}")
         return record.exit_code or 0
+
+    _finish(_guard(go))
+
+
+@app.command()
+def history(
+    reports: Annotated[Path, typer.Option(help="The reports folder.")] = Path("reports"),
+    runbook: Annotated[str | None, typer.Option(help="Only runs of this runbook id.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only runs since: 2h, 3d or an ISO time.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """List past runs, newest first.
+
+    Example: runbook history --runbook backfill-game-context --since 3d
+    """
+
+    def go() -> int:
+        from agent.history import find_runs, history_table, parse_since
+        from agent.record import utcnow
+
+        when = parse_since(since, utcnow()) if since else None
+        rows = find_runs(reports, runbook=runbook, status=status, since=when)
+        if fmt == "json":
+            typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, default=str))
+        elif rows:
+            typer.echo(history_table(rows))
+        else:
+            typer.echo(f"no runs under {reports}", err=True)
+        return EXIT_OK
+
+    _finish(_guard(go))
+
+
+@app.command()
+def show(run_dir: Annotated[Path, typer.Argument(help="The run directory.")]) -> None:
+    """Print one run's summary: status, vars, and each step's status and time.
+
+    Example: runbook show reports/<run-id>
+    """
+
+    def go() -> int:
+        from agent.history import summary_text
+        from agent.record import load_record
+
+        if not (run_dir / "run.json").is_file():
+            raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
+        typer.echo(summary_text(load_record(run_dir), run_dir), nl=False)
+        return EXIT_OK
+
+    _finish(_guard(go))
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the starter runbook.")] = Path(
+        "runbook.yaml"
+    ),
+) -> None:
+    """Write a commented starter runbook that validates.
+
+    Example: runbook init runbooks/my-backfill.yaml
+    """
+
+    def go() -> int:
+        from agent.report import templates_dir
+
+        if path.exists():
+            raise RunbookError(f"{path} exists; choose another name")
+        path.write_text((templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8"),
+                        encoding="utf-8")
+        typer.echo(f"wrote {path}; next: runbook validate {path} && runbook plan {path} --var date=YYYY-MM-DD")
+        return EXIT_OK
 
     _finish(_guard(go))
 

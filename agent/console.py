@@ -10,7 +10,7 @@ from typing import IO, Any
 from agent.record import RunRecord, Status
 from agent.steps.base import Event
 
-__all__ = ["MARKS", "PlainConsole"]
+__all__ = ["MARKS", "LiveConsole", "PlainConsole", "make_console"]
 
 MARKS = {
     Status.SUCCESS: "✅",
@@ -70,3 +70,114 @@ class PlainConsole:
             rec = d["record"]
             status = rec.status.value if rec.status else "?"
             self._say(f"run {status}: report {d['run_dir'] / 'report.md'}")
+
+
+class LiveConsole:
+    """On a terminal: one live line per step (mark, elapsed, last output line), then a summary."""
+
+    SPIN = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, *, verbose: bool = False, quiet: bool = False, console: Any = None) -> None:
+        from rich.console import Console
+
+        self.console = console or Console(stderr=True)
+        self.verbose = verbose
+        self.quiet = quiet
+        self.live: Any = None
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.title = ""
+        self._lock = threading.Lock()
+        self._tick = 0
+
+    def _render(self) -> Any:
+        import time
+
+        from rich.table import Table
+
+        self._tick += 1
+        table = Table(title=self.title, show_header=False, box=None, expand=False, pad_edge=False)
+        table.add_column(width=2)
+        table.add_column(no_wrap=True)
+        table.add_column(justify="right", width=7)
+        table.add_column(no_wrap=True, overflow="ellipsis", max_width=70, style="dim")
+        now = time.monotonic()
+        for sid, row in self.rows.items():
+            if row["state"] == "running":
+                mark = self.SPIN[self._tick % len(self.SPIN)]
+                elapsed = now - row["t0"]
+            elif row["state"] == "pending":
+                mark, elapsed = "·", None
+            else:
+                mark, elapsed = row["mark"], row.get("secs")
+            secs = f"{elapsed:.1f}s" if elapsed is not None else ""
+            table.add_row(mark, f"{sid} {row['title']}", secs, row.get("note", ""))
+        return table
+
+    def __call__(self, event: Event) -> None:
+        """Update the live view from one event."""
+        import time
+
+        from rich.live import Live
+
+        with self._lock:
+            k, sid, d = event.kind, event.step_id, event.data
+            if k == "run_started":
+                rec: RunRecord = d["record"]
+                self.title = f"{rec.title} ({rec.run_id})"
+                for s in rec.steps:
+                    done = s.status is not None
+                    self.rows[s.id] = {"title": s.title, "state": "done" if done else "pending",
+                                       "mark": MARKS.get(s.status, "") if done else "",
+                                       "note": "kept from the first session" if done else ""}
+                if not self.quiet:
+                    self.live = Live(self._render(), console=self.console, refresh_per_second=8,
+                                     get_renderable=self._render, transient=False)
+                    self.live.start()
+                return
+            row = self.rows.get(sid or "")
+            if k == "baseline_started" and row is not None:
+                row["note"] = "measuring baseline…"
+            elif k == "step_started" and row is not None:
+                row.update(state="running", t0=time.monotonic(), note="")
+            elif k == "output" and row is not None:
+                row["note"] = d["line"].strip()[:200]
+                if self.verbose and self.live is not None:
+                    self.live.console.print(f"[dim]{sid} |[/dim] {d['line']}", markup=True,
+                                            highlight=False)
+            elif k == "retry" and row is not None:
+                row["note"] = (f"attempt {d['attempt']}/{d['of']} in {d['delay']:g}s "
+                               f"({d.get('reason') or 'failed'})")
+            elif k == "poll" and row is not None:
+                row["note"] = f"poll {d['n']}: {'true' if d['ok'] else 'false'}, {d['left']:.0f}s left"
+            elif k == "step_finished" and row is not None:
+                r = d["result"]
+                row.update(state="done", mark=MARKS.get(r.status, "?"), secs=r.duration_s,
+                           note=(r.reason or "") if r.status != Status.SUCCESS else "")
+            elif k == "run_finished":
+                if self.live is not None:
+                    self.live.stop()
+                    self.live = None
+                self._summary(d["record"], d["run_dir"])
+
+    def _summary(self, record: RunRecord, run_dir: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title="Summary", show_lines=False)
+        for col in ("step", "status", "time", "reason"):
+            table.add_column(col)
+        for s in record.steps:
+            table.add_row(s.id, f"{MARKS.get(s.status, '')} {s.status.value if s.status else '-'}",
+                          f"{s.duration_s:.1f}s" if s.duration_s is not None else "",
+                          (s.reason or "")[:80] if s.status != Status.SUCCESS else "")
+        if not self.quiet:
+            self.console.print(table)
+        status = record.status.value if record.status else "?"
+        self.console.print(f"run {status}: report {run_dir / 'report.md'}", highlight=False)
+
+
+def make_console(*, quiet: bool, verbose: bool, tty: bool | None = None) -> Any:
+    """The live view on a terminal, plain timestamped lines otherwise."""
+    is_tty = sys.stderr.isatty() if tty is None else tty
+    if is_tty:
+        return LiveConsole(quiet=quiet, verbose=verbose)
+    return PlainConsole(quiet=quiet, verbose=verbose)

@@ -64,6 +64,7 @@ class RunOptions:
     stop: threading.Event = field(default_factory=threading.Event)
     write_report: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    notify_url: str | None = None  # --notify; the runbook's `notify:` is used when this is None
 
 
 def exit_code_for(status: RunStatus | None) -> int:
@@ -497,6 +498,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             raise UsageError(f"unknown step '{sid}' (steps: {', '.join(loaded.graph.order)})")
     env, workdir = prepare_context(loaded, values, options.extra_env)
     context = {**values, "env": env, "run": {"id": ""}}
+    _add_notifier(loaded, options, context)
     run_id = _run_id(loaded.runbook.id)
     reports_dir = options.reports_dir.resolve()
     run_dir = reports_dir / run_id
@@ -546,6 +548,17 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
         run.execute()
         run.finish()
     return record, run_dir
+
+
+def _add_notifier(loaded: LoadedRunbook, options: RunOptions, context: dict[str, Any]) -> None:
+    """Post a summary when the run ends, to --notify or the runbook's `notify:` URL."""
+    from agent.notify import Notifier
+
+    url = options.notify_url or (
+        templating.render(loaded.runbook.notify, context) if loaded.runbook.notify else None
+    )
+    if url and not any(isinstance(x, Notifier) for x in options.listeners):
+        options.listeners.append(Notifier(url))
 
 
 def _operator() -> str:

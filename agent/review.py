@@ -177,3 +177,29 @@ def render_review(review: PlanReview) -> str:
         warehouse=warehouse, order=order, flowchart=_flowchart(review),
     )
     return text if text.endswith("\n") else text + "\n"
+
+
+def review_json(review: PlanReview) -> dict[str, Any]:
+    """The review as JSON-ready data (for `runbook plan --format json`)."""
+    return {
+        "runbook": review.loaded.runbook.id,
+        "path": str(review.loaded.path),
+        "sha256": review.loaded.sha256,
+        "title": review.title,
+        "vars": {k: ("***" if review.loaded.runbook.vars[k].secret else v)
+                 for k, v in review.vars.items()},
+        "workdir": str(review.workdir),
+        "ok": review.ok,
+        "order": [s.id for s in review.steps],
+        "steps": [
+            {
+                "id": s.id, "kind": s.kind, "title": s.title, "needs": s.needs, "after": s.after,
+                "when": s.when, "timeout": s.timeout, "retries": s.retries,
+                "command": s.review.command, "captures": s.captures, "expect": s.expect,
+                "baseline": s.baseline, "checks": s.review.lines, "warehouse": s.review.warehouse,
+                "missing": s.review.missing, "alternatives": s.review.alternatives, "error": s.error,
+            }
+            for s in review.steps
+        ],
+        "missing": [{"step": sid, "what": m} for sid, m in review.missing],
+    }

@@ -1,0 +1,32 @@
+"""Shared fixtures: every test runs in its own folder, never writing into the real reports/."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+PY = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run each test in its tmp_path so a default `reports/` lands there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RUNBOOK_OPERATOR", "tester")
+    yield
+
+
+@pytest.fixture
+def write_runbook(tmp_path: Path) -> Callable[..., Path]:
+    """Write a runbook (dedented YAML) into tmp_path and return its path."""
+
+    def write(text: str, name: str = "rb.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return path
+
+    return write

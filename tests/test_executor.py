@@ -1,0 +1,362 @@
+"""The executor with real child processes: statuses, retries, timeouts, captures, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.executor import RunOptions, run_runbook
+from agent.record import RunStatus, Status, load_record
+
+PY = sys.executable
+Write = Callable[..., Path]
+
+
+def run(path: Path, tmp_path: Path, **kw: object) -> tuple:  # type: ignore[type-arg]
+    options = RunOptions(reports_dir=tmp_path / "reports", **kw)  # type: ignore[arg-type]
+    return run_runbook(path, options)
+
+
+def test_statuses_and_overall_partial(write_runbook: Write, tmp_path: Path) -> None:
+    (tmp_path / "proc.py").write_text(
+        "print('Records saved: 10')\nprint('Status: failed')\n", encoding="utf-8"
+    )
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        vars:
+          games: {{type: int, default: 8}}
+        steps:
+          - id: ok
+            kind: run
+            command: {PY} -c "print('hello')"
+          - id: liar
+            kind: run
+            command: {PY} proc.py
+            capture:
+              saved: {{pattern: 'Records saved: (\\d+)', type: int}}
+              status: 'Status: (\\w+)'
+            expect: [saved == games * 2, "status == 'SUCCESS'"]
+          - id: missing
+            kind: export
+            command: {PY} bin/export_api_data.py
+          - id: bad
+            kind: run
+            command: {PY} -c "import sys; sys.exit(4)"
+          - id: okcode
+            kind: validate
+            command: {PY} -c "import sys; print('3 ISSUES FOUND'); sys.exit(1)"
+            ok_exit_codes: [0, 1]
+            capture: {{issues: '(\\d+) ISSUES FOUND'}}
+            expect: [issues == 3]
+    """)
+    record, run_dir = run(rb, tmp_path)
+    st = {s.id: s.status for s in record.steps}
+    assert st == {
+        "ok": Status.SUCCESS,
+        "liar": Status.PARTIAL,
+        "missing": Status.NOT_FOUND,
+        "bad": Status.FAILED,
+        "okcode": Status.SUCCESS,
+    }
+    liar = record.step("liar")
+    assert liar.captures == {"saved": 10, "status": "failed"}
+    assert [e.ok for e in liar.expectations] == [False, False]
+    assert record.step("bad").exit_code == 4
+    assert record.step("bad").reason == "exit code 4"
+    assert record.status == RunStatus.PARTIALLY_COMPLETE
+    assert record.exit_code == 3
+    for name in ("run.json", "report.md", "journal.jsonl", "logs/ok.log", "vars.json"):
+        assert (run_dir / name).exists(), name
+    assert "hello" in (run_dir / "logs" / "ok.log").read_text()
+    assert load_record(run_dir).model_dump() == record.model_dump()
+
+
+def test_complete_run_exits_zero_and_when_skips(write_runbook: Write, tmp_path: Path) -> None:
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: a
+            kind: run
+            command: {PY} -c "print('n=3')"
+            capture: {{n: 'n=(\\d+)'}}
+          - id: b
+            kind: run
+            command: {PY} -c "print('never')"
+            when: steps.a.captures.n > 5
+    """)
+    record, _ = run(rb, tmp_path)
+    assert record.step("b").status == Status.SKIPPED
+    assert record.step("b").skipped_by == "when"
+    assert record.status == RunStatus.COMPLETE
+    assert record.exit_code == 0
+
+
+def test_needs_not_met_skips_and_failed_needed_step_fails_run(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: a
+            kind: run
+            command: {PY} -c "print(1)"
+          - id: b
+            kind: run
+            command: {PY} -c "import sys; sys.exit(2)"
+          - id: c
+            kind: run
+            command: {PY} -c "print(3)"
+            needs: [b]
+    """)
+    record, _ = run(rb, tmp_path)
+    c = record.step("c")
+    assert c.status == Status.SKIPPED
+    assert c.reason == "needs b, which ended FAILED"
+    assert record.status == RunStatus.FAILED
+    assert record.exit_code == 1
+
+
+def test_retries_record_each_attempt(write_runbook: Write, tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    script = tmp_path / "flaky.py"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        p = Path({str(counter)!r})
+        n = int(p.read_text()) + 1 if p.exists() else 1
+        p.write_text(str(n))
+        print(f"attempt {{n}}")
+        raise SystemExit(0 if n >= 3 else 1)
+    """), encoding="utf-8")
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: flaky
+            kind: run
+            command: {PY} flaky.py
+            retries: {{attempts: 3, backoff: 0.05s}}
+    """)
+    record, run_dir = run(rb, tmp_path)
+    flaky = record.step("flaky")
+    assert flaky.status == Status.SUCCESS
+    assert [a.exit_code for a in flaky.attempts] == [1, 1, 0]
+    log = (run_dir / "logs" / "flaky.log").read_text()
+    assert "attempt 1" in log and "attempt 3" in log
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "State:\tZ" in status.read_text())
+
+
+def test_timeout_kills_grandchildren(write_runbook: Write, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: slow
+            kind: run
+            shell: true
+            command: "sleep 60 & echo $! > {pidfile}; wait"
+            timeout: 1s
+    """)
+    record, _ = run(rb, tmp_path)
+    slow = record.step("slow")
+    assert slow.status == Status.TIMED_OUT
+    assert slow.reason == "timed out after 1s; the process group was stopped"
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+
+
+def test_invalid_utf8_and_backticks_do_not_break_anything(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    (tmp_path / "weird.py").write_text(
+        "import sys\n"
+        "sys.stdout.buffer.write(b'bad \\xff\\xfe bytes\\n' + b'`' * 12 + b'\\n')\n"
+        "sys.stdout.buffer.write(b'\\x1b[31mred\\x1b[0m <script>alert(1)</script>\\n')\n"
+        "sys.stdout.buffer.write(b'## not a heading\\n')\n"
+        "sys.exit(1)\n",
+        encoding="utf-8",
+    )
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: weird
+            kind: run
+            command: {PY} weird.py
+            capture: {{tag: '(<script>.*)'}}
+    """)
+    record, run_dir = run(rb, tmp_path)
+    weird = record.step("weird")
+    assert weird.status == Status.FAILED
+    assert any("`" * 12 in line for line in weird.output_tail)
+    report = (run_dir / "report.md").read_text()
+    outside = _outside_fences(report)
+    assert "<script>" not in "\n".join(outside)
+    assert "## not a heading" not in outside
+    assert "\x1b" not in report
+
+
+def _outside_fences(text: str) -> list[str]:
+    """The lines of a markdown text that are not inside a fenced code block."""
+    out: list[str] = []
+    fence = ""
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if fence:
+            if stripped.startswith(fence) and set(stripped.strip()) == {"`"}:
+                fence = ""
+            continue
+        if stripped.startswith("```"):
+            fence = stripped[: len(stripped) - len(stripped.lstrip("`"))]
+            continue
+        out.append(line)
+    return out
+
+
+def test_large_output_memory_stays_flat(write_runbook: Write, tmp_path: Path) -> None:
+    """200 MB from one step; the runner's own peak RSS is measured in a separate process."""
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: big
+            kind: run
+            command: {PY} -c "import sys; b = (b'x' * 1023 + b'\\n') * 1024; [sys.stdout.buffer.write(b) for _ in range(200)]"
+    """)
+    probe = textwrap.dedent(f"""
+        import resource, json, sys
+        from pathlib import Path
+        from agent.executor import RunOptions, run_runbook
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        record, run_dir = run_runbook(Path({str(rb)!r}), RunOptions(reports_dir=Path({str(tmp_path / "reports")!r})))
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({{"growth_kb": after - before, "bytes": record.step("big").output_bytes,
+                          "status": record.step("big").status}}))
+    """)
+    out = subprocess.run([PY, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["status"] == "SUCCESS"
+    assert data["bytes"] == 200 * 1024 * 1024
+    assert data["growth_kb"] < 100 * 1024
+
+
+def test_sigint_mid_run_aborts_and_keeps_finished_steps(write_runbook: Write, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: quick
+            kind: run
+            command: {PY} -c "print('done')"
+          - id: long
+            kind: run
+            shell: true
+            command: "touch {started}; sleep 60"
+          - id: later
+            kind: run
+            command: {PY} -c "print('never')"
+    """)
+    proc = subprocess.Popen(
+        [PY, "-m", "agent", "run", str(rb), "--reports", str(tmp_path / "reports")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    run_dir = next((tmp_path / "reports").glob("*-t-*"))
+    record = load_record(run_dir)
+    assert record.step("quick").status == Status.SUCCESS
+    assert record.step("long").status == Status.ABORTED
+    assert record.step("later").status == Status.ABORTED
+    assert record.status == RunStatus.INTERRUPTED
+    assert (run_dir / "report.md").exists()
+
+
+def test_manual_step_needs_yes_without_terminal(write_runbook: Write, tmp_path: Path) -> None:
+    rb = write_runbook("""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: gate
+            kind: manual
+            instructions: Check the dashboard
+    """)
+    record, _ = run(rb, tmp_path)
+    assert record.step("gate").status == Status.SKIPPED
+    assert record.step("gate").reason == "not run: manual step needs a terminal to confirm, or --yes"
+    record, _ = run(rb, tmp_path, yes=True)
+    assert record.step("gate").status == Status.SUCCESS
+
+
+def test_parallel_runs_independent_steps_together(write_runbook: Write, tmp_path: Path) -> None:
+    steps = "\n".join(
+        f"  - {{id: s{i}, kind: run, command: 'sleep 0.5', needs: []}}" for i in range(4)
+    )
+    rb = write_runbook("version: 1\nid: t\ntitle: T\nsteps:\n" + steps + "\n")
+    record, _ = run(rb, tmp_path, parallel=4)
+    starts = sorted(s.started_at for s in record.steps)
+    ends = sorted(s.ended_at for s in record.steps)
+    # All four started before the first one ended: they overlapped.
+    assert starts[-1] < ends[0]
+    assert record.status == RunStatus.COMPLETE
+
+
+def test_hostile_var_values_never_execute(write_runbook: Write, tmp_path: Path) -> None:
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        vars:
+          v: {{type: string, default: x}}
+        steps:
+          - id: echo
+            kind: run
+            command: {PY} -c "import sys, json; print(json.dumps(sys.argv[1:]))" {{{{ v }}}}
+          - id: sh
+            kind: run
+            shell: true
+            command: echo {{{{ v }}}}
+    """)
+    for value in ["; touch pwned1", "$(touch pwned2)", "`touch pwned3`", "--flag", "a\nb"]:
+        record, _ = run(rb, tmp_path, overrides={"v": value})
+        assert record.step("echo").status == Status.SUCCESS
+        assert record.step("echo").command[-1] == value
+        assert record.step("sh").status == Status.SUCCESS
+    assert not list(tmp_path.glob("pwned*"))
