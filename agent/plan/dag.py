@@ -25,7 +25,7 @@ class Graph:
 
 
 def find_cycle(after: dict[str, list[str]]) -> list[str] | None:
-    """Return a cycle as a path `[a, b, a]`, or None.
+    """Return a cycle as a path `[a, b, a]` whose arrows read "runs before", or None.
 
     Args:
         after: each node's predecessors.

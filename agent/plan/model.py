@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -42,11 +43,18 @@ __all__ = [
 ]
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RESERVED_NAMES = ("steps", "env", "run")  # what templates see besides the vars
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){1,2}$"
+_NUM = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(rf"^\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m)?\s*(?:{_NUM}\s*s)?\s*$")
 _DURATION_SCHEMA = {
     "anyOf": [
         {"type": "number", "minimum": 0, "description": "seconds"},
-        {"type": "string", "pattern": r"^(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?$"},
+        {
+            "type": "string",
+            "pattern": rf"^\s*(\d+(\.\d+)?|({_NUM}\s*h)?\s*({_NUM}\s*m)?\s*({_NUM}\s*s)?)\s*$",
+        },
     ]
 }
 
@@ -60,13 +68,19 @@ def parse_duration(value: Any) -> Any:
     Returns:
         Seconds, or `value` unchanged when it is of another type (pydantic then reports it).
     """
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string such as 90s, 10m, 2h")
+    if isinstance(value, bool):  # pydantic turns only ValueError into a located problem
+        raise ValueError(  # noqa: TRY004
+            "a duration is a number of seconds or a string such as 90s, 10m, 2h"
+        )
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration must be a finite number of seconds")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
     if isinstance(value, str):
+        if re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+            return float(value)
         m = _DURATION.match(value)
         if not value.strip() or m is None or not any(m.groups()):
             raise ValueError(f"invalid duration '{value}': use a number of seconds or 90s, 10m, 2h")
@@ -78,6 +92,7 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Template = str
 StepId = Annotated[str, Field(pattern=ID_PATTERN)]
+VarName = Annotated[str, Field(pattern=VAR_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -244,7 +259,9 @@ class CommandStep(_StepBase):
     @field_validator("command")
     @classmethod
     def _not_empty(cls, value: str | list[str]) -> str | list[str]:
-        if (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value):
+        if (isinstance(value, str) and not value.strip()) or (
+            isinstance(value, list) and not value
+        ):
             raise ValueError("command is empty")
         return value
 
@@ -277,7 +294,7 @@ class Coverage(_Strict):
 class Check(_Strict):
     """One row count of a verify step."""
 
-    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){1,2}$")
+    table: str = Field(pattern=TABLE_PATTERN)
     where: str | None = None
     name: str | None = None
     expect: int | Template | dict[str, Any] | None = None
@@ -308,7 +325,7 @@ class WaitStep(_StepBase):
     kind: Literal["wait"]
     until: str | None = None
     command: Template | list[Template] | None = None
-    every: Duration = 60.0
+    every: Annotated[Duration, Field(gt=0)] = 60.0
     shell: bool = False
     env: dict[str, Template] = Field(default_factory=dict)
 
@@ -368,7 +385,7 @@ class Runbook(_Strict):
     title: Template
     incident: Incident | None = None
     summary: Template | None = None
-    vars: dict[str, VarSpec] = Field(default_factory=dict)
+    vars: dict[VarName, VarSpec] = Field(default_factory=dict)
     env: dict[str, Template] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)
     workdir: str = "."
@@ -377,11 +394,3 @@ class Runbook(_Strict):
     notify: str | None = None
     steps: list[Step] = Field(min_length=1)
     report: ReportSection = Field(default_factory=ReportSection)
-
-    @field_validator("vars")
-    @classmethod
-    def _var_names(cls, value: dict[str, VarSpec]) -> dict[str, VarSpec]:
-        for name in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name) or name in ("steps", "env"):
-                raise ValueError(f"invalid var name '{name}': use letters, digits and _")
-        return value

@@ -56,7 +56,7 @@ def _convert(kind: str, value: Any) -> Any:
             return str(value)
         raise TypeError
     if kind == "int":
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, bool | float):
             raise TypeError
         return int(value)
     if kind == "float":
@@ -136,6 +136,8 @@ def resolve_vars(
             values[name] = None
     if missing:
         args = " ".join(f"--var {n}=<{runbook.vars[n].type}>" for n in missing)
-        raise UsageError(f"missing required var{'s' if len(missing) > 1 else ''} "
-                         f"{', '.join(repr(m) for m in missing)}: pass {args}")
+        raise UsageError(
+            f"missing required var{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)}: pass {args}"
+        )
     return values
