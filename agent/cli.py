@@ -349,6 +349,36 @@ def init(
     _finish(_guard(go))
 
 
+@app.command("import")
+def import_(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.md", help="A markdown action plan.")],
+    action: Annotated[str | None, typer.Option(help="Import one action: 3, 'Action 3' or its title.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the draft here.")] = None,
+) -> None:
+    """Draft a runbook from a markdown incident action plan; review it, then validate it.
+
+    Example: runbook import docs/incidents/ACTION-PLAN.md --action 3 -o runbooks/incident/action-3.yaml
+    """
+
+    def go() -> int:
+        from agent.errors import UsageError
+        from agent.importer import import_plan
+
+        try:
+            text = plan_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {plan_file}: {exc}") from None
+        draft = import_plan(text, source=str(plan_file), action=action)
+        if output is None:
+            sys.stdout.write(draft)
+        else:
+            output.write_text(draft, encoding="utf-8")
+            typer.echo(f"draft written to {output}; next: runbook validate {output}", err=True)
+        return EXIT_OK
+
+    _finish(_guard(go))
+
+
 def main() -> int:
     """Run the CLI and return its exit code."""
     try:
