@@ -62,6 +62,10 @@ class Warehouse(Protocol):
         """Bytes the count query would process (BigQuery dry run); None where unknown."""
         ...
 
+    def estimate_scalar_bytes(self, sql: str, params: Mapping[str, Any]) -> int | None:
+        """Bytes a wait condition's query would process (BigQuery dry run); None where unknown."""
+        ...
+
     def missing_tables(self, tables: Sequence[str]) -> list[str]:
         """Return those of `tables` that do not exist."""
         ...

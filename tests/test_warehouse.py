@@ -1,0 +1,574 @@
+"""The warehouse on DuckDB and on a real local BigQuery emulator: the same verify and wait tests."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlglot
+from google.api_core import exceptions as gexc
+
+_PLUGGED_IN = "tests.bqemu" in sys.modules  # tests/conftest.py may load it as a plugin
+
+from tests import bqemu  # noqa: E402
+from tests.bqemu import GAME_DATE, PROJECT, count_jobs  # noqa: E402
+
+if not _PLUGGED_IN:  # make the emulator fixtures available without a conftest
+    bq_emulator = bqemu.bq_emulator
+    bq_client = bqemu.bq_client
+    bq_loaded = bqemu.bq_loaded
+    duckdb_loaded = bqemu.duckdb_loaded
+
+from agent.warehouse import CountCheck, WarehouseError, open_warehouse  # noqa: E402
+from agent.warehouse import sql as wsql  # noqa: E402
+from agent.warehouse.bigquery import (  # noqa: E402
+    NO_CREDENTIALS,
+    BigQueryWarehouse,
+    to_query_parameter,
+)
+from agent.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
+
+HOSTILE = "'; DROP TABLE x; --"
+TDGS = "nba_analytics.team_defense_game_summary"
+CONTEXT = "nba_analytics.upcoming_team_game_context"
+SCHEDULE = "nba_raw.schedule"
+EXPECTED_KEYS = """
+    SELECT game_id, home_team AS team_abbr FROM nba_raw.schedule WHERE game_date = @date
+    UNION ALL
+    SELECT game_id, away_team FROM nba_raw.schedule WHERE game_date = @date
+"""
+MISSING = [
+    {"game_id": "0022500655", "team_abbr": "DAL"},
+    {"game_id": "0022500655", "team_abbr": "PHX"},
+    {"game_id": "0022500656", "team_abbr": "HOU"},
+    {"game_id": "0022500656", "team_abbr": "OKC"},
+    {"game_id": "0022500657", "team_abbr": "MEM"},
+    {"game_id": "0022500657", "team_abbr": "POR"},
+]
+LABELS = {"runbook": "backfill-game-context", "run_id": "20260126T101500Z", "step": "verify_counts"}
+PARAMS: dict[str, Any] = {"date": GAME_DATE, "games": 8}
+
+
+def coverage_check(name: str = "tdgs") -> CountCheck:
+    return CountCheck(
+        name=name,
+        table=TDGS,
+        where="game_date = @date",
+        coverage_key=("game_id", "team_abbr"),
+        coverage_expected=EXPECTED_KEYS,
+    )
+
+
+@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.bigquery)])
+def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The warehouse under test, over identical data on both backends."""
+    if request.param == "duckdb":
+        path = request.getfixturevalue("duckdb_loaded")
+        warehouse = open_warehouse("duckdb", workdir=tmp_path, path=str(path))
+    else:
+        emulator = request.getfixturevalue("bq_loaded")
+        warehouse = open_warehouse(
+            "bigquery", workdir=tmp_path, project=PROJECT, endpoint=emulator.url
+        )
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+def jobs(wh: Any) -> int:
+    """Query jobs the backend has run: the emulator's job list, or DuckDB's statement counter."""
+    if wh.backend == "bigquery":
+        return count_jobs(wh.client)
+    return int(wh.queries_run)
+
+
+# -- verify: counts and coverage ------------------------------------------------------------------
+
+
+def test_counts_and_coverage_name_the_missing_teams(wh: Any) -> None:
+    checks = [
+        CountCheck("context", CONTEXT, "game_date = @date"),
+        coverage_check(),
+    ]
+    context, tdgs = wh.count(checks, PARAMS, LABELS)
+    assert (context.name, context.count, context.error) == ("context", 16, None)
+    assert context.missing_total is None
+    assert tdgs.error is None
+    assert tdgs.count == 10
+    assert tdgs.missing_total == 6
+    assert tdgs.missing_keys == MISSING
+    assert {k["game_id"] for k in tdgs.missing_keys} == {"0022500655", "0022500656", "0022500657"}
+
+
+def test_ten_checks_cost_one_query(wh: Any) -> None:
+    checks = [
+        CountCheck(f"context_{i}", CONTEXT, "game_date = @date AND is_home") for i in range(4)
+    ] + [
+        CountCheck("schedule_all", SCHEDULE),
+        CountCheck("schedule_day", SCHEDULE, "game_date = @date"),
+        CountCheck("schedule_games", SCHEDULE, "game_date = @date AND @games > 0"),
+        coverage_check("cov_1"),
+        coverage_check("cov_2"),
+        CountCheck("tdgs", TDGS, "points_allowed >= 100"),
+    ]
+    before, before_counter = jobs(wh), wh.queries_run
+    outcomes = wh.count(checks, PARAMS, LABELS)
+    assert jobs(wh) - before == 1
+    assert wh.queries_run - before_counter == 1
+    assert [o.name for o in outcomes] == [c.name for c in checks]
+    assert [o.error for o in outcomes] == [None] * 10
+    assert [o.count for o in outcomes] == [8, 8, 8, 8, 9, 8, 8, 10, 10, 10]
+    assert outcomes[7].missing_keys == outcomes[8].missing_keys == MISSING
+
+
+def test_hostile_values_are_parameters_never_sql(wh: Any) -> None:
+    params = {**PARAMS, "team": HOSTILE, "teams": ["MIN", HOSTILE]}
+    checks = [
+        CountCheck("one", SCHEDULE, "home_team = @team"),
+        CountCheck("list", SCHEDULE, "home_team IN UNNEST(@teams) AND game_date = @date"),
+    ]
+    one, listed = wh.count(checks, params, LABELS)
+    assert (one.count, one.error) == (0, None)
+    assert (listed.count, listed.error) == (1, None)
+    assert (
+        wh.scalar("SELECT COUNT(*) FROM nba_raw.schedule WHERE away_team = @team", params, LABELS)
+        == 0
+    )
+    # Nothing was dropped or changed.
+    assert wh.count([CountCheck("all", SCHEDULE)], {}, LABELS)[0].count == 9
+
+
+def test_missing_table_is_named_and_the_rest_still_run_in_one_query(wh: Any) -> None:
+    checks = [
+        CountCheck("gone", "nba_analytics.player_game_summary", "game_date = @date"),
+        CountCheck("context", CONTEXT, "game_date = @date"),
+        CountCheck(
+            "cov_gone",
+            TDGS,
+            "game_date = @date",
+            ("game_id",),
+            "SELECT game_id FROM nba_raw.no_such_schedule WHERE game_date = @date",
+        ),
+    ]
+    before = jobs(wh)
+    gone, context, cov_gone = wh.count(checks, PARAMS, LABELS)
+    assert jobs(wh) - before == 1
+    assert gone.error == "table nba_analytics.player_game_summary does not exist"
+    assert gone.count is None
+    assert (context.count, context.error) == (16, None)
+    assert cov_gone.error == "table nba_raw.no_such_schedule does not exist"
+    assert wh.missing_tables([SCHEDULE, "nba_raw.nope", CONTEXT]) == ["nba_raw.nope"]
+
+
+def test_bad_sql_names_its_check_and_the_others_count(wh: Any) -> None:
+    checks = [
+        CountCheck("typo", TDGS, "game_dat = @date"),
+        CountCheck("context", CONTEXT, "game_date = @date"),
+    ]
+    typo, context = wh.count(checks, PARAMS, LABELS)
+    assert typo.error is not None
+    assert typo.error.startswith("bad SQL: ")
+    assert "game_dat" in typo.error
+    assert "\n" not in typo.error
+    assert (context.count, context.error) == (16, None)
+
+
+def test_invalid_names_and_unknown_params_never_reach_the_warehouse(wh: Any) -> None:
+    checks = [
+        CountCheck("inject", "nba_raw.schedule; DROP TABLE x", None),
+        CountCheck("quoted", "`nba_raw.schedule`", None),
+        CountCheck("unknown", SCHEDULE, "game_date = @when"),
+        CountCheck("two", SCHEDULE, "game_date = @date; DROP TABLE nba_raw.schedule"),
+        CountCheck("ok", SCHEDULE, "game_date = @date"),
+    ]
+    inject, quoted, unknown, two, ok = wh.count(checks, PARAMS, LABELS)
+    assert inject.error is not None
+    assert inject.error.startswith("invalid table name 'nba_raw.schedule; DROP TABLE x'")
+    assert quoted.error is not None
+    assert quoted.error.startswith("invalid table name")
+    assert unknown.error == "unknown parameter @when (not a var)"
+    assert two.error is not None
+    assert two.error.startswith("bad SQL in where")
+    assert (ok.count, ok.error) == (8, None)
+
+
+def test_no_checks_runs_nothing(wh: Any) -> None:
+    before = jobs(wh)
+    assert wh.count([], PARAMS, LABELS) == []
+    assert jobs(wh) == before
+
+
+# -- wait: scalar conditions ----------------------------------------------------------------------
+
+
+def test_wait_condition(wh: Any) -> None:
+    sql = "SELECT COUNT(*) >= @games FROM nba_raw.schedule WHERE game_date = @date"
+    assert wh.scalar(sql, PARAMS, LABELS) is True
+    assert wh.scalar(sql, {**PARAMS, "games": 9}, LABELS) is False
+    assert wh.scalar(sql, {**PARAMS, "date": dt.date(2026, 1, 24)}, LABELS) is False
+    assert wh.scalar("SELECT COUNT(*) FROM nba_analytics.team_defense_game_summary", {}, {}) == 10
+
+
+def test_wait_condition_on_a_missing_table(wh: Any) -> None:
+    with pytest.raises(WarehouseError, match=r"(?i)not found") as caught:
+        wh.scalar(
+            "SELECT COUNT(*) > 0 FROM nba_raw.team_boxscore WHERE game_date = @date", PARAMS, {}
+        )
+    assert "team_boxscore" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_wait_condition_with_bad_sql(wh: Any) -> None:
+    with pytest.raises(WarehouseError, match=r"^bad SQL"):
+        wh.scalar("SELECT COUNT(*) > 0 FROM nba_raw.schedule WHERE nope = 1", {}, {})
+    with pytest.raises(WarehouseError, match=r"^bad SQL.*(SELEC|Col: 7)"):
+        wh.scalar("SELEC 1", {}, {})  # BigQuery's own message there; sqlglot's on DuckDB
+
+
+def test_estimate_bytes(wh: Any) -> None:
+    checks = [coverage_check(), CountCheck("gone", "nba_analytics.nope")]
+    estimate = wh.estimate_bytes(checks, PARAMS)
+    if wh.backend == "bigquery":
+        assert isinstance(estimate, int)  # the emulator reports 0; BigQuery the real bytes
+        assert isinstance(wh.estimate_scalar_bytes("SELECT 1", {}), int)
+        assert wh.estimate_bytes([CountCheck("gone", "nba_analytics.nope")], {}) is None
+    else:
+        assert estimate is None
+
+
+# -- BigQuery specifics against the emulator -------------------------------------------------------
+
+
+@pytest.mark.bigquery
+def test_bigquery_jobs_carry_sanitised_labels(bq_loaded: bqemu.Emulator, tmp_path: Path) -> None:
+    wh: Any = open_warehouse("bigquery", workdir=tmp_path, project=PROJECT, endpoint=bq_loaded.url)
+    labels = {
+        "Runbook": "Backfill Game Context!",
+        "run id": "2026-01-26T10:15:00Z",
+        "step": "x" * 80,
+    }
+    wh.count([CountCheck("all", SCHEDULE)], {}, labels)
+    assert wh.last_job.labels == {
+        "runbook": "backfill_game_context_",
+        "run_id": "2026-01-26t10_15_00z",
+        "step": "x" * 63,
+    }
+    assert wh.last_job.query_parameters == []
+    wh.count([CountCheck("day", SCHEDULE, "game_date = @date")], PARAMS, labels)
+    (param,) = wh.last_job.query_parameters
+    assert (param.name, param.type_, param.value) == ("date", "DATE", GAME_DATE)
+
+
+@pytest.mark.bigquery
+def test_bigquery_endpoint_from_the_environment(
+    bq_loaded: bqemu.Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNBOOK_BIGQUERY_ENDPOINT", bq_loaded.url)
+    wh: Any = open_warehouse("bigquery", workdir=tmp_path, project=PROJECT)
+    assert wh.endpoint == bq_loaded.url
+    assert wh.scalar("SELECT COUNT(*) FROM nba_raw.schedule", {}, {}) == 9
+
+
+# -- BigQuery errors and retries (a scripted client; no sleeping) ---------------------------------
+
+
+class FakeRow:
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def items(self) -> Any:
+        return self._values.items()
+
+
+class FakeJob:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.labels: dict[str, str] = {}
+        self.total_bytes_processed = 1234
+
+    def result(self, **_: Any) -> list[FakeRow]:
+        return [FakeRow(r) for r in self.rows]
+
+
+class FakeClient:
+    """Raises the scripted exceptions, one per query, then answers."""
+
+    def __init__(self, failures: list[Exception], rows: list[dict[str, Any]] | None = None) -> None:
+        self.failures = failures
+        self.rows = rows if rows is not None else [{"f0_": 7}]
+        self.queries = 0
+
+    def query(self, sql: str, **_: Any) -> FakeJob:
+        self.queries += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return FakeJob(self.rows)
+
+    def get_table(self, name: str, **_: Any) -> None:
+        return None
+
+
+def fake_warehouse(client: FakeClient, sleeps: list[float]) -> Any:
+    return BigQueryWarehouse(project="p", client=client, sleep=sleeps.append)
+
+
+def test_quota_is_retried_with_backoff_then_succeeds() -> None:
+    sleeps: list[float] = []
+    client = FakeClient([gexc.TooManyRequests("slow down"), gexc.ServiceUnavailable("busy")])
+    assert fake_warehouse(client, sleeps).scalar("SELECT 7", {}, {}) == 7
+    assert client.queries == 3
+    assert sleeps == [1.0, 2.0]
+
+
+def test_quota_gives_up_after_three_tries() -> None:
+    sleeps: list[float] = []
+    quota = gexc.Forbidden(
+        "Quota exceeded",
+        errors=[{"reason": "quotaExceeded", "message": "Quota exceeded: too many"}],
+    )
+    client = FakeClient([quota, gexc.TooManyRequests("x"), gexc.InternalServerError("boom")])
+    wh = fake_warehouse(client, sleeps)
+    with pytest.raises(WarehouseError, match=r"gave up after 3 tries"):
+        wh.scalar("SELECT 7", {}, {})
+    assert client.queries == 3
+    assert sleeps == [1.0, 2.0]
+
+
+def test_timeout_is_retried_then_fails_the_checks_not_the_run() -> None:
+    sleeps: list[float] = []
+    client = FakeClient([concurrent.futures.TimeoutError()] * 3)
+    (outcome,) = fake_warehouse(client, sleeps).count([CountCheck("all", SCHEDULE)], {}, {})
+    assert outcome.error == "timed out waiting for BigQuery (gave up after 3 tries)"
+    assert sleeps == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        ("forbidden", "permission denied: Access Denied: Table p:nba_raw.schedule"),
+        ("bad_request", "bad SQL: Unrecognized name: game_dat at [1:45]"),
+        ("not_found", "Not found: Dataset p:nba_raw"),
+        ("unauthorized", "credentials rejected: Request had invalid authentication credentials."),
+    ],
+)
+def test_errors_are_one_clear_line_and_not_retried(error: str, line: str) -> None:
+    exc = {
+        "forbidden": gexc.Forbidden(
+            "x",
+            errors=[
+                {"reason": "accessDenied", "message": "Access Denied: Table p:nba_raw.schedule"}
+            ],
+        ),
+        "bad_request": gexc.BadRequest(
+            "x",
+            errors=[{"reason": "invalidQuery", "message": "Unrecognized name: game_dat at [1:45]"}],
+        ),
+        "not_found": gexc.NotFound("Not found: Dataset p:nba_raw"),
+        "unauthorized": gexc.Unauthorized("Request had invalid authentication credentials.\nmore"),
+    }[error]
+    sleeps: list[float] = []
+    client = FakeClient([exc])
+    (outcome,) = fake_warehouse(client, sleeps).count([CountCheck("all", SCHEDULE)], {}, {})
+    assert outcome.error == line
+    assert client.queries == 1
+    assert sleeps == []
+
+
+def test_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RUNBOOK_BIGQUERY_ENDPOINT", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    wh: Any = open_warehouse("bigquery", workdir=tmp_path, project="p")
+    (outcome,) = wh.count([CountCheck("all", SCHEDULE)], {}, LABELS)
+    assert outcome.error == NO_CREDENTIALS
+    assert "gcloud auth application-default login" in NO_CREDENTIALS
+    with pytest.raises(WarehouseError, match="no Google credentials"):
+        wh.scalar("SELECT 1", {}, {})
+
+
+def test_query_parameter_types() -> None:
+    def shape(value: Any) -> tuple[str, Any]:
+        param = to_query_parameter("v", value)
+        return getattr(param, "type_", None) or param.array_type, param.to_api_repr()[
+            "parameterType"
+        ]
+
+    assert shape(dt.date(2026, 1, 25))[0] == "DATE"
+    assert shape(8)[0] == "INT64"
+    assert shape(True)[0] == "BOOL"
+    assert shape(0.95)[0] == "FLOAT64"
+    assert shape(HOSTILE)[0] == "STRING"
+    assert shape(["MIN", "GSW"]) == ("STRING", {"type": "ARRAY", "arrayType": {"type": "STRING"}})
+    assert shape([1, 2])[0] == "INT64"
+    with pytest.raises(WarehouseError, match="one type"):
+        to_query_parameter("v", [1, "a"])
+
+
+# -- DuckDB specifics -----------------------------------------------------------------------------
+
+
+def test_duckdb_file_that_does_not_exist_has_no_tables(tmp_path: Path) -> None:
+    wh: Any = open_warehouse("duckdb", workdir=tmp_path)
+    assert wh.path == tmp_path / ".runbook" / "warehouse.duckdb"
+    (outcome,) = wh.count([coverage_check()], PARAMS, LABELS)
+    assert outcome.error == f"table {TDGS} does not exist"
+    assert wh.missing_tables([TDGS]) == [TDGS]
+    with pytest.raises(WarehouseError, match="does not exist"):
+        wh.scalar("SELECT COUNT(*) FROM nba_raw.schedule", {}, {})
+    assert not wh.path.exists()
+    assert wh.queries_run == 0
+
+
+def test_duckdb_waits_for_a_writer_to_release_its_lock(tmp_path: Path, duckdb_loaded: Path) -> None:
+    path = tmp_path / "locked.duckdb"
+    path.write_bytes(duckdb_loaded.read_bytes())
+    code = textwrap.dedent(
+        f"""
+        import duckdb, time
+        con = duckdb.connect({str(path)!r})
+        print("locked", flush=True)
+        time.sleep(0.8)
+        con.close()
+        """
+    )
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        wh = DuckDBWarehouse(path, lock_tries=50, lock_wait=0.1, sleep=sleep)
+        (outcome,) = wh.count([CountCheck("all", SCHEDULE)], {}, {})
+        assert (outcome.count, outcome.error) == (9, None)
+        assert waits  # it met the lock and waited
+        holder.wait(timeout=10)
+
+
+def test_duckdb_reads_project_qualified_names(duckdb_loaded: Path, tmp_path: Path) -> None:
+    wh: Any = open_warehouse("duckdb", workdir=tmp_path, path=str(duckdb_loaded))
+    (outcome,) = wh.count([CountCheck("all", f"my-project.{SCHEDULE}")], {}, {})
+    assert (outcome.count, outcome.error) == (9, None)
+    assert wh.scalar("SELECT COUNT(*) FROM `my-project.nba_raw.schedule`", {}, {}) == 9
+
+
+def test_duckdb_says_what_it_cannot_translate(duckdb_loaded: Path, tmp_path: Path) -> None:
+    wh: Any = open_warehouse("duckdb", workdir=tmp_path, path=str(duckdb_loaded))
+    with pytest.raises(WarehouseError, match=r"^cannot run this BigQuery SQL on DuckDB: wildcard"):
+        wh.scalar("SELECT COUNT(*) FROM `nba_raw.sched*` WHERE _TABLE_SUFFIX = 'ule'", {}, {})
+    with pytest.raises(
+        WarehouseError, match=r"^cannot run this BigQuery SQL on DuckDB: .*farm_fingerprint"
+    ):
+        wh.scalar("SELECT FARM_FINGERPRINT(game_id) FROM nba_raw.schedule LIMIT 1", {}, {})
+
+
+# -- SQL building (pure) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["nba_raw.schedule", "my-project.nba_raw.schedule", "_d.t_1", "d.t-2026"],
+)
+def test_valid_table_names(name: str) -> None:
+    wsql.parse_table(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "schedule",
+        "a.b.c.d",
+        "nba_raw.schedule; DROP TABLE x",
+        "nba_raw.schedule --",
+        "`nba_raw`.schedule",
+        "nba raw.schedule",
+        "nba_raw.sched*",
+        "Project.nba_raw.schedule",
+        "nba-raw.schedule",
+        "",
+    ],
+)
+def test_invalid_table_names(name: str) -> None:
+    with pytest.raises(WarehouseError, match="invalid table name"):
+        wsql.parse_table(name)
+
+
+def test_sanitize_labels() -> None:
+    assert wsql.sanitize_labels(
+        {"Runbook": "Backfill Game!", "1st": "ok", "": "dropped", "k": "v" * 70}
+    ) == {"runbook": "backfill_game_", "l_1st": "ok", "k": "v" * 63}
+
+
+def test_to_duckdb_params_and_names() -> None:
+    out = wsql.to_duckdb(
+        "SELECT COUNT(*) FROM `p-1.nba_raw.schedule`"
+        " WHERE game_date = @date AND home_team IN UNNEST(@teams)"
+    )
+    assert "$date" in out
+    assert "$teams" in out
+    assert "p-1" not in out
+    assert "@" not in out
+    assert wsql.query_params("SELECT @a, @b, @a") == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [
+        ("SELECT SAFE.PARSE_DATE('%Y', x) FROM d.t", "SAFE."),
+        ("SELECT NET.HOST(u) FROM d.t", "NET."),
+        ("SELECT * FROM ML.PREDICT(MODEL d.m, TABLE d.t)", "ML."),
+        ("SELECT * FROM `d.t*`", "wildcard table"),
+        ("SELECT * FROM d.t FOR SYSTEM_TIME AS OF CURRENT_TIMESTAMP()", "FOR SYSTEM_TIME AS OF"),
+        ("SELECT HLL_COUNT.EXTRACT(x) FROM d.t", "HLL_COUNT."),
+    ],
+)
+def test_to_duckdb_names_untranslatable_constructs(sql: str, construct: str) -> None:
+    with pytest.raises(WarehouseError, match="cannot run this BigQuery SQL on DuckDB") as caught:
+        wsql.to_duckdb(sql)
+    assert construct in str(caught.value)
+
+
+def test_count_query_is_one_statement_with_values_only_as_params() -> None:
+    prepared, errors = wsql.prepare_checks(
+        [CountCheck("a", SCHEDULE, "home_team = @team"), coverage_check()],
+        {"team": HOSTILE, "date": GAME_DATE},
+    )
+    assert errors == {}
+    query = wsql.build_count_query(prepared)
+    assert HOSTILE not in query.sql
+    assert query.params == ["team", "date"]
+    assert "EXCEPT DISTINCT" in query.sql
+    assert f"LIMIT {wsql.MISSING_KEYS_CAP}" in query.sql
+    assert len(sqlglot.parse(query.sql, read="bigquery")) == 1
+
+
+def test_open_warehouse_is_lazy_and_checks_the_backend(tmp_path: Path) -> None:
+    with pytest.raises(WarehouseError, match="unknown warehouse backend 'snowflake'"):
+        open_warehouse("snowflake", workdir=tmp_path)
+    code = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from agent.warehouse import open_warehouse
+        assert "duckdb" not in sys.modules and "google.cloud.bigquery" not in sys.modules
+        open_warehouse("duckdb", workdir=Path("."))
+        assert "duckdb" in sys.modules and "google.cloud.bigquery" not in sys.modules
+        """
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
