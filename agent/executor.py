@@ -8,12 +8,15 @@ import hashlib
 import json
 import os
 import secrets as pysecrets
+import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +38,15 @@ from agent.record import (
     utcnow,
     write_record,
 )
-from agent.redact import Redactor
+from agent.redact import MASK, Redactor
 from agent.steps import REGISTRY, Event, StepContext
 from agent.steps.verify import measure
 from agent.warehouse.base import Warehouse, WarehouseError
 
 __all__ = ["RunOptions", "exit_code_for", "prepare_context", "resume_run", "run_runbook"]
+
+CRASH_AT_ENV = "RUNBOOK_TEST_CRASH_AT"
+"""Fault-injection seam for tests, read by `_fault_injection_point`; never set it in production."""
 
 FINISHED = {Status.SUCCESS, Status.PARTIAL, Status.FAILED, Status.NOT_FOUND, Status.TIMED_OUT,
             Status.SKIPPED}
@@ -124,6 +130,20 @@ def _hash_file(path: Path) -> str | None:
         return None
 
 
+def _fault_injection_point(event: str, step_id: str) -> None:
+    """Fault-injection seam for tests: die as `kill -9` would at a named point of a step's life.
+
+    When the environment says ``RUNBOOK_TEST_CRASH_AT=<event>:<step id>`` and both match, the
+    runner SIGKILLs itself: no cleanup, no flush, no record written. The events, in order:
+    ``before_start`` (nothing of the step journaled yet), ``started`` (its start journaled,
+    nothing run), ``exited`` (its command ended, the result not yet journaled) and ``finished``
+    (the result journaled, the next step not started). Tests use it to prove `resume` loses
+    nothing wherever the runner dies; unset, it costs one dictionary lookup.
+    """
+    if os.environ.get(CRASH_AT_ENV) == f"{event}:{step_id}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Lock:
     """One run of a runbook with the same vars at a time; a dead holder's lock is taken over."""
 
@@ -140,11 +160,7 @@ class Lock:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            fh.seek(0)
-            try:
-                holder = json.loads(fh.read() or "{}")
-            except json.JSONDecodeError:
-                holder = {}
+            holder = self._holder(fh)
             fh.close()
             raise RunbookError(
                 f"another run of this runbook with the same vars is in progress: pid "
@@ -157,6 +173,20 @@ class Lock:
         fh.write(json.dumps(info))
         fh.flush()
         self._fh = fh
+
+    @staticmethod
+    def _holder(fh: Any) -> dict[str, Any]:
+        """The holder's info; a holder that has just taken the lock may not have written it yet."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            fh.seek(0)
+            try:
+                holder = json.loads(fh.read() or "{}")
+            except json.JSONDecodeError:
+                holder = {}
+            if (isinstance(holder, dict) and holder.get("pid")) or time.monotonic() >= deadline:
+                return holder if isinstance(holder, dict) else {}
+            time.sleep(0.02)
 
     def release(self) -> None:
         """Let go of the lock."""
@@ -184,6 +214,9 @@ class _Run:
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
+        if event.kind == "spawned":
+            # Durable before the child gets far: after a crash, resume stops this group.
+            self.journal.append("spawned", step=event.step_id, **dict(event.data))
         for listener in self.options.listeners:
             try:
                 listener(event)
@@ -275,9 +308,11 @@ class _Run:
     def run_step(self, sid: str) -> None:
         step = self.steps[sid]
         result = self.record.step(sid)
+        _fault_injection_point("before_start", sid)
         result.started_at = utcnow()
         result.ended_at = None
         self.journal.append("step_started", step=sid, session=len(self.record.sessions))
+        _fault_injection_point("started", sid)
         self.emit(Event("step_started", sid, {"title": result.title, "kind": step.kind}))
         ctx = self.context(result)
         try:
@@ -295,7 +330,9 @@ class _Run:
         if result.status not in (Status.SUCCESS, Status.SKIPPED) and step.on_shortfall:
             result.shortfall = self._shortfall(step, ctx)
         result.ended_at = utcnow()
+        _fault_injection_point("exited", sid)
         self.finish_step(result)
+        _fault_injection_point("finished", sid)
 
     def _shortfall(self, step: Any, ctx: StepContext) -> dict[str, Any]:
         sf = step.on_shortfall
@@ -447,6 +484,14 @@ def _lock_for(loaded: LoadedRunbook, values: Mapping[str, Any], reports_dir: Pat
     return Lock(reports_dir / ".locks" / f"{loaded.runbook.id}-{key}.lock")
 
 
+def _masked_var(loaded: LoadedRunbook, name: str, value: Any, redactor: Redactor) -> Any:
+    """A var as the record shows it: a `secret: true` var is masked whatever its type."""
+    spec = loaded.runbook.vars.get(name)
+    if spec is not None and spec.secret and value is not None:
+        return MASK
+    return redactor.redact(value) if isinstance(value, str) else value
+
+
 def _session(command: str) -> Session:
     return Session(started_at=utcnow(), pid=os.getpid(), host=socket.gethostname(), command=command)
 
@@ -514,12 +559,11 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             runbook_id=rb.id,
             runbook_path=str(loaded.path.resolve()),
             runbook_sha256=loaded.sha256,
-            title=templating.render(rb.title, context),
-            summary=templating.render(rb.summary, context) if rb.summary else None,
+            title=redactor.redact(templating.render(rb.title, context)),
+            summary=redactor.redact(templating.render(rb.summary, context)) if rb.summary else None,
             incident={k: templating.render(v, context)
                       for k, v in (rb.incident.model_dump() if rb.incident else {}).items() if v},
-            vars={k: (redactor.redact(str(v)) if isinstance(v, str) else v)
-                  for k, v in values.items()},
+            vars={k: _masked_var(loaded, k, v, redactor) for k, v in values.items()},
             operator=_operator(),
             host=socket.gethostname(),
             tool_version=__version__,
@@ -529,7 +573,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             started_at=utcnow(),
             needs={s.id: list(loaded.graph.needs[s.id]) for s in rb.steps},
             selection={"only": list(options.only), "from": options.start_from},
-            sessions=[_session(" ".join(sys.argv))],
+            sessions=[_session(redactor.redact(" ".join(sys.argv)))],
             file_hashes=_script_hashes(loaded, values, workdir),
         )
         for sid in loaded.graph.order:
@@ -539,7 +583,12 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
                 title = templating.render(title, context)
             record.steps.append(StepResult(id=sid, kind=step.kind, title=title))
         # Vars are kept as given so that `resume` types them again the same way.
-        (run_dir / "vars.json").write_text(json.dumps(dict(options.overrides)), encoding="utf-8")
+        # A secret var is stored as the mask (the run directory never holds a secret): `resume`
+        # needs it given again.
+        secret_vars = {n for n, spec in rb.vars.items() if spec.secret}
+        (run_dir / "vars.json").write_text(
+            json.dumps({k: MASK if k in secret_vars else v for k, v in options.overrides.items()}),
+            encoding="utf-8")
         run = _Run(loaded, values, record, run_dir, options)
         run.journal.append("run_started", run_id=run_id, runbook=str(loaded.path.resolve()))
         run.save()
@@ -587,21 +636,32 @@ def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tu
     finished: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
     started: set[str] = set()
-    for ev in Journal.read(run_dir / "journal.jsonl"):
+    spawned: list[tuple[Any, Any, Any]] = []
+    events = Journal.read(run_dir / "journal.jsonl")
+    for ev in events:
         if ev.get("event") == "step_finished":
             finished[ev["step"]] = ev["result"]
         elif ev.get("event") == "step_started":
             started.add(ev["step"])
         elif ev.get("event") == "baseline":
             baselines[ev["step"]] = ev["baseline"]
+        elif ev.get("event") == "spawned":
+            spawned.append((ev.get("step"), ev.get("pgid"), ev.get("ticks")))
     if record.status is not None and record.status != RunStatus.INTERRUPTED and len(finished) == len(record.steps):
         raise RunbookError(f"run {record.run_id} already finished ({record.status.value}); nothing to resume")
     path = Path(record.runbook_path)
     loaded = load_runbook(path)
     overrides = json.loads((run_dir / "vars.json").read_text(encoding="utf-8")) if (
         run_dir / "vars.json").is_file() else {}
+    secret_vars = {n for n, spec in loaded.runbook.vars.items() if spec.secret}
+    overrides.update({k: v for k, v in options.overrides.items() if k in secret_vars})
+    unknown = sorted(k for k, v in overrides.items() if k in secret_vars and v == MASK)
+    if unknown:
+        raise UsageError(f"the run was given secret var(s) {', '.join(unknown)}, which are not "
+                         f"stored in the run directory: give them again with --var to resume")
     values = resolve_vars(loaded.runbook, overrides)
     env, workdir = prepare_context(loaded, values, options.extra_env)
+    redactor = Redactor(_secret_values(loaded, values, env))
     changes = []
     if loaded.sha256 != record.runbook_sha256:
         changes.append(f"the runbook {path} changed")
@@ -634,7 +694,12 @@ def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tu
             stop_here = sid
     record.steps = [results[r.id] for r in record.steps]
     record.status, record.ended_at, record.exit_code = None, None, None
-    record.sessions.append(_session(" ".join(sys.argv)))
+    if record.sessions and record.sessions[-1].ended_at is None and events:
+        # The session before crashed: it ended, as far as anyone can tell, at its last durable
+        # journal line; the report then shows both sessions' timings.
+        with contextlib.suppress(KeyError, ValueError):
+            record.sessions[-1].ended_at = datetime.fromisoformat(events[-1]["at"])
+    record.sessions.append(_session(redactor.redact(" ".join(sys.argv))))
     reports_dir = run_dir.parent
     lock = _lock_for(loaded, values, reports_dir)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utcnow().isoformat(),
@@ -642,6 +707,15 @@ def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tu
     with _locked(lock, info):
         run = _Run(loaded, values, record, run_dir, options)
         run.journal.append("run_resumed", session=len(record.sessions))
+        # We hold the lock, so the runner that started these children is dead: stop whatever
+        # of their process groups survived it before anything runs again.
+        from agent.process import stop_leftover_group
+
+        for sid, pgid, ticks in spawned:
+            if sid in finished or not isinstance(pgid, int):
+                continue
+            if stop_leftover_group(pgid, ticks if isinstance(ticks, int) else None, grace=2.0):
+                run.journal.append("leftover_stopped", step=sid, pgid=pgid)
         run.emit(Event("run_started", None, {"record": record, "run_dir": run_dir, "resumed": True}))
         if stop_here is not None:
             reason = (f"was running when the run stopped and says `resume: never`: check what it "

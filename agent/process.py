@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import os
 import re
 import select
@@ -25,6 +26,8 @@ __all__ = [
     "CHUNK_SIZE",
     "MAX_LINE_CHARS",
     "ProcessResult",
+    "process_start_ticks",
+    "stop_leftover_group",
     "run_process",
     "shell_quote",
     "strip_ansi",
@@ -49,6 +52,10 @@ setsid) can keep it open longer, and it must not hang the run."""
 
 _REAP_SECONDS = 5.0
 """How long to wait for the group to disappear after SIGKILL."""
+
+_RELEASE_ON_FULL = 64 * 1024
+"""When the disk fills up under a log, this much of the log's end is given back, so that the
+journal, run.json and the report (small files) can still be written and the run ends clearly."""
 
 _ANSI_RE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement, erase
@@ -190,6 +197,16 @@ class _Log:
                 view = view[count:]
         except OSError as exc:
             self.error = f"cannot write log {self.path}: {exc.strerror or exc}"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._release()
+
+    def _release(self) -> None:
+        """Give back the end of a log that filled the disk (a device such as /dev/full: no-op)."""
+        with contextlib.suppress(OSError, ValueError):
+            fd = self._handle.fileno()
+            size = os.fstat(fd).st_size
+            os.ftruncate(fd, max(0, size - _RELEASE_ON_FULL))
+            os.write(fd, b"\n[runbook] disk full: the end of this log was dropped\n")
 
     def close(self) -> None:
         try:
@@ -247,6 +264,43 @@ def _stop_group(pgid: int, grace: float) -> bool:
     return _wait_group_gone(pgid, _REAP_SECONDS)
 
 
+def process_start_ticks(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, /proc), to tell it from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: fields resume after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def stop_leftover_group(pgid: int, start_ticks: int | None, grace: float = 5.0) -> bool:
+    """Stop what is left of a step's process group after its runner died (kill -9, reboot).
+
+    The group's leader must still be the process that was started (same start time) or be
+    gone; a pid reused by an unrelated session leader is left alone.
+
+    Args:
+        pgid: the group recorded when the step started.
+        start_ticks: the leader's start time recorded then.
+        grace: seconds between SIGTERM and SIGKILL.
+
+    Returns:
+        True when something was stopped.
+    """
+    now = process_start_ticks(pgid)
+    if now is not None and start_ticks is not None and now != start_ticks:
+        return False
+    if _wait_group_gone(pgid, 0):
+        return False
+    _stop_group(pgid, grace)
+    return True
+
+
 def _not_started(started_at: datetime, error: str) -> ProcessResult:
     return ProcessResult(
         exit_code=None,
@@ -274,6 +328,7 @@ def run_process(
     tail_lines: int = 50,
     stop_event: threading.Event | None = None,
     grace: float = 5.0,
+    on_spawn: Callable[[int], None] | None = None,
 ) -> ProcessResult:
     """Run a program in its own process group, streaming its output to a log.
 
@@ -297,6 +352,8 @@ def run_process(
         tail_lines: how many of the last lines to keep.
         stop_event: set by another thread to stop the run (Ctrl-C, SIGTERM).
         grace: seconds between SIGTERM and SIGKILL.
+        on_spawn: called with the process group id once the child runs (the journal keeps
+            it, so a resume after a crash can stop what the dead runner left behind).
 
     Returns:
         The ``ProcessResult``; ``exit_code`` is None when the program never started or was
@@ -334,6 +391,8 @@ def run_process(
     stream: StreamRedactor | None = redactor.stream() if redactor is not None else None
     lines = _Lines(tail_lines, on_line)
     pgid = proc.pid  # start_new_session: the child leads a new session and process group
+    if on_spawn is not None:
+        on_spawn(pgid)
     output_bytes = 0
     timed_out = interrupted = False
     deadline = None if timeout is None else time.monotonic() + timeout

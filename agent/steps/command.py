@@ -10,7 +10,7 @@ from typing import Any
 from agent import preflight
 from agent.plan import templating
 from agent.plan.model import Capture, CommandStep
-from agent.process import run_process
+from agent.process import process_start_ticks, run_process
 from agent.record import Attempt, DetailLine, ExpectResult, Status, utcnow
 from agent.steps.base import Event, StepContext, StepReview, register
 
@@ -139,9 +139,10 @@ class CommandKind:
         found = preflight.lookup(argv, workdir=cwd, env=env)
         if found is not None and not found.found:
             res.status = Status.NOT_FOUND
-            res.missing = found.target
-            res.reason = found.message
-            res.alternatives = list(found.alternatives)
+            # The path it names may hold a substituted secret: mask it like the command.
+            res.missing = ctx.redactor.redact(found.target)
+            res.reason = ctx.redactor.redact(found.message)
+            res.alternatives = [ctx.redactor.redact(a) for a in found.alternatives]
             return
         log_path = ctx.log_path()
         assert log_path is not None
@@ -172,6 +173,9 @@ class CommandKind:
                 redactor=ctx.redactor,
                 max_log_bytes=ctx.max_log_bytes,
                 stop_event=ctx.stop,
+                on_spawn=lambda pgid: ctx.emit(
+                    Event("spawned", res.id, {"pgid": pgid, "ticks": process_start_ticks(pgid)})
+                ),
             )
             attempt.ended_at = proc.ended_at
             attempt.exit_code = proc.exit_code

@@ -44,8 +44,7 @@ def _expectation(check: Check, ctx: StepContext) -> dict[str, Any]:
         out["total"] = _as_int(ctx.render(str(check.expect_total)), "expect_total")
     elif "expected" in out:
         out["total"] = out["expected"]
-    elif "minimum" in out:
-        out["total"] = out["minimum"]
+    # A minimum is a floor, not a total: no percentage is computed against it.
     return out
 
 
@@ -123,6 +122,20 @@ def _result(check: Check, outcome: CountOutcome, ctx: StepContext) -> CheckResul
     return result
 
 
+def _shortfall_text(name: str, r: CheckResult) -> str:
+    if r.expected is not None and r.actual != r.expected:
+        text = f"{name}: {r.actual} of {r.expected}"
+    elif r.minimum is not None and (r.actual or 0) < r.minimum:
+        text = f"{name}: {r.actual}, below the minimum {r.minimum}"
+    elif r.ratio is not None and r.total:
+        text = f"{name}: {r.actual} of {r.total}, below {r.ratio:.0%}"
+    else:
+        text = f"{name}: {r.actual}"
+    if r.missing_total:
+        text += f", {r.missing_total} expected keys missing"
+    return text
+
+
 @register("verify")
 class VerifyKind:
     """Count rows; PARTIAL when a count or coverage falls short, FAILED when a check cannot run."""
@@ -188,8 +201,7 @@ class VerifyKind:
         failed = [e.expr for e in res.expectations if not e.ok]
         if short or failed:
             res.status = Status.PARTIAL
-            parts = [f"{k}: {r.actual} of {r.total}" if r.total else f"{k}: {r.actual}"
-                     for k, r in res.counts.items() if not r.ok]
+            parts = [_shortfall_text(k, r) for k, r in res.counts.items() if not r.ok]
             if failed:
                 parts.append("expectation not met: " + "; ".join(failed))
             res.reason = "short: " + "; ".join(parts)

@@ -1,0 +1,353 @@
+"""Hostile input: vars that try to run or add arguments, template code, hostile output, limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.errors import RunbookError
+from agent.executor import RunOptions, run_runbook
+from agent.process import run_process
+from agent.record import Status, load_record
+
+PY = sys.executable
+Write = Callable[..., Path]
+
+HOSTILE = [
+    "; touch pwned1",
+    "&& touch pwned2",
+    "| touch pwned3",
+    "$(touch pwned4)",
+    "`touch pwned5`",
+    "x\ntouch pwned6",
+    "x\r\ntouch pwned7",
+    "' ; touch pwned8 ; '",
+    '" ; touch pwned9 ; "',
+    "${IFS}touch${IFS}pwned10",
+    "> pwned11",
+    "touch pwned12 #",
+    "--flag",
+    "-rf",
+    "--output=/etc/passwd",
+    "$HOME",
+    "$((6*7))",
+    "*",
+    "~",
+    "a b  c",
+    "\ttab",
+    "",
+    "\\",
+    "&",
+    "!!",
+    "{{ 7 * 7 }}",
+    "{% raw %}x",
+    "ünïcødé ☃ 🚀",
+    "#not a comment",
+    "'",
+    '"',
+]
+
+ARGV_SCRIPT = "import json, sys\nopen(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))\n"
+
+
+def test_hostile_var_values_are_one_argument_and_never_execute(
+    write_runbook: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watched = tmp_path / "watched"
+    (watched / "out").mkdir(parents=True)
+    (watched / "argv.py").write_text(ARGV_SCRIPT, encoding="utf-8")
+    monkeypatch.setenv("HOME", str(watched))  # `~` and $HOME, if ever expanded, land here too
+    var_lines = "\n".join(f"  v{i}: {{type: string, default: x}}" for i in range(len(HOSTILE)))
+    steps = []
+    for i in range(len(HOSTILE)):
+        steps.append(
+            f"  - id: argv{i}\n    kind: run\n"
+            f"    command: {PY} argv.py out/argv{i}.json {{{{ v{i} }}}}"
+        )
+        steps.append(
+            f"  - id: sh{i}\n    kind: run\n    shell: true\n"
+            f"    command: printf '%s' {{{{ v{i} }}}} > out/sh{i}.txt"
+        )
+    rb = write_runbook(
+        f"version: 1\nid: inj\ntitle: Inj\nworkdir: watched\nvars:\n{var_lines}\n"
+        "steps:\n" + "\n".join(steps) + "\n"
+    )
+    overrides = {f"v{i}": value for i, value in enumerate(HOSTILE)}
+    record, run_dir = run_runbook(
+        rb, RunOptions(reports_dir=tmp_path / "reports", overrides=overrides, parallel=8)
+    )
+    bad = {s.id: s.reason for s in record.steps if s.status != Status.SUCCESS}
+    assert bad == {}
+    for i, value in enumerate(HOSTILE):
+        received = json.loads((watched / "out" / f"argv{i}.json").read_text())
+        assert received == [value], (i, value)
+        assert record.step(f"argv{i}").command == [PY, "argv.py", f"out/argv{i}.json", value]
+        assert (watched / "out" / f"sh{i}.txt").read_bytes() == value.encode(), (i, value)
+    # Nothing was created: the watched folder holds the script and the outputs, nothing else.
+    made = sorted(str(p.relative_to(watched)) for p in watched.rglob("*"))
+    expected = sorted(
+        ["argv.py", "out"]
+        + [f"out/argv{i}.json" for i in range(len(HOSTILE))]
+        + [f"out/sh{i}.txt" for i in range(len(HOSTILE))]
+    )
+    assert made == expected
+    assert not list(tmp_path.rglob("pwned*"))
+    assert (run_dir / "report.md").exists()
+
+
+def test_hostile_values_through_the_command_line(write_runbook: Write, tmp_path: Path) -> None:
+    (tmp_path / "argv.py").write_text(ARGV_SCRIPT, encoding="utf-8")
+    rb = write_runbook(f"""
+        version: 1
+        id: inj
+        title: Inj
+        vars:
+          v: {{type: string, required: true}}
+        steps:
+          - id: a
+            kind: run
+            command: {PY} argv.py got.json {{{{ v }}}}
+    """)
+    for value in ["--flag", "; touch pwned", "$(touch pwned)", "-v", "a=b"]:
+        proc = subprocess.run(
+            [PY, "-m", "agent", "run", str(rb), "-q", "--var", f"v={value}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / "got.json").read_text()) == [value]
+    assert not list(tmp_path.rglob("pwned*"))
+
+
+SSTI = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__.os.system('touch pwned') }}",
+    "{{ lipsum.__globals__['os'].popen('touch pwned').read() }}",
+    "{{ self._TemplateReference__context }}",
+    "{{ range.__self__.__import__('os').system('touch pwned') }}",
+    "{{ request.application.__globals__ }}",
+    "{{ ().__class__.__base__.__subclasses__() }}",
+    "{{ v.__class__.__init__.__globals__ }}",
+]
+
+
+@pytest.mark.parametrize("expr", SSTI)
+def test_template_code_cannot_reach_python_internals(
+    write_runbook: Write, tmp_path: Path, expr: str
+) -> None:
+    rb = write_runbook(f"""
+        version: 1
+        id: ssti
+        title: Ssti
+        vars:
+          v: {{type: string, default: x}}
+        steps:
+          - id: a
+            kind: run
+            command: {PY} -c "import sys; print(sys.argv[1:])" "{expr}"
+    """)
+    try:
+        record, run_dir = run_runbook(rb, RunOptions(reports_dir=tmp_path / "reports"))
+    except RunbookError as exc:  # rejected before anything ran: fine
+        text = str(exc)
+    else:
+        a = record.step("a")
+        assert a.status == Status.FAILED
+        text = (a.reason or "") + (run_dir / "report.md").read_text()
+    assert not list(tmp_path.rglob("pwned*"))
+    assert "<class '" not in text
+    assert "<module '" not in text
+    assert "built-in" not in text
+
+
+HOSTILE_OUTPUT = (
+    "import sys\n"
+    "out = sys.stdout.buffer\n"
+    "hostile = len(sys.argv) > 1\n"
+    "lines = [\n"
+    "    b'# Injected heading', b'## Summary Statistics', b'| a | b |', b'|---|---|',\n"
+    "    b'<script>alert(1)</script>', b'<details><summary>x', b'</details>', b'```',\n"
+    "    b'~~~', b'---', b'[click](javascript:alert(1))', b'![img](http://x/y.png)',\n"
+    "    b'\\x1b[2J\\x1b[31mred\\x1b]0;title\\x07', b'nul\\x00byte', b'> quote', b'* bullet',\n"
+    "    b'1. item', b'<!-- comment', b'</code></pre>', b'{{ 7*7 }}', b'\\\\', b'|',\n"
+    "]\n"
+    "for i, line in enumerate(lines):\n"
+    "    out.write(b'Result: ' + (line if hostile else b'plain text %d' % i) + b'\\n')\n"
+    "out.flush()\n"
+    "sys.exit(1)\n"
+)
+
+
+def _skeleton(report: str) -> list[str]:
+    """The report's structure: headings and the cell count of table rows, outside code fences."""
+    out: list[str] = []
+    fence = ""
+    for line in report.splitlines():
+        stripped = line.lstrip()
+        if fence:
+            if stripped.startswith(fence) and set(stripped.strip()) == {fence[0]}:
+                fence = ""
+            continue
+        m = re.match(r"(`{3,}|~{3,})", stripped)
+        if m:
+            fence = m.group(1)
+            continue
+        if stripped.startswith("#"):
+            out.append(stripped)
+        elif stripped.startswith("|"):
+            out.append("|" * len(re.findall(r"(?<!\\)\|", stripped)))
+        elif stripped.startswith(("<details", "</details", "<summary")):
+            out.append(stripped[:9])
+    return out
+
+
+def test_hostile_output_does_not_change_the_report_structure(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    (tmp_path / "emit.py").write_text(HOSTILE_OUTPUT, encoding="utf-8")
+    reports = {}
+    for mode in ("plain", "hostile"):
+        extra = " hostile" if mode == "hostile" else ""
+        rb = write_runbook(f"""
+            version: 1
+            id: out
+            title: Out
+            steps:
+              - id: emit
+                kind: run
+                command: {PY} emit.py{extra}
+                capture:
+                  all_results: {{pattern: 'Result: (.*)', all: true}}
+                  last: 'Result: (.*)'
+                details:
+                  - {{match: 'Result', mark: warn}}
+              - id: after
+                kind: run
+                command: {PY} -c "print('fine')"
+        """)
+        record, run_dir = run_runbook(rb, RunOptions(reports_dir=tmp_path / mode))
+        assert record.step("emit").status == Status.FAILED
+        assert record.step("after").status == Status.SUCCESS
+        reports[mode] = (run_dir / "report.md").read_text()
+        if mode == "hostile":
+            emit = record.step("emit")
+            assert len(emit.captures["all_results"]) == 22
+            assert "nulbyte" in emit.captures["all_results"]  # NUL bytes dropped, line kept
+            assert b"\x00" in (run_dir / "logs" / "emit.log").read_bytes()  # the log keeps all
+            assert load_record(run_dir).model_dump() == record.model_dump()
+    hostile = reports["hostile"]
+    assert _skeleton(hostile) == _skeleton(reports["plain"])
+    assert "\x1b" not in hostile
+    assert "\x00" not in hostile
+    assert "\x07" not in hostile
+
+
+def test_max_log_bytes_caps_the_log_and_the_report_says_so(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    rb = write_runbook(f"""
+        version: 1
+        id: big
+        title: Big
+        steps:
+          - id: loud
+            kind: run
+            command: {PY} -c "import sys; sys.stdout.write(('x' * 99 + '\\\\n') * 20000)"
+    """)
+    proc = subprocess.run(
+        [PY, "-m", "agent", "run", str(rb), "-q", "--max-log-bytes", "10000"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "reports").glob("*-big-*")
+    record = load_record(run_dir)
+    loud = record.step("loud")
+    assert loud.status == Status.SUCCESS
+    assert loud.log_capped
+    assert loud.output_bytes == 2_000_000
+    size = (run_dir / "logs" / "loud.log").stat().st_size
+    assert 10000 <= size < 10000 + 400  # the cap, the attempt header and the marker line
+    assert "log capped at 10000 bytes" in (run_dir / "logs" / "loud.log").read_text()
+    assert "the log was capped" in (run_dir / "report.md").read_text()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> object:
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_fails_the_step_clearly_and_the_journal_stays_readable(
+    write_runbook: Write, tmp_path: Path, tiny_disk: Path
+) -> None:
+    rb = write_runbook(f"""
+        version: 1
+        id: full
+        title: Full
+        steps:
+          - id: small
+            kind: run
+            command: {PY} -c "print('small')"
+          - id: flood
+            kind: run
+            command: {PY} -c "import sys; sys.stdout.write(('y' * 99 + '\\\\n') * 50000)"
+          - id: after
+            kind: run
+            command: {PY} -c "print('after')"
+    """)
+    proc = subprocess.run(
+        [PY, "-m", "agent", "run", str(rb), "-q", "--reports", str(tiny_disk)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    (run_dir,) = tiny_disk.glob("*-full-*")
+    assert "Traceback" not in proc.stderr
+    assert "internal error" not in proc.stderr
+    record = load_record(run_dir)
+    flood = record.step("flood")
+    assert flood.status == Status.FAILED
+    assert flood.reason is not None
+    assert "No space left on device" in flood.reason
+    assert record.step("small").status == Status.SUCCESS
+    events = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events if e.get("step") == "flood"][-1] == "step_finished"
+    assert proc.returncode == 3, proc.stderr
+
+
+def test_dev_full_log_through_run_process(tmp_path: Path) -> None:
+    """The same failure without a mount: the log is /dev/full."""
+    result = run_process(
+        [PY, "-c", "print('x' * 1000)"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        timeout=10,
+        log_path=Path("/dev/full"),
+    )
+    assert result.exit_code in (None, 0)  # stopped, or it had already ended
+    assert result.error == "cannot write log /dev/full: No space left on device"
