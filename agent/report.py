@@ -417,7 +417,8 @@ def _display_names(checks: Iterable[tuple[str, CheckResult]]) -> dict[str, str]:
 
 
 def _total(c: CheckResult) -> int | None:
-    for value in (c.total, c.expected, c.minimum):
+    # A minimum is a floor, not a total: a percentage against it means nothing.
+    for value in (c.total, c.expected):
         if value is not None:
             return value
     return None
@@ -488,11 +489,12 @@ def _check_fact(name: str, c: CheckResult) -> str:
         tail = f" ({_pct(pct)})" if pct is not None else ""
         keys = f"; {_missing_phrase(c)}" if c.missing_keys else ""
         return f"{name} has {actual} of {c.expected} expected records{tail}{keys}"
-    if c.minimum is not None:
-        return f"{name} has {actual} records, at least {c.minimum} required"
+    keys = f"; {_missing_phrase(c)}" if c.missing_keys else ""
+    if c.minimum is not None and (c.actual or 0) < c.minimum:
+        return f"{name} has {actual} records, at least {c.minimum} required{keys}"
     if c.ratio is not None:
         tail = f" ({_pct(pct)})" if pct is not None else ""
-        return f"{name} has {actual} records{tail}, {_expected_text(c)} required"
+        return f"{name} has {actual} records{tail}, {_expected_text(c)} required{keys}"
     return f"{name} has {actual} records; {_missing_phrase(c)}"
 
 
