@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = ["RunOptions", "exit_code_for", "prepare_context", "resume_run", "run_
 CRASH_AT_ENV = "RUNBOOK_TEST_CRASH_AT"
 """Fault-injection seam for tests, read by `_fault_injection_point`; never set it in production."""
 
+SNAPSHOT_EVERY = 0.5  # seconds between run.json snapshots during a run
 FINISHED = {Status.SUCCESS, Status.PARTIAL, Status.FAILED, Status.NOT_FOUND, Status.TIMED_OUT,
             Status.SKIPPED}
 
@@ -144,6 +146,29 @@ def _fault_injection_point(event: str, step_id: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class StepsView(Mapping[str, Any]):
+    """`steps.<id>` as templates see it, built on access (a step reads a few, not all)."""
+
+    def __init__(self, results: Mapping[str, StepResult]) -> None:
+        self._results = results
+
+    def __getitem__(self, sid: str) -> dict[str, Any]:
+        r = self._results[sid]
+        return {
+            "status": r.status.value if r.status else None,
+            "captures": dict(r.captures),
+            "counts": {k: c.model_dump() for k, c in r.counts.items()},
+            "exit_code": r.exit_code,
+            "reason": r.reason,
+        }
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+
 class Lock:
     """One run of a runbook with the same vars at a time; a dead holder's lock is taken over."""
 
@@ -211,12 +236,18 @@ class _Run:
         self.graph = loaded.graph
         self.journal = Journal(run_dir / "journal.jsonl")
         self.lock_mutex = threading.Lock()
+        self._results = {r.id: r for r in record.steps}
+        self._saved_at = float("-inf")
+
+    def result(self, sid: str) -> StepResult:
+        """The result of step `sid` (an index, not a scan: runs may have a thousand steps)."""
+        return self._results[sid]
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
         if event.kind == "spawned":
             # Durable before the child gets far: after a crash, resume stops this group.
-            self.journal.append("spawned", step=event.step_id, **dict(event.data))
+            self.journal.append("spawned", sync=False, step=event.step_id, **dict(event.data))
         for listener in self.options.listeners:
             try:
                 listener(event)
@@ -224,17 +255,8 @@ class _Run:
                 continue
 
     # -- templates ---------------------------------------------------------------------------
-    def steps_view(self) -> dict[str, Any]:
-        view: dict[str, Any] = {}
-        for r in self.record.steps:
-            view[r.id] = {
-                "status": r.status.value if r.status else None,
-                "captures": dict(r.captures),
-                "counts": {k: c.model_dump() for k, c in r.counts.items()},
-                "exit_code": r.exit_code,
-                "reason": r.reason,
-            }
-        return view
+    def steps_view(self) -> Mapping[str, Any]:
+        return StepsView(self._results)
 
     def context(self, result: StepResult, *, log_suffix: str = "") -> StepContext:
         return StepContext(
@@ -258,14 +280,22 @@ class _Run:
             log_suffix=log_suffix,
         )
 
-    def save(self) -> None:
-        write_record(self.record, self.run_dir / "run.json")
+    def save(self, *, final: bool = False) -> None:
+        """Write the run.json snapshot: at most twice a second during a run, always at the end.
+
+        Rewriting the whole record after every step made a 1,000-step run quadratic; the
+        journal already holds each result durably, and resume reads the journal.
+        """
+        now = time.monotonic()
+        if final or now - self._saved_at >= SNAPSHOT_EVERY:
+            write_record(self.record, self.run_dir / "run.json", sync=final)
+            self._saved_at = now
 
     # -- baseline ----------------------------------------------------------------------------
     def baseline(self) -> None:
         for sid in self.graph.order:
             step = self.steps[sid]
-            result = self.record.step(sid)
+            result = self.result(sid)
             if not step.baseline or result.baseline is not None or not self._selected(sid):
                 continue
             if self.options.stop.is_set():
@@ -307,7 +337,7 @@ class _Run:
     # -- one step ------------------------------------------------------------------------------
     def run_step(self, sid: str) -> None:
         step = self.steps[sid]
-        result = self.record.step(sid)
+        result = self.result(sid)
         _fault_injection_point("before_start", sid)
         result.started_at = utcnow()
         result.ended_at = None
@@ -359,7 +389,7 @@ class _Run:
         self.emit(Event("step_finished", result.id, {"result": result}))
 
     def skip(self, sid: str, status: Status, reason: str, by: str | None) -> None:
-        result = self.record.step(sid)
+        result = self.result(sid)
         result.status, result.reason, result.skipped_by = status, reason, by
         now = utcnow()
         result.started_at = result.started_at or now
@@ -367,40 +397,54 @@ class _Run:
         self.finish_step(result)
 
     # -- the schedule ------------------------------------------------------------------------
+    def _ready(self, sid: str) -> bool:
+        return all(self.result(d).status in FINISHED for d in self.graph.after[sid])
+
+    def _gate(self, sid: str) -> bool:
+        """Skip a step that is not selected or whose needs did not succeed; else say run it."""
+        if not self._selected(sid):
+            self.skip(sid, Status.SKIPPED, self._why_unselected(), "selection")
+            return False
+        for d in self.graph.needs[sid]:
+            st = self.result(d).status
+            if self._selected(d) and st != Status.SUCCESS:
+                self.skip(sid, Status.SKIPPED,
+                          f"needs {d}, which ended {st.value if st else 'unfinished'}", "needs")
+                return False
+        return True
+
     def execute(self) -> None:
-        pending = [s for s in self.graph.order if self.record.step(s).status not in FINISHED]
-        running: dict[Future[None], str] = {}
+        pending = [s for s in self.graph.order if self.result(s).status not in FINISHED]
         workers = max(1, self.options.parallel)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
-            while pending or running:
+        if workers == 1:
+            # In file order every step's predecessors have finished when its turn comes; running
+            # inline keeps the per-step cost to the step itself (no thread hand-offs).
+            for sid in pending:
                 if self.options.stop.is_set():
                     break
-                launched = False
-                for sid in list(pending):
+                if self._gate(sid):
+                    self.run_step(sid)
+        else:
+            self._execute_parallel(pending, workers)
+        if self.options.stop.is_set():
+            for sid in self.graph.order:
+                if self.result(sid).status is None:
+                    self.skip(sid, Status.ABORTED, "the run was interrupted before it started", None)
+
+    def _execute_parallel(self, pending: list[str], workers: int) -> None:
+        running: dict[Future[None], str] = {}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
+            while (pending or running) and not self.options.stop.is_set():
+                for sid in [s for s in pending if self._ready(s)]:
                     if len(running) >= workers:
                         break
-                    deps = self.graph.after[sid]
-                    if any(self.record.step(d).status not in FINISHED for d in deps):
-                        continue
                     pending.remove(sid)
-                    launched = True
-                    if not self._selected(sid):
-                        self.skip(sid, Status.SKIPPED, self._why_unselected(), "selection")
-                        continue
-                    blocked = [d for d in self.graph.needs[sid] if self._selected(d)
-                               and self.record.step(d).status != Status.SUCCESS]
-                    if blocked:
-                        d = blocked[0]
-                        st = self.record.step(d).status
-                        self.skip(sid, Status.SKIPPED,
-                                  f"needs {d}, which ended {st.value if st else 'unfinished'}",
-                                  "needs")
-                        continue
-                    running[pool.submit(self.run_step, sid)] = sid
-                if launched:
-                    continue
+                    if self._gate(sid):
+                        running[pool.submit(self.run_step, sid)] = sid
                 if not running:
-                    break
+                    if pending and not any(self._ready(s) for s in pending):
+                        break  # cannot happen in a checked DAG; never spin
+                    continue
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     running.pop(fut)
@@ -408,11 +452,6 @@ class _Run:
             # Interrupted: the running steps stop their process groups through `stop`.
             for fut in list(running):
                 fut.result()
-        if self.options.stop.is_set():
-            for sid in self.graph.order:
-                r = self.record.step(sid)
-                if r.status is None:
-                    self.skip(sid, Status.ABORTED, "the run was interrupted before it started", None)
 
     def _why_unselected(self) -> str:
         sel = self.record.selection
@@ -444,7 +483,7 @@ class _Run:
         self.record.sessions[-1].ended_at = self.record.ended_at
         self._report_prose()
         self.journal.append("run_finished", status=self.record.status.value)
-        self.save()
+        self.save(final=True)
         self.journal.close()
         if self.options.write_report:
             from agent.report import write_report

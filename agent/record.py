@@ -210,13 +210,21 @@ class RunRecord(_Model):
         raise KeyError(step_id)
 
 
-def write_record(record: RunRecord, path: Path) -> None:
-    """Write run.json atomically, so a crash mid-write never leaves half a file."""
+def write_record(record: RunRecord, path: Path, *, sync: bool = True) -> None:
+    """Write run.json atomically, so a crash mid-write never leaves half a file.
+
+    Args:
+        record: the run.
+        path: where run.json goes.
+        sync: fsync before the rename (the final write); snapshots during a run skip it, since
+            the journal, not run.json, is what a resume trusts.
+    """
     tmp = path.with_suffix(".json.tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         fh.write(record.model_dump_json(indent=2))
-        fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
     tmp.replace(path)
 
 
@@ -234,12 +242,17 @@ class Journal:
         self.path = path
         self._fh = path.open("a", encoding="utf-8")
 
-    def append(self, event: str, **fields: Any) -> None:
-        """Append one event and make it durable."""
+    def append(self, event: str, *, sync: bool = True, **fields: Any) -> None:
+        """Append one event; with `sync` (the default) make it durable before returning.
+
+        Without `sync` the line is still flushed to the OS, which keeps it through a crash of
+        the runner (kill -9), though not through a crash of the machine.
+        """
         line = json.dumps({"event": event, "at": utcnow().isoformat(), **fields}, default=str)
         self._fh.write(line + "\n")
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if sync:
+            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         """Close the file."""
