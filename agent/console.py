@@ -53,7 +53,8 @@ class PlainConsole:
         elif k == "step_started":
             self._say(f"[{sid}] started: {d.get('title', '')}")
         elif k == "output" and self.verbose:
-            self._say(f"[{sid}] | {d['line']}")
+            for line in d.get("batch", [d["line"]]):
+                self._say(f"[{sid}] | {line}")
         elif k == "retry":
             self._say(f"[{sid}] attempt {d['attempt']} of {d['of']} in {d['delay']:g}s "
                       f"({d.get('reason') or 'failed'})")
@@ -142,8 +143,8 @@ class LiveConsole:
             elif k == "output" and row is not None:
                 row["note"] = d["line"].strip()[:200]
                 if self.verbose and self.live is not None:
-                    self.live.console.print(f"[dim]{sid} |[/dim] {d['line']}", markup=True,
-                                            highlight=False)
+                    for line in d.get("batch", [d["line"]]):
+                        self.live.console.print(f"{sid} | {line}", markup=False, highlight=False)
             elif k == "retry" and row is not None:
                 row["note"] = (f"attempt {d['attempt']}/{d['of']} in {d['delay']:g}s "
                                f"({d.get('reason') or 'failed'})")

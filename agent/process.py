@@ -115,11 +115,21 @@ def strip_ansi(text: str) -> str:
 
 
 class _Lines:
-    """Turns decoded output into lines for the tail and on_line, with bounded memory."""
+    """Turns decoded output into lines for the tail and the callbacks, with bounded memory.
 
-    def __init__(self, tail_lines: int, on_line: Callable[[str], None] | None) -> None:
+    Lines are handled a chunk at a time (a list per read), so a gigabyte of output costs a
+    few thousand Python calls, not millions.
+    """
+
+    def __init__(
+        self,
+        tail_lines: int,
+        on_line: Callable[[str], None] | None,
+        on_lines: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self.tail: deque[str] = deque(maxlen=max(tail_lines, 0))
         self._on_line = on_line
+        self._on_lines = on_lines
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self._split = False  # the last line was emitted because it reached MAX_LINE_CHARS
@@ -138,8 +148,7 @@ class _Lines:
                 self._split = False
             elif pieces or self._pending not in ("", "\r"):
                 self._split = False
-        for piece in pieces:
-            self._emit(piece)
+        batch = pieces
         # A carriage return inside the partial line (a progress bar) means the terminal
         # overwrites what came before it; keep only what follows, except a trailing "\r" that
         # may be the first half of "\r\n".
@@ -147,21 +156,33 @@ class _Lines:
         if cut >= 0:
             self._pending = self._pending[cut + 1 :]
         while len(self._pending) >= MAX_LINE_CHARS:
-            self._emit(self._pending[:MAX_LINE_CHARS])
+            batch.append(self._pending[:MAX_LINE_CHARS])
             self._pending = self._pending[MAX_LINE_CHARS:]
             self._split = True
         if final and self._pending:
-            self._emit(self._pending)
+            batch.append(self._pending)
             self._pending = ""
+        self._deliver(batch)
 
-    def _emit(self, line: str) -> None:
-        line = line.rstrip("\r")
-        if "\r" in line:
-            line = line.rsplit("\r", 1)[1]
-        line = strip_ansi(line)
-        self.tail.append(line)
+    def _deliver(self, batch: list[str]) -> None:
+        if not batch:
+            return
+        if any("\r" in line for line in batch):
+            batch = [_overwrite(line) for line in batch]
+        if any("\x1b" in line for line in batch):
+            batch = [strip_ansi(line) for line in batch]
+        self.tail.extend(batch[-(self.tail.maxlen or 1) :])
+        if self._on_lines is not None:
+            self._on_lines(batch)
         if self._on_line is not None:
-            self._on_line(line)
+            for line in batch:
+                self._on_line(line)
+
+
+def _overwrite(line: str) -> str:
+    """What a terminal shows of a line with carriage returns: the text after the last one."""
+    line = line.rstrip("\r")
+    return line.rsplit("\r", 1)[1] if "\r" in line else line
 
 
 class _Log:
@@ -323,6 +344,7 @@ def run_process(
     timeout: float | None,
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
+    on_lines: Callable[[list[str]], None] | None = None,
     redactor: Redactor | None = None,
     max_log_bytes: int | None = None,
     tail_lines: int = 50,
@@ -347,6 +369,8 @@ def run_process(
         timeout: seconds before the group is stopped, or None for no limit.
         log_path: the log file, appended to; its parent folders are created.
         on_line: called with every output line, and with the last partial line at the end.
+        on_lines: called with the lines of each chunk read, as one list (cheaper than on_line
+            for large outputs).
         redactor: masks secrets in everything written to the log and passed on as lines.
         max_log_bytes: bytes this run may append to the log; then a marker line and no more.
         tail_lines: how many of the last lines to keep.
@@ -389,7 +413,7 @@ def run_process(
         return _not_started(started_at, f"cannot start {argv[0]}: {reason}")
 
     stream: StreamRedactor | None = redactor.stream() if redactor is not None else None
-    lines = _Lines(tail_lines, on_line)
+    lines = _Lines(tail_lines, on_line, on_lines)
     pgid = proc.pid  # start_new_session: the child leads a new session and process group
     if on_spawn is not None:
         on_spawn(pgid)

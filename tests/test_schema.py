@@ -14,7 +14,10 @@ from agent.plan.schema import schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "runbooks" / "runbook.schema.json"
-RUNBOOKS = sorted((ROOT / "runbooks").rglob("*.yaml"))
+# Incident files (`runbook postmortem`) sit beside their runbooks and have a schema of their own.
+RUNBOOKS = sorted(
+    p for p in (ROOT / "runbooks").rglob("*.yaml") if not p.name.startswith("incident")
+)
 
 try:
     import jsonschema

@@ -55,10 +55,25 @@ class Scanner:
     def __init__(self, step: CommandStep) -> None:
         self.captures = {name: (re.compile(c.pattern), c) for name, c in step.capture.items()}
         self.details = [(re.compile(d.match), d.mark) for d in step.details]
+        # One pass over a whole chunk finds out whether any line of it can match at all; only
+        # then are its lines matched one by one (line semantics kept, at C speed for the rest).
+        patterns = [c.pattern for c in step.capture.values()] + [d.match for d in step.details]
+        self.any = re.compile("|".join(f"(?:{p})" for p in patterns), re.MULTILINE) if patterns else None
         self.values: dict[str, Any] = {}
         self.lists: dict[str, list[Any]] = {n: [] for n, (_, c) in self.captures.items() if c.all}
         self.detail_lines: list[DetailLine] = []
         self.last_line = ""
+
+    def lines(self, batch: list[str]) -> None:
+        """Take the lines of one chunk of output."""
+        for line in reversed(batch):
+            if line.strip():
+                self.last_line = line
+                break
+        if self.any is None or self.any.search("\n".join(batch)) is None:
+            return
+        for line in batch:
+            self(line)
 
     def __call__(self, line: str) -> None:
         """Take one output line."""
@@ -155,9 +170,11 @@ class CommandKind:
         for number in range(1, attempts + 1):
             scanner = Scanner(step)
 
-            def on_line(line: str, scanner: Scanner = scanner) -> None:
-                scanner(line)
-                ctx.emit(Event("output", res.id, {"line": ctx.redactor.redact(line)}))
+            def on_lines(batch: list[str], scanner: Scanner = scanner) -> None:
+                scanner.lines(batch)
+                # The console shows the last line: one event per chunk, not per line.
+                # Lines reach here already masked: the process output is redacted as it streams.
+                ctx.emit(Event("output", res.id, {"line": scanner.last_line, "batch": batch}))
 
             with log_path.open("ab") as fh:
                 fh.write(f"--- attempt {number} of {attempts}: {res.command_display}\n".encode())
@@ -169,7 +186,7 @@ class CommandKind:
                 env=env,
                 timeout=timeout,
                 log_path=log_path,
-                on_line=on_line,
+                on_lines=on_lines,
                 redactor=ctx.redactor,
                 max_log_bytes=ctx.max_log_bytes,
                 stop_event=ctx.stop,
