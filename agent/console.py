@@ -53,7 +53,7 @@ class PlainConsole:
         elif k == "step_started":
             self._say(f"[{sid}] started: {d.get('title', '')}")
         elif k == "output" and self.verbose:
-            for line in d.get("batch", [d["line"]]):
+            for line in d.get("block", d["line"]).split("\n"):
                 self._say(f"[{sid}] | {line}")
         elif k == "retry":
             self._say(f"[{sid}] attempt {d['attempt']} of {d['of']} in {d['delay']:g}s "
@@ -143,7 +143,7 @@ class LiveConsole:
             elif k == "output" and row is not None:
                 row["note"] = d["line"].strip()[:200]
                 if self.verbose and self.live is not None:
-                    for line in d.get("batch", [d["line"]]):
+                    for line in d.get("block", d["line"]).split("\n"):
                         self.live.console.print(f"{sid} | {line}", markup=False, highlight=False)
             elif k == "retry" and row is not None:
                 row["note"] = (f"attempt {d['attempt']}/{d['of']} in {d['delay']:g}s "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import fcntl
 import errno
 import os
 import re
@@ -33,7 +34,8 @@ __all__ = [
     "strip_ansi",
 ]
 
-CHUNK_SIZE = 64 * 1024
+CHUNK_SIZE = 1024 * 1024
+_PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ: fewer, larger reads for chatty steps
 """Bytes read from the child's pipe at a time."""
 
 MAX_LINE_CHARS = 64 * 1024
@@ -117,19 +119,20 @@ def strip_ansi(text: str) -> str:
 class _Lines:
     """Turns decoded output into lines for the tail and the callbacks, with bounded memory.
 
-    Lines are handled a chunk at a time (a list per read), so a gigabyte of output costs a
-    few thousand Python calls, not millions.
+    Output is handled a chunk at a time: the complete lines of each read are one block of
+    text (lines joined by newlines), so a gigabyte of output costs a few thousand Python
+    calls, not millions; lists of lines are made only where someone needs them.
     """
 
     def __init__(
         self,
         tail_lines: int,
         on_line: Callable[[str], None] | None,
-        on_lines: Callable[[list[str]], None] | None = None,
+        on_block: Callable[[str], None] | None = None,
     ) -> None:
         self.tail: deque[str] = deque(maxlen=max(tail_lines, 0))
         self._on_line = on_line
-        self._on_lines = on_lines
+        self._on_block = on_block
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self._split = False  # the last line was emitted because it reached MAX_LINE_CHARS
@@ -140,15 +143,19 @@ class _Lines:
             text = text.replace("\0", "")
         if not text and not final:
             return
-        pieces = (self._pending + text).split("\n")
-        self._pending = pieces.pop()
-        if self._split:  # the newline ending a line already emitted in full-size pieces
-            if pieces and pieces[0] in ("", "\r"):
-                del pieces[0]
-                self._split = False
-            elif pieces or self._pending not in ("", "\r"):
-                self._split = False
-        batch = pieces
+        text = self._pending + text
+        end = text.rfind("\n")
+        block, self._pending = (text[:end], text[end + 1 :]) if end >= 0 else (None, text)
+        if self._split and block is not None:
+            # The newline ending a line already emitted in full-size pieces.
+            if block in ("", "\r") or block.startswith(("\n", "\r\n")):
+                block = block[1:] if block.startswith("\n") else block[2:]
+                block = None if block in ("", "\r") and end == 0 else block
+            self._split = False
+        elif self._split and self._pending not in ("", "\r"):
+            self._split = False
+        if block is not None:
+            self._deliver(block)
         # A carriage return inside the partial line (a progress bar) means the terminal
         # overwrites what came before it; keep only what follows, except a trailing "\r" that
         # may be the first half of "\r\n".
@@ -156,26 +163,24 @@ class _Lines:
         if cut >= 0:
             self._pending = self._pending[cut + 1 :]
         while len(self._pending) >= MAX_LINE_CHARS:
-            batch.append(self._pending[:MAX_LINE_CHARS])
+            self._deliver(self._pending[:MAX_LINE_CHARS])
             self._pending = self._pending[MAX_LINE_CHARS:]
             self._split = True
         if final and self._pending:
-            batch.append(self._pending)
+            self._deliver(self._pending)
             self._pending = ""
-        self._deliver(batch)
 
-    def _deliver(self, batch: list[str]) -> None:
-        if not batch:
-            return
-        if any("\r" in line for line in batch):
-            batch = [_overwrite(line) for line in batch]
-        if any("\x1b" in line for line in batch):
-            batch = [strip_ansi(line) for line in batch]
-        self.tail.extend(batch[-(self.tail.maxlen or 1) :])
-        if self._on_lines is not None:
-            self._on_lines(batch)
+    def _deliver(self, block: str) -> None:
+        """Take complete lines, joined by newlines (one line has no newline at all)."""
+        if "\r" in block or "\x1b" in block:
+            block = "\n".join(strip_ansi(_overwrite(line)) for line in block.split("\n"))
+        n = self.tail.maxlen or 0
+        if n:
+            self.tail.extend(block.rsplit("\n", n)[-n:])
+        if self._on_block is not None:
+            self._on_block(block)
         if self._on_line is not None:
-            for line in batch:
+            for line in block.split("\n"):
                 self._on_line(line)
 
 
@@ -344,7 +349,7 @@ def run_process(
     timeout: float | None,
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
-    on_lines: Callable[[list[str]], None] | None = None,
+    on_block: Callable[[str], None] | None = None,
     redactor: Redactor | None = None,
     max_log_bytes: int | None = None,
     tail_lines: int = 50,
@@ -369,8 +374,8 @@ def run_process(
         timeout: seconds before the group is stopped, or None for no limit.
         log_path: the log file, appended to; its parent folders are created.
         on_line: called with every output line, and with the last partial line at the end.
-        on_lines: called with the lines of each chunk read, as one list (cheaper than on_line
-            for large outputs).
+        on_block: called with the complete lines of each chunk read, joined by newlines
+            (cheaper than on_line for large outputs).
         redactor: masks secrets in everything written to the log and passed on as lines.
         max_log_bytes: bytes this run may append to the log; then a marker line and no more.
         tail_lines: how many of the last lines to keep.
@@ -413,7 +418,7 @@ def run_process(
         return _not_started(started_at, f"cannot start {argv[0]}: {reason}")
 
     stream: StreamRedactor | None = redactor.stream() if redactor is not None else None
-    lines = _Lines(tail_lines, on_line, on_lines)
+    lines = _Lines(tail_lines, on_line, on_block)
     pgid = proc.pid  # start_new_session: the child leads a new session and process group
     if on_spawn is not None:
         on_spawn(pgid)
@@ -422,6 +427,9 @@ def run_process(
     deadline = None if timeout is None else time.monotonic() + timeout
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
+    with contextlib.suppress(OSError, AttributeError):
+        # Linux only; an unprivileged user may be capped lower (pipe-max-size): then 64 KiB.
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
 

@@ -64,15 +64,14 @@ class Scanner:
         self.detail_lines: list[DetailLine] = []
         self.last_line = ""
 
-    def lines(self, batch: list[str]) -> None:
-        """Take the lines of one chunk of output."""
-        for line in reversed(batch):
-            if line.strip():
-                self.last_line = line
-                break
-        if self.any is None or self.any.search("\n".join(batch)) is None:
+    def block(self, text: str) -> None:
+        """Take the complete lines of one chunk of output, joined by newlines."""
+        stripped = text.rstrip()
+        if stripped:
+            self.last_line = stripped[stripped.rfind("\n") + 1 :]
+        if self.any is None or self.any.search(text) is None:
             return
-        for line in batch:
+        for line in text.split("\n"):
             self(line)
 
     def __call__(self, line: str) -> None:
@@ -170,11 +169,11 @@ class CommandKind:
         for number in range(1, attempts + 1):
             scanner = Scanner(step)
 
-            def on_lines(batch: list[str], scanner: Scanner = scanner) -> None:
-                scanner.lines(batch)
-                # The console shows the last line: one event per chunk, not per line.
-                # Lines reach here already masked: the process output is redacted as it streams.
-                ctx.emit(Event("output", res.id, {"line": scanner.last_line, "batch": batch}))
+            def on_block(text: str, scanner: Scanner = scanner) -> None:
+                scanner.block(text)
+                # One event per chunk, not per line; the console shows its last line. Lines
+                # reach here already masked: the process output is redacted as it streams.
+                ctx.emit(Event("output", res.id, {"line": scanner.last_line, "block": text}))
 
             with log_path.open("ab") as fh:
                 fh.write(f"--- attempt {number} of {attempts}: {res.command_display}\n".encode())
@@ -186,7 +185,7 @@ class CommandKind:
                 env=env,
                 timeout=timeout,
                 log_path=log_path,
-                on_lines=on_lines,
+                on_block=on_block,
                 redactor=ctx.redactor,
                 max_log_bytes=ctx.max_log_bytes,
                 stop_event=ctx.stop,
