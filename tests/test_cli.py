@@ -1,0 +1,278 @@
+"""The command line as users meet it: exit codes, outputs, imports, machine-readable formats."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.plan.schema import schema_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_EXAMPLE = ROOT / "runbooks" / "examples" / "spec-example.yaml"
+DEMO = ROOT / "runbooks" / "demo" / "backfill-game-context.yaml"
+PY = sys.executable
+Write = Callable[..., Path]
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "agent", *args], capture_output=True, text=True,
+                          check=False, cwd=cwd, timeout=120)
+
+
+def test_validate_ok_and_broken(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nid: x\ntitle: T\nsteps:\n  - {id: a, kind: run, comand: ls}\n")
+    ok = cli("validate", str(SPEC_EXAMPLE), str(DEMO), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count(": ok") == 2
+    res = cli("validate", "bad.yaml", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == (
+        "bad.yaml:5:24: unknown key 'comand' in step 'a'; did you mean 'command'?\n"
+    )
+    js = cli("validate", "bad.yaml", "--format", "json", cwd=tmp_path)
+    assert js.returncode == 2
+    assert json.loads(js.stdout) == [{
+        "file": "bad.yaml", "valid": False,
+        "problems": [{"file": "bad.yaml", "line": 5, "column": 24,
+                      "message": "unknown key 'comand' in step 'a'; did you mean 'command'?"}],
+    }]
+
+
+def test_plan_finds_missing_script_and_names_alternative(tmp_path: Path) -> None:
+    """The acceptance case of the format issue: the spec's example in a folder that lacks
+    bin/export_api_data.py but has bin/operations/export_bigquery_tables.sh."""
+    shutil.copy(SPEC_EXAMPLE, tmp_path / "rb.yaml")
+    (tmp_path / "bin" / "operations").mkdir(parents=True)
+    (tmp_path / "bin" / "operations" / "export_bigquery_tables.sh").write_text("echo\n")
+    res = cli("plan", "rb.yaml", "--var", "date=2026-01-25", "--offline", cwd=tmp_path)
+    assert res.returncode == 3, res.stderr
+    assert "- ❌ **Missing:** script bin/export_api_data.py does not exist" in res.stdout
+    assert "- Closest existing files: `bin/operations/export_bigquery_tables.sh`" in res.stdout
+    assert "python bin/export_api_data.py --date 2026-01-25" in res.stdout
+    js = cli("plan", "rb.yaml", "--var", "date=2026-01-25", "--offline", "--format", "json",
+             cwd=tmp_path)
+    data = json.loads(js.stdout)
+    assert data["ok"] is False
+    assert data["order"] == ["team_context", "verify_counts", "export", "validation",
+                             "wait_boxscores"]
+    export = next(s for s in data["steps"] if s["id"] == "export")
+    assert export["alternatives"] == ["bin/operations/export_bigquery_tables.sh"]
+    # plan writes nothing but its output.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "rb.yaml"]
+
+
+def test_plan_of_demo_shows_current_counts(tmp_path: Path) -> None:
+    from agent.demo import lay_out_demo
+
+    folder = lay_out_demo(tmp_path / "demo")
+    out = tmp_path / "plan.md"
+    res = cli("plan", str(folder / "backfill-game-context.yaml"), "-o", str(out))
+    text = out.read_text()
+    assert res.returncode == 3  # the export script is missing
+    assert "- Now: `nba_analytics.upcoming_team_game_context`: 0 rows now" in text
+    assert "- Now: `nba_analytics.team_defense_game_summary`: 0 rows now, 16 expected keys missing" in text
+    assert "flowchart TD" in text
+
+
+def test_bad_var_and_missing_required_var(tmp_path: Path) -> None:
+    shutil.copy(SPEC_EXAMPLE, tmp_path / "rb.yaml")
+    res = cli("plan", "rb.yaml", "--offline", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == "error: missing required var 'date': pass --var date=<date>\n"
+    res = cli("plan", "rb.yaml", "--offline", "--var", "date=yesterday", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == (
+        "error: var 'date' is of type date: 'yesterday' is not a date (YYYY-MM-DD)\n"
+    )
+    res = cli("plan", "rb.yaml", "--offline", "--var", "dat=2026-01-25", cwd=tmp_path)
+    assert res.stderr.startswith("error: unknown var 'dat'; did you mean 'date'?")
+
+
+def test_schema_matches_committed_copy(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) if False else _noop():
+        code = _run_main(["schema"])
+    assert code == 0
+    assert capsys.readouterr().out == schema_text()
+
+
+class _noop:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+def _run_main(argv: list[str]) -> int:
+    old = sys.argv
+    sys.argv = ["runbook", *argv]
+    try:
+        return main()
+    finally:
+        sys.argv = old
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["validate", str(DEMO)], ["plan", str(SPEC_EXAMPLE), "--offline",
+                                           "--var", "date=2026-01-25"]],
+)
+def test_light_commands_do_not_import_warehouse_clients(args: list[str], tmp_path: Path) -> None:
+    probe = (
+        "import sys, runpy\n"
+        f"sys.argv = ['runbook', *{args!r}]\n"
+        "try:\n    runpy.run_module('agent', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('google.cloud', 'duckdb')))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    res = subprocess.run([PY, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         check=False)
+    assert "HEAVY []" in res.stderr, res.stderr[-2000:]
+
+
+def test_init_writes_a_runbook_that_validates(tmp_path: Path) -> None:
+    res = cli("init", "starter.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert cli("validate", "starter.yaml", cwd=tmp_path).returncode == 0
+    again = cli("init", "starter.yaml", cwd=tmp_path)
+    assert again.returncode == 1
+    assert again.stderr == "error: starter.yaml exists; choose another name\n"
+
+
+def _quick_runbook(write_runbook: Write, notify: str | None = None) -> Path:
+    extra = f"notify: '{notify}'" if notify else "summary: no notification"
+    return write_runbook(f"""
+        version: 1
+        id: quick
+        title: Quick
+        {extra}
+        steps:
+          - id: hello
+            kind: run
+            command: >-
+              {PY} -c "print('Records saved: 3')"
+            capture: {{n: 'Records saved: (\\d+)'}}
+            expect: [n == 3]
+          - id: short
+            kind: run
+            command: >-
+              {PY} -c "print('Records saved: 1')"
+            capture: {{n: 'Records saved: (\\d+)'}}
+            expect: [n == 3]
+          - id: gone
+            kind: export
+            command: {PY} bin/nothing.py
+    """)
+
+
+def test_run_history_show_report_and_junit(write_runbook: Write, tmp_path: Path) -> None:
+    rb = _quick_runbook(write_runbook)
+    res = cli("run", str(rb), "--junit", "junit.xml", cwd=tmp_path)
+    assert res.returncode == 3, res.stderr
+    run_dir = Path(res.stdout.strip()).parent
+    assert run_dir.parent == tmp_path / "reports"
+    # JUnit: one testcase per step; PARTIAL and NOT_FOUND are failures with the reason.
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    cases = root.findall("./testsuite/testcase")
+    assert [c.get("name") for c in cases] == ["hello: hello", "short: short", "gone: gone"]
+    assert cases[0].find("failure") is None
+    assert cases[1].find("failure").get("message") == "expectation not met: n == 3"
+    assert cases[2].find("failure").get("type") == "NOT_FOUND"
+    assert root.find("testsuite").get("failures") == "2"
+    hist = cli("history", cwd=tmp_path)
+    assert hist.returncode == 0
+    assert run_dir.name in hist.stdout and "PARTIALLY COMPLETE" in hist.stdout
+    js = json.loads(cli("history", "--format", "json", "--status", "partial", cwd=tmp_path).stdout)
+    assert [r["run_id"] for r in js] == [run_dir.name]
+    assert json.loads(cli("history", "--format", "json", "--runbook", "other",
+                          cwd=tmp_path).stdout) == []
+    show = cli("show", str(run_dir), cwd=tmp_path)
+    assert "status:   PARTIALLY COMPLETE" in show.stdout
+    again = cli("report", str(run_dir), cwd=tmp_path)
+    assert again.stdout == (run_dir / "report.md").read_text()
+    custom = tmp_path / "mine.md.j2"
+    custom.write_text("# {{ r.heading }}\n{% for s in r.steps %}- {{ s.title }}\n{% endfor %}")
+    mine = cli("report", str(run_dir), "--template", str(custom), cwd=tmp_path)
+    assert mine.returncode == 0, mine.stderr
+    assert mine.stdout.splitlines()[1:] == ["- hello", "- short", "- gone"]
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    bodies: list[dict[str, object]] = []
+    status = 200
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        length = int(self.headers["Content-Length"])
+        _Hook.bodies.append(json.loads(self.rfile.read(length)))
+        self.send_response(_Hook.status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    _Hook.bodies = []
+    _Hook.status = 200
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_notification_posts_summary(write_runbook: Write, tmp_path: Path, webhook: str) -> None:
+    rb = _quick_runbook(write_runbook, notify=webhook)
+    res = cli("run", str(rb), "--quiet", cwd=tmp_path)
+    assert res.returncode == 3
+    assert len(_Hook.bodies) == 1
+    body = _Hook.bodies[0]
+    assert body["status"] == "PARTIALLY COMPLETE"
+    assert body["counts"] == {"SUCCESS": 1, "PARTIAL": 1, "NOT_FOUND": 1}
+    assert str(body["text"]).startswith(":warning: Quick: PARTIALLY COMPLETE")
+
+
+def test_failed_notification_never_changes_the_result(
+    write_runbook: Write, tmp_path: Path, webhook: str
+) -> None:
+    _Hook.status = 500
+    rb = _quick_runbook(write_runbook)
+    res = cli("run", str(rb), "--quiet", "--notify", webhook, cwd=tmp_path)
+    assert res.returncode == 3
+    run_dir = Path(res.stdout.strip()).parent
+    assert (run_dir / "notify.log").read_text() == "notification failed: HTTP 500\n"
+    res = cli("run", str(rb), "--quiet", "--notify", "http://127.0.0.1:9/none", cwd=tmp_path)
+    assert res.returncode == 3
+
+
+def test_unknown_step_in_only(write_runbook: Write, tmp_path: Path) -> None:
+    rb = _quick_runbook(write_runbook)
+    res = cli("run", str(rb), "--only", "helo", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == "error: unknown step 'helo' (steps: hello, short, gone)\n"
+
+
+def test_import_writes_a_draft_that_validates(tmp_path: Path) -> None:
+    plan = next((ROOT / "tests" / "plans").glob("*.md"))
+    sub = tmp_path / "runbooks" / "incident"
+    sub.mkdir(parents=True)
+    res = cli("import", str(plan), "-o", str(sub / "draft.yaml"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert cli("validate", str(sub / "draft.yaml"), cwd=tmp_path).returncode == 0
+    missing = cli("import", "nope.md", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: cannot read nope.md:")
