@@ -116,6 +116,17 @@ def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
 
 
+def _may_hold_long_line(block: str) -> bool:
+    """Whether a line of `block` may exceed MAX_LINE_CHARS (never False when one does).
+
+    A line that long covers a whole aligned window of half that size, so a window without a
+    newline is the only place to look; a regex for "MAX characters but no newline" would
+    rescan every line from every position.
+    """
+    step = MAX_LINE_CHARS // 2
+    return any(block.find("\n", i, i + step) < 0 for i in range(0, len(block) - step + 1, step))
+
+
 class _Lines:
     """Turns decoded output into lines for the tail and the callbacks, with bounded memory.
 
@@ -172,6 +183,12 @@ class _Lines:
 
     def _deliver(self, block: str) -> None:
         """Take complete lines, joined by newlines (one line has no newline at all)."""
+        if len(block) > MAX_LINE_CHARS and _may_hold_long_line(block):
+            block = "\n".join(
+                line[i : i + MAX_LINE_CHARS]
+                for line in block.split("\n")
+                for i in range(0, max(len(line), 1), MAX_LINE_CHARS)
+            )
         if "\r" in block or "\x1b" in block:
             block = "\n".join(strip_ansi(_overwrite(line)) for line in block.split("\n"))
         n = self.tail.maxlen or 0
