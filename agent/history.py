@@ -7,8 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
+from agent.markdown import plain_table
 from agent.record import RunRecord, load_record
 
 __all__ = ["RunRow", "find_runs", "history_table", "parse_since", "summary_text"]
@@ -106,7 +105,7 @@ def history_table(rows: list[RunRow]) -> str:
         for r in rows
     ]
     headers = ["run id", "runbook", "vars", "status", "started (UTC)", "duration", "operator"]
-    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    return plain_table(body, headers)
 
 
 def summary_text(record: RunRecord, run_dir: Path) -> str:
@@ -133,6 +132,5 @@ def summary_text(record: RunRecord, run_dir: Path) -> str:
         ]
         for s in record.steps
     ]
-    lines.append(tabulate(body, headers=["step", "kind", "status", "time", "reason"],
-                          tablefmt="github", disable_numparse=True))
+    lines.append(plain_table(body, ["step", "kind", "status", "time", "reason"]))
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ __all__ = [
     "inline",
     "link",
     "plain",
+    "plain_table",
     "table",
 ]
 
@@ -157,4 +158,21 @@ def table(rows: Iterable[Sequence[object]], headers: Sequence[object]) -> str:
     """
     body = [[inline(cell) for cell in row] for row in rows]
     head = [inline(h) for h in headers]
-    return str(tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
+    return plain_table(body, head)
+
+
+def plain_table(rows: Iterable[Sequence[object]], headers: Sequence[object]) -> str:
+    """A GitHub-style table of cells taken as they are (for terminals and trusted text).
+
+    Column widths count characters, whether or not `wcwidth` is installed (tabulate measures
+    emoji as two columns when it is): the same run gives the same bytes on every machine.
+    """
+    import tabulate as tabulate_module
+
+    mode = tabulate_module.WIDE_CHARS_MODE
+    tabulate_module.WIDE_CHARS_MODE = False
+    try:
+        return str(tabulate(list(rows), headers=list(headers), tablefmt="github",
+                            disable_numparse=True))
+    finally:
+        tabulate_module.WIDE_CHARS_MODE = mode

@@ -157,16 +157,14 @@ def _flowchart(review: PlanReview) -> str:
 
 def render_review(review: PlanReview) -> str:
     """The review as markdown, through `templates/plan.md.j2`."""
-    from tabulate import tabulate
-
     from agent.errors import display_path
+    from agent.markdown import table
     from agent.report import _environment, templates_dir
 
     rb = review.loaded.runbook
     rows = [[name, spec.type, "***" if spec.secret else review.vars.get(name),
              spec.description or ""] for name, spec in rb.vars.items()]
-    vars_table = tabulate(rows, headers=["var", "type", "value", "description"],
-                          tablefmt="github") if rows else "_none_"
+    vars_table = table(rows, ["var", "type", "value", "description"]) if rows else "_none_"
     w = rb.warehouse
     warehouse = (f"duckdb {w.path}" if w.backend == "duckdb"
                  else f"bigquery project {w.project or '(default)'}")

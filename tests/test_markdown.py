@@ -109,4 +109,12 @@ def test_table_keeps_numbers_as_written() -> None:
 
 
 def test_all_is_exported() -> None:
-    assert set(markdown.__all__) == {"clean", "code", "fence", "inline", "link", "plain", "table"}
+    assert set(markdown.__all__) == {
+        "clean", "code", "fence", "inline", "link", "plain", "plain_table", "table"
+    }
+
+
+def test_plain_table_widths_do_not_depend_on_wcwidth() -> None:
+    """Emoji count as one character each, so reports are the same bytes on every machine."""
+    text = markdown.plain_table([["✅ done", "1"], ["x", "22"]], ["state", "n"])
+    assert text.splitlines()[2] == "| ✅ done  | 1   |"
