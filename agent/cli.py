@@ -49,6 +49,15 @@ def _guard(fn: Callable[[], int]) -> int:
         return EXIT_FAILED
 
 
+def _head(path: Path) -> bytes:
+    """The first bytes of a file: an incident file names its schema there."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(2048)
+    except OSError:
+        return b""
+
+
 def _finish(code: int) -> None:
     raise typer.Exit(code)
 
@@ -71,7 +80,12 @@ def validate(
         results: list[dict[str, Any]] = []
         for f in files:
             try:
-                load_runbook(f)
+                if f.suffix in (".yaml", ".yml") and b"incident.schema.json" in _head(f):
+                    from agent.incident import load_incident
+
+                    load_incident(f)
+                else:
+                    load_runbook(f)
                 results.append({"file": str(f), "valid": True, "problems": []})
                 if fmt != "json":
                     typer.echo(f"{f}: ok")
@@ -192,6 +206,7 @@ def run(
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory (reports/<run-id>).")],
     force: Annotated[bool, typer.Option(help="Resume although the runbook or a script changed.")] = False,
+    var: Annotated[list[str] | None, typer.Option("--var", help="Give secret vars again: name=value (they are never stored).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -203,10 +218,11 @@ def resume(
 
     def go() -> int:
         from agent.executor import RunOptions, resume_run
+        from agent.plan.vars import parse_var_args
 
         stop = threading.Event()
         _install_signals(stop)
-        options = RunOptions(yes=yes, interactive=sys.stdin.isatty(),
+        options = RunOptions(overrides=parse_var_args(var or []), yes=yes, interactive=sys.stdin.isatty(),
                              confirm=lambda q: typer.confirm(q, default=False),
                              listeners=_listeners(quiet, verbose), stop=stop)
         record, path = resume_run(run_dir, options, force=force)
@@ -258,6 +274,7 @@ def schema() -> None:
 def demo(
     directory: Annotated[Path | None, typer.Option("--dir", help="Lay the demo out here (default: a new temporary folder).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    incident: Annotated[bool, typer.Option("--incident", help="Run the whole incident (three actions) and write its postmortem.")] = False,
 ) -> None:
     """Run the bundled incident demo end to end on the embedded DuckDB warehouse.
 
@@ -266,6 +283,16 @@ def demo(
 
     def go() -> int:
         from agent.demo import run_demo
+
+        if incident:
+            from agent.incident_demo import run_incident_demo
+            from agent.postmortem import postmortem as render
+
+            folder = run_incident_demo(directory)
+            out = folder / "reports" / "postmortem.md"
+            out.write_text(render(folder / "incident.yaml", folder / "reports"), encoding="utf-8")
+            typer.echo(f"\nPostmortem: {out}")
+            return EXIT_OK
 
         stop = threading.Event()
         _install_signals(stop)
@@ -374,6 +401,51 @@ def import_(
         else:
             output.write_text(draft, encoding="utf-8")
             typer.echo(f"draft written to {output}; next: runbook validate {output}", err=True)
+        return EXIT_OK
+
+    _finish(_guard(go))
+
+
+@app.command()
+def postmortem(
+    incident: Annotated[Path, typer.Argument(metavar="INCIDENT.yaml", help="The incident file.")],
+    reports: Annotated[Path, typer.Option(help="Where the actions' runs are.")] = Path("reports"),
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+) -> None:
+    """The post-incident report over all the incident's runs (blameless form).
+
+    Example: runbook postmortem runbooks/demo/incident.yaml --reports reports -o postmortem.md
+    """
+
+    def go() -> int:
+        from agent.postmortem import postmortem as render
+
+        text = render(incident, reports)
+        if output:
+            output.write_text(text, encoding="utf-8")
+            typer.echo(f"postmortem written to {output}", err=True)
+        else:
+            typer.echo(text, nl=False)
+        return EXIT_OK
+
+    _finish(_guard(go))
+
+
+@app.command()
+def followup(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of a run that fell short.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Default: beside the runbook, <name>.followup.yaml.")] = None,
+) -> None:
+    """Write a runbook of what fell short in a run, ready to run when the data arrives.
+
+    Example: runbook followup reports/<run-id> && runbook run runbooks/x.followup.yaml
+    """
+
+    def go() -> int:
+        from agent.followup import write_followup
+
+        path = write_followup(run_dir, output)
+        typer.echo(str(path))
         return EXIT_OK
 
     _finish(_guard(go))

@@ -1,0 +1,445 @@
+"""Follow-up runbooks: from a run that fell short, a runbook that finishes the job later."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.errors import RunbookError, ValidationError
+from agent.executor import prepare_context
+from agent.plan import templating
+from agent.plan.loader import LoadedRunbook, load_runbook, load_text
+from agent.plan.model import CommandStep
+from agent.plan.vars import resolve_vars
+from agent.preflight import lookup
+from agent.record import RunRecord, Status, StepResult, load_record
+
+__all__ = ["FOLLOWUP_SUFFIX", "default_followup_path", "followup", "write_followup"]
+
+FOLLOWUP_SUFFIX = "-followup"
+WAIT_EVERY = "5m"
+WAIT_TIMEOUT = "2h"
+_SCHEMA_LINE = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)\s*$")
+_TEMPLATE_KEYS_EXPR = {"when", "expect"}
+_NOT_TEMPLATED = {"id", "kind", "needs", "capture", "details", "checks", "resume"}
+# What a manual step keeps of a command step it replaces.
+_MANUAL_KEYS = (
+    "id",
+    "title",
+    "description",
+    "needs",
+    "when",
+    "timeout",
+    "baseline",
+    "on_shortfall",
+    "resume",
+)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style everywhere; multi-line strings as literal blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value.strip("\n") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def _dump(value: Any) -> str:
+    return yaml.dump(
+        value,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=96,
+        default_flow_style=False,
+    )
+
+
+def _literal(text: str) -> str:
+    """Text that must reach the report as written, even if it holds template syntax."""
+    if templating.is_template(text):
+        return "{% raw %}" + text.replace("{% endraw %}", "") + "{% endraw %}"
+    return text
+
+
+def _fine(step: StepResult) -> bool:
+    """Succeeded, or skipped on purpose (a false `when`, or left out by --only/--from)."""
+    return step.status == Status.SUCCESS or (
+        step.status == Status.SKIPPED and step.skipped_by in ("when", "selection")
+    )
+
+
+def _strings(value: Any, key: str | None = None) -> Iterator[tuple[str | None, str]]:
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, str(k) if key is None else key)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v, key)
+
+
+def _references(raw_step: dict[str, Any]) -> set[str]:
+    """The steps a step's templates and expressions read (`steps.<id>`), and those it needs."""
+    refs: set[str] = set(raw_step.get("needs") or [])
+    for key, text in _strings(raw_step):
+        if key in _NOT_TEMPLATED:
+            continue
+        try:
+            refs |= templating.step_references(text, expression=key in _TEMPLATE_KEYS_EXPR)
+        except templating.TemplateError:
+            continue
+    return refs
+
+
+def default_followup_path(run_dir: Path) -> Path:
+    """Where a run's follow-up runbook goes by default: next to the runbook the run ran.
+
+    Args:
+        run_dir: The run directory (holding run.json).
+
+    Returns:
+        ``<runbook folder>/<runbook stem>.followup.yaml`` (the stem without an earlier
+        ``.followup``, so a follow-up of a follow-up replaces it).
+    """
+    record = load_record(run_dir)
+    original = Path(record.runbook_path)
+    stem = original.name.removesuffix(".yaml").removesuffix(".yml").removesuffix(".followup")
+    return original.with_name(f"{stem}.followup.yaml")
+
+
+def _wait_condition(loaded: LoadedRunbook, sid: str, result: StepResult) -> str | None:
+    step = next(s for s in loaded.runbook.steps if s.id == sid)
+    template = step.on_shortfall.wait_for if step.on_shortfall else None
+    rendered = (result.shortfall or {}).get("wait_for")
+    if template:
+        try:
+            names = templating.template_names(template)
+        except templating.TemplateError:
+            names = {"?"}
+        if names <= set(loaded.runbook.vars) | {"env"}:
+            return template.strip()
+    return _literal(str(rendered).strip()) if rendered else None
+
+
+def _still_missing(
+    result: StepResult, loaded: LoadedRunbook, values: dict[str, Any]
+) -> tuple[bool, list[str]]:
+    """Is the program a NOT_FOUND step named still missing? And the closest files now."""
+    if not result.command:
+        return True, list(result.alternatives)
+    try:
+        env, workdir = prepare_context(loaded, values)
+        found = lookup(list(result.command), workdir=workdir, env=env)
+    except (RunbookError, OSError):
+        return True, list(result.alternatives)
+    if found is None or found.found:
+        return False, []
+    return True, list(found.alternatives or result.alternatives)
+
+
+def _manual_step(
+    raw: dict[str, Any], result: StepResult, alternatives: list[str]
+) -> dict[str, Any]:
+    command = raw.get("command")
+    text = command if isinstance(command, str) else " ".join(str(c) for c in command or [])
+    missing = result.missing or "the program it names"
+    lines = [
+        f"The runbook's command `{' '.join(text.split())}` could not run: {missing} does not "
+        "exist.",
+    ]
+    if alternatives:
+        lines.append("Existing scripts with similar names:")
+        lines += [f"  - {a}" for a in alternatives]
+        lines.append("Run the right one by hand (or locate the correct script), then confirm.")
+    else:
+        lines.append("Locate the correct script and run it by hand, then confirm.")
+    step = {k: copy.deepcopy(raw[k]) for k in _MANUAL_KEYS if k in raw}
+    step["kind"] = "manual"
+    step = {"id": step.pop("id"), "kind": "manual", **step}
+    step["title"] = f"{raw.get('title') or raw['id']} (by hand: script not found)"
+    step["instructions"] = "\n".join(lines) + "\n"
+    return step
+
+
+def _schema_line(original: Path, text: str, target: Path) -> str | None:
+    first = text.splitlines()[0] if text else ""
+    m = _SCHEMA_LINE.match(first)
+    if m is None:
+        return None
+    schema = m.group(1)
+    if "://" in schema or Path(schema).is_absolute():
+        return first
+    resolved = (original.parent / schema).resolve()
+    return f"# yaml-language-server: $schema={os.path.relpath(resolved, target.parent.resolve())}"
+
+
+def _rebase(workdir: str, original: Path, target: Path) -> str:
+    """The runbook's workdir, relative to the follow-up's folder instead of the original's."""
+    if Path(workdir).is_absolute() or original.parent.resolve() == target.parent.resolve():
+        return workdir
+    base = os.path.relpath(original.parent.resolve(), target.parent.resolve())
+    return base if workdir in ("", ".") else f"{base}/{workdir}"
+
+
+def _describe(result: StepResult, record: RunRecord) -> str:
+    status = result.status.value if result.status else "NOT FINISHED"
+    reason = f": {' '.join(result.reason.split())}" if result.reason else ""
+    return f"{result.id}: {status} in run {record.run_id}{reason}"
+
+
+def followup(run_dir: Path, *, out: Path | None = None) -> str:
+    """Write the follow-up runbook of a run: what did not succeed, ready to run when data arrives.
+
+    The follow-up keeps the original runbook's vars (with the run's values as defaults; secret
+    vars stay required), env, secrets, workdir, warehouse, defaults and incident. Its steps, in
+    the original order: every step that did not succeed, every verify step (they measure the
+    result), and every step those need or read; a step whose ``on_shortfall.wait_for`` names a
+    condition gets a ``wait`` step in front of it that it needs. A step whose program was
+    NOT_FOUND and is still missing becomes a ``manual`` step listing the closest existing
+    scripts (the original command is kept in a comment). The text passes ``runbook validate``.
+
+    Args:
+        run_dir: The run directory (holding run.json); the runbook it ran must still exist.
+        out: Where the follow-up will be written (default: `default_followup_path`); relative
+            paths (workdir, the schema comment) are rewritten for that folder.
+
+    Returns:
+        The follow-up runbook as YAML text.
+
+    Raises:
+        RunbookError: when the run completed (nothing to follow up) or its runbook is gone.
+    """
+    record = load_record(run_dir)
+    original = Path(record.runbook_path)
+    target = out if out is not None else default_followup_path(run_dir)
+    if not original.is_file():
+        raise RunbookError(f"the runbook of run {record.run_id} is gone: {original}")
+    short = [s for s in record.steps if not _fine(s)]
+    if not short:
+        raise RunbookError(
+            f"run {record.run_id} ended {record.status.value if record.status else 'unfinished'}"
+            " with every step succeeded: there is nothing to follow up"
+        )
+    text = original.read_text(encoding="utf-8")
+    loaded = load_runbook(original)
+    raw: dict[str, Any] = yaml.safe_load(text)
+    raw_steps: dict[str, dict[str, Any]] = {s["id"]: s for s in raw["steps"]}
+    results = {s.id: s for s in record.steps}
+    secret = {n for n, spec in loaded.runbook.vars.items() if spec.secret}
+    overrides = {k: str(v) for k, v in record.vars.items() if k not in secret and v is not None}
+    overrides = {k: v for k, v in overrides.items() if k in loaded.runbook.vars}
+    values = resolve_vars(loaded.runbook, overrides, require=False)
+
+    short_ids = {s.id for s in short}
+    included = short_ids | {s.id for s in loaded.runbook.steps if s.kind == "verify"}
+    reasons: dict[str, str] = {}
+    while True:
+        more = set()
+        for sid in included:
+            for ref in _references(raw_steps[sid]):
+                if ref in raw_steps and ref not in included:
+                    more.add(ref)
+                    reasons.setdefault(ref, sid)
+        if not more:
+            break
+        included |= more
+
+    steps: list[tuple[list[str], dict[str, Any]]] = []
+    used_ids = set(raw_steps)
+    models = {s.id: s for s in loaded.runbook.steps}
+    for sid in [s["id"] for s in raw["steps"]]:
+        if sid not in included:
+            continue
+        step = copy.deepcopy(raw_steps[sid])
+        result = results.get(sid)
+        comments: list[str] = []
+        if result is not None and sid in short_ids:
+            comments.append(_describe(result, record))
+        elif result is not None and sid in reasons:
+            comments.append(
+                f"{sid}: {result.status.value if result.status else 'not run'} in run "
+                f"{record.run_id}; re-run because '{reasons[sid]}' needs or reads it"
+            )
+        elif result is not None:
+            status = result.status.value if result.status else "not run"
+            comments.append(f"{sid}: {status} in run {record.run_id}; measures the result again")
+        if (
+            result is not None
+            and result.status == Status.NOT_FOUND
+            and isinstance(models[sid], CommandStep)
+        ):
+            missing, alternatives = _still_missing(result, loaded, values)
+            if missing:
+                command = step.get("command")
+                shown = command if isinstance(command, str) else " ".join(map(str, command or []))
+                comments.append(f"original command: {' '.join(shown.split())}")
+                step = _manual_step(step, result, alternatives)
+            else:
+                comments.append(f"{result.missing} exists now: the step runs as written")
+        if result is not None and sid in short_ids:
+            condition = _wait_condition(loaded, sid, result)
+            if condition:
+                wait_id = f"wait_{sid}"
+                n = 2
+                while wait_id in used_ids:
+                    wait_id, n = f"wait_{sid}_{n}", n + 1
+                used_ids.add(wait_id)
+                wait: dict[str, Any] = {
+                    "id": wait_id,
+                    "kind": "wait",
+                    "title": f"Wait for upstream data: {raw_steps[sid].get('title') or sid}",
+                    "until": condition,
+                    "every": WAIT_EVERY,
+                    "timeout": WAIT_TIMEOUT,
+                }
+                steps.append(([f"{wait_id}: on_shortfall.wait_for of {sid}"], wait))
+                step["needs"] = [*(step.get("needs") or []), wait_id]
+                step = _move_after(step, "kind", "needs")
+        steps.append((comments, step))
+
+    document: dict[str, Any] = {"version": 1}
+    base_id = re.sub(rf"{FOLLOWUP_SUFFIX}$", "", str(raw["id"]))
+    document["id"] = base_id + FOLLOWUP_SUFFIX
+    title = str(raw["title"])
+    document["title"] = title if title.startswith("Follow-up: ") else f"Follow-up: {title}"
+    if "incident" in raw:
+        document["incident"] = raw["incident"]
+    fell_short = ", ".join(
+        f"{r.title} ({r.status.value if r.status else 'unfinished'})" for r in short
+    )
+    document["summary"] = _literal(
+        f"Finish what run {record.run_id} of {raw['id']} left short "
+        f"({record.status.value if record.status else 'unfinished'}): {fell_short}."
+    )
+    document["vars"] = _vars(raw.get("vars") or {}, record, secret)
+    for key in ("env", "secrets"):
+        if key in raw:
+            document[key] = raw[key]
+    document["workdir"] = _rebase(str(raw.get("workdir", ".")), original, target)
+    for key in ("warehouse", "defaults", "notify"):
+        if key in raw:
+            document[key] = raw[key]
+    report = _report(raw.get("report"), {s["id"] for _, s in steps})
+
+    header = [
+        line
+        for line in (
+            _schema_line(original, text, target),
+            f"# Follow-up of run {record.run_id} of {original.name}",
+            f"# ({record.status.value if record.status else 'unfinished'}), "
+            "written by `runbook followup`.",
+            "# It re-runs what fell short, waits first where the runbook says what to wait for",
+            "# (on_shortfall.wait_for), and measures again with the runbook's verify steps.",
+        )
+        if line
+    ]
+    if loaded.sha256 != record.runbook_sha256:
+        header.append(
+            f"# Note: {original.name} changed since the run; steps are taken from it now."
+        )
+    parts = ["\n".join(header) + "\n", _dump(document), "\nsteps:\n"]
+    for i, (comments, step) in enumerate(steps):
+        if i:
+            parts.append("\n")
+        parts.extend(f"  # {c}\n" for c in comments)
+        parts.append(_indent(_dump([step])))
+    if report:
+        parts.append("\n" + _dump({"report": report}))
+    result_text = "".join(parts)
+    try:
+        load_text(result_text, target)
+    except ValidationError as exc:  # a bug here, not the user's: say what the check found
+        raise RunbookError(f"the follow-up runbook does not validate:\n{exc}") from None
+    return result_text
+
+
+def _move_after(step: dict[str, Any], anchor: str, key: str) -> dict[str, Any]:
+    """Put `key` right after `anchor` so the reader sees what a step waits for near its top."""
+    value = step.pop(key)
+    out: dict[str, Any] = {}
+    for k, v in step.items():
+        out[k] = v
+        if k == anchor:
+            out[key] = value
+    if key not in out:
+        out[key] = value
+    return out
+
+
+def _indent(text: str) -> str:
+    return "".join(("  " + line if line.strip() else line) for line in text.splitlines(True))
+
+
+def _vars(raw_vars: dict[str, Any], record: RunRecord, secret: set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, given in raw_vars.items():
+        spec = dict(given or {})
+        if name in secret:
+            spec.pop("default", None)
+            spec["required"] = True
+        elif record.vars.get(name) is not None:
+            spec["default"] = record.vars[name]
+            spec.pop("required", None)
+        out[name] = spec
+    return out
+
+
+def _report(raw: Any, steps: set[str]) -> dict[str, Any]:
+    """The report prose whose conditions read only steps the follow-up has."""
+    if not isinstance(raw, dict):
+        return {}
+
+    def keep(item: Any) -> bool:
+        refs: set[str] = set()
+        entries = item.items() if isinstance(item, dict) else [("text", item)]
+        for key, text in entries:
+            if isinstance(text, str):
+                try:
+                    refs |= templating.step_references(text, expression=key == "when")
+                except templating.TemplateError:
+                    return False
+        return refs <= steps
+
+    out: dict[str, Any] = {}
+    lessons = [x for x in raw.get("lessons") or [] if keep(x)]
+    if lessons:
+        out["lessons"] = lessons
+    next_steps = {
+        h: kept
+        for h, items in (raw.get("next_steps") or {}).items()
+        if (kept := [x for x in items if keep(x)])
+    }
+    if next_steps:
+        out["next_steps"] = next_steps
+    return out
+
+
+def write_followup(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the follow-up runbook of a run to `out` (default: next to the original runbook).
+
+    Args:
+        run_dir: The run directory.
+        out: The file to write; parent folders are created.
+
+    Returns:
+        The path written.
+    """
+    target = out if out is not None else default_followup_path(run_dir)
+    text = followup(run_dir, out=target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target

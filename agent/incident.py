@@ -1,0 +1,516 @@
+"""The incident file: pydantic model, loader with FILE:LINE:COL problems, and its JSON Schema."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+from jinja2 import Environment, TemplateSyntaxError, nodes
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agent.errors import Problem, RunbookError, ValidationError, display_path
+from agent.plan import templating
+from agent.plan.loader import (
+    _LOADER,
+    MAX_BYTES,
+    LoadedRunbook,
+    Path_,
+    _Builder,
+    _clean,
+    _data_path,
+    _dedupe,
+    _located,
+    _mark,
+    _Problems,
+    _suggest,
+    _TooLargeError,
+    _unwrap,
+    _yaml_problem,
+    load_runbook,
+)
+from agent.plan.model import ID_PATTERN
+from agent.plan.vars import resolve_vars
+
+__all__ = [
+    "ACTION_STATES",
+    "Action",
+    "ActionItem",
+    "Criterion",
+    "Incident",
+    "LoadedIncident",
+    "TimelineEntry",
+    "incident_schema_text",
+    "load_incident",
+    "load_incident_text",
+]
+
+ACTION_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
+SEVERITY_PATTERN = r"^(SEV[0-5]|P[0-4])$"
+ACTION_STATES = ("done", "partially done", "failed", "not started")
+CRITERIA_NAMES = ("actions",)
+_HINTS = {
+    ACTION_ID_PATTERN: (
+        "an action id is lowercase letters, digits and '_', starting with a letter"
+        " (criteria read it as actions.<id>)"
+    ),
+    SEVERITY_PATTERN: "write SEV0 to SEV5, or P0 to P4",
+    ID_PATTERN: "use lowercase letters, digits, '_' and '-', starting with a letter or digit",
+}
+_PLAIN = Environment(autoescape=False)  # noqa: S701 - only parsed, never rendered
+
+Priority = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
+
+
+def _utc(value: Any) -> Any:
+    """A time without a zone is read as UTC; every time in a postmortem is UTC."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors, as in runbooks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TimelineEntry(_Strict):
+    """A moment of the incident that no run recorded (detection, escalation, a decision)."""
+
+    at: datetime = Field(description="when, in UTC (a time without a zone is read as UTC)")
+    event: str
+
+    _zone = field_validator("at", mode="after")(_utc)
+
+
+class Action(_Strict):
+    """One remediation action: a runbook (its runs are found under the reports folder) or prose."""
+
+    id: Annotated[str, Field(pattern=ACTION_ID_PATTERN)]
+    title: str | None = Field(default=None, description="default: the runbook's rendered title")
+    runbook: str | None = Field(default=None, description="path relative to the incident file")
+    vars: dict[str, Any] = Field(default_factory=dict, description="the runbook's vars (--var)")
+    manual: str | None = Field(default=None, description="what a person does, in prose")
+    status: Literal["done", "partially done", "failed", "not started"] | None = Field(
+        default=None, description="manual actions only: how far it got (default: not started)"
+    )
+    at: datetime | None = Field(default=None, description="manual actions only: when it ended")
+    owner: str | None = None
+
+    _zone = field_validator("at", mode="after")(_utc)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Action:
+        if (self.runbook is None) == (self.manual is None):
+            raise ValueError(
+                "an action needs exactly one of 'runbook' (a file) or 'manual' (prose)"
+            )
+        if self.runbook is not None and (self.status is not None or self.at is not None):
+            raise ValueError("'status' and 'at' are for manual actions; a runbook's runs tell")
+        if self.manual is not None and self.vars:
+            raise ValueError("'vars' are for runbook actions")
+        return self
+
+
+class ActionItem(_Strict):
+    """Follow-up work that prevents a recurrence (tracked outside the incident)."""
+
+    title: str
+    owner: str
+    priority: Priority
+    due: date
+    type: Literal["prevent", "detect", "mitigate", "repair", "investigate", "document", "process"]
+    status: Literal["open", "in progress", "done"] = "open"
+    ticket: str | None = None
+
+
+class Criterion(_Strict):
+    """A success criterion: an expression over the actions' runs, with an optional partial one."""
+
+    text: str
+    expect: str = Field(description="e.g. actions.backfill.counts['ds.table'].actual >= 16")
+    partial: str | None = Field(default=None, description="when true (and expect false): [~]")
+
+
+def _str_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], pydantic.BeforeValidator(_str_list)]
+
+
+class Incident(_Strict):
+    """A whole incident: what happened, what was done about it (actions), what was learned."""
+
+    version: Literal[1] = 1
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    title: str
+    severity: Annotated[str, Field(pattern=SEVERITY_PATTERN)]
+    detected: datetime
+    resolved: datetime | None = None
+    reference: str | None = Field(default=None, description="the action plan or ticket")
+    summary: str
+    impact: StrList = Field(default_factory=list)
+    root_causes: StrList = Field(min_length=1)
+    contributing_factors: StrList = Field(default_factory=list)
+    went_well: StrList = Field(default_factory=list)
+    went_wrong: StrList = Field(default_factory=list)
+    lucky: StrList = Field(default_factory=list)
+    lessons: StrList = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    actions: list[Action] = Field(min_length=1)
+    success_criteria: list[Criterion] = Field(default_factory=list)
+    action_items: list[ActionItem] = Field(default_factory=list)
+
+    _zone = field_validator("detected", "resolved", mode="after")(_utc)
+
+    @model_validator(mode="after")
+    def _order(self) -> Incident:
+        if self.resolved is not None and self.resolved < self.detected:
+            raise ValueError("'resolved' is before 'detected'")
+        return self
+
+
+@dataclass
+class LoadedIncident:
+    """An incident file that passed every check, with its actions' runbooks loaded."""
+
+    incident: Incident
+    path: Path
+    runbooks: dict[str, LoadedRunbook] = field(default_factory=dict)  # action id -> runbook
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # action id -> typed vars
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+
+def incident_schema_text() -> str:
+    """Return the JSON Schema of the incident file as stable, indented JSON text.
+
+    Returns:
+        The schema, ending with a newline (committed as runbooks/incident.schema.json).
+    """
+    schema = Incident.model_json_schema()
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://github.com/runbook-agent/runbook/runbooks/incident.schema.json",
+        **schema,
+    }
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def _compose(text: str, problems: _Problems) -> tuple[dict[str, Any], _Builder] | None:
+    builder = _Builder(problems)
+    try:
+        docs = list(yaml.compose_all(text, Loader=_LOADER))
+    except yaml.MarkedYAMLError as exc:
+        problems.add(*_yaml_problem(exc))
+        return None
+    except (yaml.YAMLError, RecursionError) as exc:
+        problems.add((1, 1), f"invalid YAML: {exc}")
+        return None
+    if not docs or docs[0] is None:
+        problems.add((1, 1), "the file is empty: an incident needs id, title, severity, ...")
+        return None
+    if len(docs) > 1:
+        problems.add(_mark(docs[1].start_mark), "one incident per file: remove the second document")
+        return None
+    try:
+        data = builder.build(docs[0], ())
+    except _TooLargeError as exc:
+        problems.add(_mark(exc.node.start_mark), exc.message)
+        return None
+    if not isinstance(data, dict):
+        problems.add(
+            _mark(docs[0].start_mark), "an incident is a mapping of keys such as id and title"
+        )
+        return None
+    return data, builder
+
+
+_NAMED = {
+    "actions": "action",
+    "action_items": "action item",
+    "success_criteria": "criterion",
+    "timeline": "timeline entry",
+}
+
+
+def _where(path: Path_, data: Mapping[str, Any]) -> str:
+    if len(path) >= 2 and path[0] in _NAMED and isinstance(path[1], int):
+        noun = _NAMED[str(path[0])]
+        items = data.get(str(path[0]))
+        item = items[path[1]] if isinstance(items, list) and path[1] < len(items) else None
+        aid = item.get("id") if isinstance(item, dict) and path[0] == "actions" else None
+        return f"{noun} '{aid}'" if isinstance(aid, str) and aid else f"{noun} {path[1] + 1}"
+    if path:
+        return "'" + ".".join(str(p) for p in path) + "'"
+    return "the incident"
+
+
+def _model_at(path: Path_) -> type[BaseModel] | None:
+    current: list[Any] = [Incident]
+    for elem in path:
+        nxt: list[Any] = []
+        for tp in current:
+            for t in _unwrap(tp):
+                origin = typing.get_origin(t)
+                if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(elem, str):
+                    f = t.model_fields.get(elem)
+                    if f is not None:
+                        nxt.append(f.annotation)
+                elif origin is list and isinstance(elem, int):
+                    nxt.append(typing.get_args(t)[0])
+        current = nxt
+    for tp in current:
+        for t in _unwrap(tp):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                return t
+    return None
+
+
+def _message(err: dict[str, Any]) -> str:
+    if err["type"] == "string_pattern_mismatch":
+        hint = _HINTS.get(str((err.get("ctx") or {}).get("pattern")), "")
+        return f"invalid value '{err.get('input')}'" + (f": {hint}" if hint else "")
+    return _clean(err["msg"], err)
+
+
+def _model_problems(
+    exc: pydantic.ValidationError, data: dict[str, Any], b: _Builder, problems: _Problems
+) -> None:
+    grouped: dict[Path_, list[tuple[tuple[int | str, ...], dict[str, Any]]]] = {}
+    for detail in exc.errors(include_url=False):
+        found, rest = _data_path(tuple(detail["loc"]), data)
+        grouped.setdefault(found, []).append((rest, {**detail}))
+    hinted: set[Path_] = set()  # `severty:` next to a missing `severity`: one message says it
+    for found, errs in grouped.items():
+        for _, e in errs:
+            if e["type"] == "extra_forbidden" and found:
+                owner = _model_at(found[:-1])
+                options = list(owner.model_fields) if owner else []
+                close = difflib.get_close_matches(str(found[-1]), options, n=1, cutoff=0.6)
+                hinted.update((*found[:-1], c) for c in close)
+    for found, errs in grouped.items():
+        if any(found[: len(p)] == p for p in b.bad):
+            continue
+        for rest, err in _dedupe(errs):
+            value_mark = b.value_marks.get(found, (1, 1))
+            if err["type"] == "extra_forbidden":
+                owner = _model_at(found[:-1])
+                options = list(owner.model_fields) if owner else []
+                key = str(found[-1]) if found else "?"
+                problems.add(
+                    b.key_marks.get(found, value_mark),
+                    f"unknown key '{key}' in {_where(found[:-1], data)}{_suggest(key, options)}",
+                )
+            elif err["type"] == "missing":
+                key = str(rest[0]) if rest else "?"
+                if (*found, key) not in hinted:
+                    problems.add(value_mark, f"missing key '{key}' in {_where(found, data)}")
+            elif len(found) == 2 and str(found[0]) in _NAMED:
+                problems.add(value_mark, f"{_where(found, data)}: {_message(err)}")
+            elif found:
+                last = found[-1]
+                if isinstance(last, int):
+                    label = f"item {last + 1} of '{found[-2]}' in {_where(found[:-2], data)}"
+                else:
+                    label = f"'{last}' of {_where(found[:-1], data)}"
+                problems.add(value_mark, f"{label}: {_message(err)}")
+            else:
+                problems.add(value_mark, f"the incident: {_message(err)}")
+
+
+def _action_refs(expr: str) -> set[tuple[str, ...]]:
+    """`actions.a.steps.x.status` -> ('a', 'steps', 'x', 'status'); constant keys only."""
+    tree = _PLAIN.parse("{{ " + expr + " }}")
+    chains: set[tuple[str, ...]] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        keys: list[str] = []
+        cur: nodes.Node = node
+        while True:
+            if isinstance(cur, nodes.Getattr):
+                keys.append(cur.attr)
+                cur = cur.node
+            elif (
+                isinstance(cur, nodes.Getitem)
+                and isinstance(cur.arg, nodes.Const)
+                and isinstance(cur.arg.value, str)
+            ):
+                keys.append(cur.arg.value)
+                cur = cur.node
+            else:
+                break
+        if isinstance(cur, nodes.Name) and cur.name == "actions" and keys:
+            chains.add(tuple(reversed(keys)))
+    return chains
+
+
+ACTION_FIELDS = ("id", "title", "state", "status", "run_id", "runs", "steps", "captures", "counts")
+
+
+def _check_criteria(
+    incident: Incident, loaded: dict[str, LoadedRunbook], b: _Builder, problems: _Problems
+) -> None:
+    ids = [a.id for a in incident.actions]
+    for i, crit in enumerate(incident.success_criteria):
+        for key in ("expect", "partial"):
+            expr = getattr(crit, key)
+            if expr is None:
+                continue
+            mark = b.value_marks.get(("success_criteria", i, key), (1, 1))
+            what = f"'{key}' of criterion {i + 1}"
+            try:
+                names = templating.expression_names(expr)
+                refs = _action_refs(expr)
+            except (templating.TemplateError, TemplateSyntaxError) as exc:
+                problems.add(mark, f"{what}: {exc}")
+                continue
+            for name in sorted(names - set(CRITERIA_NAMES)):
+                problems.add(mark, f"undefined name '{name}' in {what}: criteria read actions.<id>")
+            for ref in sorted(refs):
+                if ref[0] not in ids:
+                    problems.add(
+                        mark,
+                        f"{what} reads actions.{ref[0]}, which is not an action"
+                        f"{_suggest(ref[0], ids)}",
+                    )
+                elif len(ref) >= 2 and ref[1] not in ACTION_FIELDS:
+                    problems.add(
+                        mark,
+                        f"{what} reads actions.{ref[0]}.{ref[1]}: an action has "
+                        f"{', '.join(ACTION_FIELDS)}{_suggest(ref[1], list(ACTION_FIELDS))}",
+                    )
+                elif len(ref) >= 3 and ref[1] == "steps" and ref[0] in loaded:
+                    steps = [s.id for s in loaded[ref[0]].runbook.steps]
+                    if ref[2] not in steps:
+                        problems.add(
+                            mark,
+                            f"{what} reads actions.{ref[0]}.steps.{ref[2]}, which is not a "
+                            f"step of {loaded[ref[0]].path.name}{_suggest(ref[2], steps)}",
+                        )
+
+
+def _check_actions(
+    incident: Incident, base: Path, b: _Builder, problems: _Problems
+) -> tuple[dict[str, LoadedRunbook], dict[str, dict[str, Any]]]:
+    loaded: dict[str, LoadedRunbook] = {}
+    values: dict[str, dict[str, Any]] = {}
+    seen: dict[str, int] = {}
+    for i, action in enumerate(incident.actions):
+        if action.id in seen:
+            first = b.value_marks.get(("actions", seen[action.id], "id"), (0, 0))
+            problems.add(
+                b.value_marks.get(("actions", i, "id"), (1, 1)),
+                f"duplicate action id '{action.id}' (first at line {first[0]})",
+            )
+        seen.setdefault(action.id, i)
+        if action.runbook is None:
+            continue
+        mark = b.value_marks.get(("actions", i, "runbook"), (1, 1))
+        path = base / action.runbook
+        if not path.is_file():
+            problems.add(mark, f"action '{action.id}': runbook '{action.runbook}' does not exist")
+            continue
+        try:
+            rb = load_runbook(path)
+        except ValidationError as exc:
+            first_problem = exc.problems[0] if exc.problems else None
+            problems.add(
+                mark,
+                f"action '{action.id}': runbook '{action.runbook}' does not load"
+                + (f" ({first_problem})" if first_problem else ""),
+            )
+            continue
+        overrides = {k: _var_text(v) for k, v in action.vars.items()}
+        try:
+            values[action.id] = resolve_vars(rb.runbook, overrides)
+        except RunbookError as exc:
+            vmark = b.value_marks.get(("actions", i, "vars"), mark)
+            problems.add(vmark, f"action '{action.id}': {exc}")
+            continue
+        loaded[action.id] = rb
+    return loaded, values
+
+
+def _var_text(value: Any) -> str:
+    """A var value from YAML as `--var` would give it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_var_text(v) for v in value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def load_incident_text(text: str, path: Path) -> LoadedIncident:
+    """Load an incident from its text.
+
+    Args:
+        text: the YAML source.
+        path: where it came from (for messages, and runbook paths relative to its folder).
+
+    Returns:
+        The checked incident, with the runbook of every runbook action loaded.
+
+    Raises:
+        ValidationError: with every problem found, each as FILE:LINE:COL: message.
+    """
+    problems = _Problems(display_path(path))
+    composed = _compose(text, problems)
+    if composed is None:
+        raise ValidationError(problems.items)
+    data, builder = composed
+    try:
+        incident = Incident.model_validate(data)
+    except pydantic.ValidationError as exc:
+        _model_problems(exc, data, builder, problems)
+        raise ValidationError(problems.items) from None
+    loaded, values = _check_actions(incident, path.parent, builder, problems)
+    _check_criteria(incident, loaded, builder, problems)
+    if problems.items:
+        raise ValidationError(problems.items)
+    return LoadedIncident(incident=incident, path=path, runbooks=loaded, values=values)
+
+
+def load_incident(path: Path) -> LoadedIncident:
+    """Read and check an incident file.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The checked incident.
+
+    Raises:
+        ValidationError: with every problem found (also for unreadable or non-UTF-8 files).
+    """
+    name = display_path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValidationError(
+            [Problem(name, 1, 1, f"cannot read the file: {exc.strerror}")]
+        ) from None
+    if len(raw) > MAX_BYTES:
+        message = f"the file is {len(raw)} bytes; an incident may have at most {MAX_BYTES}"
+        raise ValidationError([Problem(name, 1, 1, message)])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _located(raw, exc.start)
+        message = f"the file is not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded"
+        raise ValidationError([Problem(name, line, col, message)]) from None
+    return load_incident_text(text.removeprefix("\ufeff"), path)
