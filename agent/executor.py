@@ -517,8 +517,11 @@ class _Run:
 
 
 def _lock_for(loaded: LoadedRunbook, values: Mapping[str, Any], reports_dir: Path) -> Lock:
+    # Secret vars stay out of the key: a short secret could be guessed back from the file name.
+    public = {k: v for k, v in values.items()
+              if not (k in loaded.runbook.vars and loaded.runbook.vars[k].secret)}
     key = hashlib.sha256(
-        (str(loaded.path.resolve()) + json.dumps(values, sort_keys=True, default=str)).encode()
+        (str(loaded.path.resolve()) + json.dumps(public, sort_keys=True, default=str)).encode()
     ).hexdigest()[:16]
     return Lock(reports_dir / ".locks" / f"{loaded.runbook.id}-{key}.lock")
 

@@ -463,7 +463,12 @@ def test_optional_sections_are_omitted_when_empty() -> None:
     record.next_steps = {}
     text = render_report(record)
     assert "## Lessons Learned" not in text
-    assert "## Next Steps" not in text
+    # A partial run still gets Next Steps: the follow-up command, and nothing else.
+    next_steps = text.split("## Next Steps", 1)[1].split("\n---", 1)[0]
+    assert "### " not in next_steps
+    assert "`runbook followup reports/" in next_steps
+    record.status = RunStatus.COMPLETE
+    assert "## Next Steps" not in render_report(record)
     assert "## Conclusion" in text
 
 
