@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, RunbookError
+from agent.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    RunbookError,
+)
 
 __all__ = ["app", "main"]
 
@@ -26,7 +33,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Set a var: name=value (repeatable).")]
+VarOpt = Annotated[
+    list[str] | None, typer.Option("--var", help="Set a var: name=value (repeatable).")
+]
 
 
 def _guard(fn: Callable[[], int]) -> int:
@@ -90,9 +99,16 @@ def validate(
                 if fmt != "json":
                     typer.echo(f"{f}: ok")
             except ValidationError as exc:
-                results.append({"file": str(f), "valid": False, "problems": [
-                    {"file": p.file, "line": p.line, "column": p.col, "message": p.message}
-                    for p in exc.problems]})
+                results.append(
+                    {
+                        "file": str(f),
+                        "valid": False,
+                        "problems": [
+                            {"file": p.file, "line": p.line, "column": p.col, "message": p.message}
+                            for p in exc.problems
+                        ],
+                    }
+                )
                 if fmt != "json":
                     typer.echo(str(exc), err=True)
                 code = EXIT_USAGE
@@ -107,9 +123,13 @@ def validate(
 def plan(
     file: Annotated[Path, typer.Argument(help="The runbook.")],
     var: VarOpt = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the review here.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the review here.")
+    ] = None,
     offline: Annotated[bool, typer.Option(help="Do not query the warehouse.")] = False,
-    warehouse_endpoint: Annotated[str | None, typer.Option(help="BigQuery API endpoint (emulator).")] = None,
+    warehouse_endpoint: Annotated[
+        str | None, typer.Option(help="BigQuery API endpoint (emulator).")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="markdown or json")] = "markdown",
 ) -> None:
     """Dry-run review: every rendered command, the order, what is missing; starts no command.
@@ -166,12 +186,16 @@ def run(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm manual steps.")] = False,
     only: Annotated[list[str] | None, typer.Option(help="Run only this step (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="Start at this step.")] = None,
-    warehouse_endpoint: Annotated[str | None, typer.Option(help="BigQuery API endpoint (emulator).")] = None,
+    warehouse_endpoint: Annotated[
+        str | None, typer.Option(help="BigQuery API endpoint (emulator).")
+    ] = None,
     max_log_bytes: Annotated[int | None, typer.Option(help="Cap each step's log file.")] = None,
     junit: Annotated[Path | None, typer.Option(help="Also write JUnit XML here.")] = None,
     notify: Annotated[str | None, typer.Option(help="Slack-compatible webhook URL.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Echo every output line.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Echo every output line.")
+    ] = False,
 ) -> None:
     """Execute a runbook; writes report.md, run.json, journal.jsonl and logs/ under --reports.
 
@@ -185,10 +209,18 @@ def run(
         stop = threading.Event()
         _install_signals(stop)
         options = RunOptions(
-            overrides=parse_var_args(var or []), reports_dir=reports, parallel=parallel, yes=yes,
-            only=only or [], start_from=from_, warehouse_endpoint=warehouse_endpoint,
-            interactive=sys.stdin.isatty(), confirm=lambda q: typer.confirm(q, default=False),
-            max_log_bytes=max_log_bytes, listeners=_listeners(quiet, verbose), stop=stop,
+            overrides=parse_var_args(var or []),
+            reports_dir=reports,
+            parallel=parallel,
+            yes=yes,
+            only=only or [],
+            start_from=from_,
+            warehouse_endpoint=warehouse_endpoint,
+            interactive=sys.stdin.isatty(),
+            confirm=lambda q: typer.confirm(q, default=False),
+            max_log_bytes=max_log_bytes,
+            listeners=_listeners(quiet, verbose),
+            stop=stop,
             notify_url=notify,
         )
         record, run_dir = run_runbook(file, options)
@@ -205,8 +237,13 @@ def run(
 @app.command()
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory (reports/<run-id>).")],
-    force: Annotated[bool, typer.Option(help="Resume although the runbook or a script changed.")] = False,
-    var: Annotated[list[str] | None, typer.Option("--var", help="Give secret vars again: name=value (they are never stored).")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Resume although the runbook or a script changed.")
+    ] = False,
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", help="Give secret vars again: name=value (they are never stored)."),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -222,9 +259,14 @@ def resume(
 
         stop = threading.Event()
         _install_signals(stop)
-        options = RunOptions(overrides=parse_var_args(var or []), yes=yes, interactive=sys.stdin.isatty(),
-                             confirm=lambda q: typer.confirm(q, default=False),
-                             listeners=_listeners(quiet, verbose), stop=stop)
+        options = RunOptions(
+            overrides=parse_var_args(var or []),
+            yes=yes,
+            interactive=sys.stdin.isatty(),
+            confirm=lambda q: typer.confirm(q, default=False),
+            listeners=_listeners(quiet, verbose),
+            stop=stop,
+        )
         record, path = resume_run(run_dir, options, force=force)
         typer.echo(str(path / "report.md"))
         return record.exit_code or 0
@@ -272,9 +314,17 @@ def schema() -> None:
 
 @app.command()
 def demo(
-    directory: Annotated[Path | None, typer.Option("--dir", help="Lay the demo out here (default: a new temporary folder).")] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Lay the demo out here (default: a new temporary folder)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-    incident: Annotated[bool, typer.Option("--incident", help="Run the whole incident (three actions) and write its postmortem.")] = False,
+    incident: Annotated[
+        bool,
+        typer.Option(
+            "--incident", help="Run the whole incident (three actions) and write its postmortem."
+        ),
+    ] = False,
 ) -> None:
     """Run the bundled incident demo end to end on the embedded DuckDB warehouse.
 
@@ -308,7 +358,9 @@ def history(
     reports: Annotated[Path, typer.Option(help="The reports folder.")] = Path("reports"),
     runbook: Annotated[str | None, typer.Option(help="Only runs of this runbook id.")] = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
-    since: Annotated[str | None, typer.Option(help="Only runs since: 2h, 3d or an ISO time.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs since: 2h, 3d or an ISO time.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
     """List past runs, newest first.
@@ -368,9 +420,11 @@ def init(
 
         if path.exists():
             raise RunbookError(f"{path} exists; choose another name")
-        path.write_text((templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8"),
-                        encoding="utf-8")
-        typer.echo(f"wrote {path}; next: runbook validate {path} && runbook plan {path} --var date=YYYY-MM-DD")
+        path.write_text(
+            (templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+        )
+        nxt = f"runbook validate {path} && runbook plan {path} --var date=YYYY-MM-DD"
+        typer.echo(f"wrote {path}; next: {nxt}")
         return EXIT_OK
 
     _finish(_guard(go))
@@ -379,12 +433,16 @@ def init(
 @app.command("import")
 def import_(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN.md", help="A markdown action plan.")],
-    action: Annotated[str | None, typer.Option(help="Import one action: 3, 'Action 3' or its title.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the draft here.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Import one action: 3, 'Action 3' or its title.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the draft here.")
+    ] = None,
 ) -> None:
     """Draft a runbook from a markdown incident action plan; review it, then validate it.
 
-    Example: runbook import docs/incidents/ACTION-PLAN.md --action 3 -o runbooks/incident/action-3.yaml
+    Example: runbook import docs/incidents/PLAN.md --action 3 -o runbooks/incident/action-3.yaml
     """
 
     def go() -> int:
@@ -434,7 +492,10 @@ def postmortem(
 @app.command()
 def followup(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of a run that fell short.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Default: beside the runbook, <name>.followup.yaml.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Default: beside the runbook, <name>.followup.yaml."),
+    ] = None,
 ) -> None:
     """Write a runbook of what fell short in a run, ready to run when the data arrives.
 

@@ -12,7 +12,7 @@ from agent.steps.base import Event
 
 __all__ = ["MARKS", "LiveConsole", "PlainConsole", "make_console"]
 
-MARKS = {
+MARKS: dict[Status | None, str] = {
     Status.SUCCESS: "✅",
     Status.PARTIAL: "⚠️",
     Status.FAILED: "❌",
@@ -26,8 +26,14 @@ MARKS = {
 class PlainConsole:
     """Timestamped lines without control codes: for pipes, CI and logs."""
 
-    def __init__(self, stream: IO[str] | None = None, *, verbose: bool = False,
-                 quiet: bool = False, clock: Any = None) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        verbose: bool = False,
+        quiet: bool = False,
+        clock: Any = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.verbose = verbose
         self.quiet = quiet
@@ -56,8 +62,10 @@ class PlainConsole:
             for line in d.get("block", d["line"]).split("\n"):
                 self._say(f"[{sid}] | {line}")
         elif k == "retry":
-            self._say(f"[{sid}] attempt {d['attempt']} of {d['of']} in {d['delay']:g}s "
-                      f"({d.get('reason') or 'failed'})")
+            self._say(
+                f"[{sid}] attempt {d['attempt']} of {d['of']} in {d['delay']:g}s "
+                f"({d.get('reason') or 'failed'})"
+            )
         elif k == "poll":
             state = "true" if d["ok"] else f"false, {d['left']:.0f}s left"
             self._say(f"[{sid}] poll {d['n']}: {state}")
@@ -65,8 +73,10 @@ class PlainConsole:
             r = d["result"]
             secs = f" in {r.duration_s:.1f}s" if r.duration_s is not None else ""
             why = f": {r.reason}" if r.reason and r.status != Status.SUCCESS else ""
-            self._say(f"[{sid}] {MARKS.get(r.status, '')} {r.status.value if r.status else '?'}"
-                      f"{secs}{why}")
+            self._say(
+                f"[{sid}] {MARKS.get(r.status, '')} {r.status.value if r.status else '?'}"
+                f"{secs}{why}"
+            )
         elif k == "run_finished":
             rec = d["record"]
             status = rec.status.value if rec.status else "?"
@@ -127,12 +137,20 @@ class LiveConsole:
                 self.title = f"{rec.title} ({rec.run_id})"
                 for s in rec.steps:
                     done = s.status is not None
-                    self.rows[s.id] = {"title": s.title, "state": "done" if done else "pending",
-                                       "mark": MARKS.get(s.status, "") if done else "",
-                                       "note": "kept from the first session" if done else ""}
+                    self.rows[s.id] = {
+                        "title": s.title,
+                        "state": "done" if done else "pending",
+                        "mark": MARKS.get(s.status, "") if done else "",
+                        "note": "kept from the first session" if done else "",
+                    }
                 if not self.quiet:
-                    self.live = Live(self._render(), console=self.console, refresh_per_second=8,
-                                     get_renderable=self._render, transient=False)
+                    self.live = Live(
+                        self._render(),
+                        console=self.console,
+                        refresh_per_second=8,
+                        get_renderable=self._render,
+                        transient=False,
+                    )
                     self.live.start()
                 return
             row = self.rows.get(sid or "")
@@ -146,14 +164,22 @@ class LiveConsole:
                     for line in d.get("block", d["line"]).split("\n"):
                         self.live.console.print(f"{sid} | {line}", markup=False, highlight=False)
             elif k == "retry" and row is not None:
-                row["note"] = (f"attempt {d['attempt']}/{d['of']} in {d['delay']:g}s "
-                               f"({d.get('reason') or 'failed'})")
+                row["note"] = (
+                    f"attempt {d['attempt']}/{d['of']} in {d['delay']:g}s "
+                    f"({d.get('reason') or 'failed'})"
+                )
             elif k == "poll" and row is not None:
-                row["note"] = f"poll {d['n']}: {'true' if d['ok'] else 'false'}, {d['left']:.0f}s left"
+                row["note"] = (
+                    f"poll {d['n']}: {'true' if d['ok'] else 'false'}, {d['left']:.0f}s left"
+                )
             elif k == "step_finished" and row is not None:
                 r = d["result"]
-                row.update(state="done", mark=MARKS.get(r.status, "?"), secs=r.duration_s,
-                           note=(r.reason or "") if r.status != Status.SUCCESS else "")
+                row.update(
+                    state="done",
+                    mark=MARKS.get(r.status, "?"),
+                    secs=r.duration_s,
+                    note=(r.reason or "") if r.status != Status.SUCCESS else "",
+                )
             elif k == "run_finished":
                 if self.live is not None:
                     self.live.stop()
@@ -167,9 +193,12 @@ class LiveConsole:
         for col in ("step", "status", "time", "reason"):
             table.add_column(col)
         for s in record.steps:
-            table.add_row(s.id, f"{MARKS.get(s.status, '')} {s.status.value if s.status else '-'}",
-                          f"{s.duration_s:.1f}s" if s.duration_s is not None else "",
-                          (s.reason or "")[:80] if s.status != Status.SUCCESS else "")
+            table.add_row(
+                s.id,
+                f"{MARKS.get(s.status, '')} {s.status.value if s.status else '-'}",
+                f"{s.duration_s:.1f}s" if s.duration_s is not None else "",
+                (s.reason or "")[:80] if s.status != Status.SUCCESS else "",
+            )
         if not self.quiet:
             self.console.print(table)
         status = record.status.value if record.status else "?"

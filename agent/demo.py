@@ -55,7 +55,10 @@ def lay_out_demo(directory: Path | None = None, *, seed: bool = True) -> Path:
         warehouse = target / ".runbook" / "warehouse.duckdb"
         done = subprocess.run(
             [sys.executable, "seed.py", "--warehouse", str(warehouse), "--date", DEMO_DATE],
-            cwd=target, capture_output=True, text=True, check=False,
+            cwd=target,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0:
             raise RunbookError(f"seeding the demo warehouse failed: {done.stderr.strip()[-500:]}")

@@ -13,7 +13,6 @@ import socket
 import sys
 import threading
 import time
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -22,10 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, RunbookError, UsageError
+from agent.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    RunbookError,
+    UsageError,
+)
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook, load_runbook
-from agent.plan.model import COMMAND_KINDS, CommandStep, VerifyStep
+from agent.plan.model import CommandStep, VerifyStep
 from agent.plan.vars import resolve_vars
 from agent.record import (
     Baseline,
@@ -50,8 +56,14 @@ CRASH_AT_ENV = "RUNBOOK_TEST_CRASH_AT"
 """Fault-injection seam for tests, read by `_fault_injection_point`; never set it in production."""
 
 SNAPSHOT_EVERY = 0.5  # seconds between run.json snapshots during a run
-FINISHED = {Status.SUCCESS, Status.PARTIAL, Status.FAILED, Status.NOT_FOUND, Status.TIMED_OUT,
-            Status.SKIPPED}
+FINISHED = {
+    Status.SUCCESS,
+    Status.PARTIAL,
+    Status.FAILED,
+    Status.NOT_FOUND,
+    Status.TIMED_OUT,
+    Status.SKIPPED,
+}
 
 
 @dataclass
@@ -77,17 +89,25 @@ class RunOptions:
 
 def exit_code_for(status: RunStatus | None) -> int:
     """The command's exit code for a run's status."""
-    return {
-        RunStatus.COMPLETE: EXIT_OK,
-        RunStatus.PARTIALLY_COMPLETE: EXIT_PARTIAL,
-        RunStatus.FAILED: EXIT_FAILED,
-        RunStatus.INTERRUPTED: EXIT_INTERRUPTED,
-    }.get(status, EXIT_FAILED) if status else EXIT_FAILED
+    return (
+        {
+            RunStatus.COMPLETE: EXIT_OK,
+            RunStatus.PARTIALLY_COMPLETE: EXIT_PARTIAL,
+            RunStatus.FAILED: EXIT_FAILED,
+            RunStatus.INTERRUPTED: EXIT_INTERRUPTED,
+        }.get(status, EXIT_FAILED)
+        if status
+        else EXIT_FAILED
+    )
 
 
-def _secret_values(loaded: LoadedRunbook, values: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+def _secret_values(
+    loaded: LoadedRunbook, values: Mapping[str, Any], env: Mapping[str, str]
+) -> list[str]:
     out = [env[name] for name in loaded.runbook.secrets if env.get(name)]
-    out += [str(values[n]) for n, spec in loaded.runbook.vars.items() if spec.secret and values.get(n)]
+    out += [
+        str(values[n]) for n, spec in loaded.runbook.vars.items() if spec.secret and values.get(n)
+    ]
     return out
 
 
@@ -223,8 +243,14 @@ class Lock:
 class _Run:
     """One runner session over a run record."""
 
-    def __init__(self, loaded: LoadedRunbook, values: dict[str, Any], record: RunRecord,
-                 run_dir: Path, options: RunOptions) -> None:
+    def __init__(
+        self,
+        loaded: LoadedRunbook,
+        values: dict[str, Any],
+        record: RunRecord,
+        run_dir: Path,
+        options: RunOptions,
+    ) -> None:
         self.loaded = loaded
         self.values = values
         self.record = record
@@ -251,7 +277,7 @@ class _Run:
         for listener in self.options.listeners:
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - a consumer's error never changes a step's result
+            except Exception:  # noqa: BLE001, S112 - a consumer's error never changes a result
                 continue
 
     # -- templates ---------------------------------------------------------------------------
@@ -271,7 +297,8 @@ class _Run:
             stop=self.options.stop,
             emit=self.emit,
             open_warehouse=lambda: open_warehouse_for(
-                self.loaded, self.workdir, self.options.warehouse_endpoint),
+                self.loaded, self.workdir, self.options.warehouse_endpoint
+            ),
             run_id=self.record.run_id,
             yes=self.options.yes,
             interactive=self.options.interactive,
@@ -367,24 +394,29 @@ class _Run:
     def _shortfall(self, step: Any, ctx: StepContext) -> dict[str, Any]:
         sf = step.on_shortfall
         names = ctx.template_context(**ctx.result.captures)
+
         def r(s: str) -> str:
             try:
                 return self.redactor.redact(templating.render(s, names))
             except templating.TemplateError:
                 return s
+
         out: dict[str, Any] = {"priority": sf.priority, "issue": r(sf.issue)}
         if sf.impact:
             out["impact"] = r(sf.impact)
         if sf.action:
-            out["action"] = [r(a) for a in sf.action] if isinstance(sf.action, list) else r(sf.action)
+            out["action"] = (
+                [r(a) for a in sf.action] if isinstance(sf.action, list) else r(sf.action)
+            )
         if sf.wait_for:
             out["wait_for"] = r(sf.wait_for)
         return out
 
     def finish_step(self, result: StepResult) -> None:
         with self.lock_mutex:
-            self.journal.append("step_finished", step=result.id,
-                                result=result.model_dump(mode="json"))
+            self.journal.append(
+                "step_finished", step=result.id, result=result.model_dump(mode="json")
+            )
             self.save()
         self.emit(Event("step_finished", result.id, {"result": result}))
 
@@ -408,8 +440,12 @@ class _Run:
         for d in self.graph.needs[sid]:
             st = self.result(d).status
             if self._selected(d) and st != Status.SUCCESS:
-                self.skip(sid, Status.SKIPPED,
-                          f"needs {d}, which ended {st.value if st else 'unfinished'}", "needs")
+                self.skip(
+                    sid,
+                    Status.SKIPPED,
+                    f"needs {d}, which ended {st.value if st else 'unfinished'}",
+                    "needs",
+                )
                 return False
         return True
 
@@ -429,7 +465,9 @@ class _Run:
         if self.options.stop.is_set():
             for sid in self.graph.order:
                 if self.result(sid).status is None:
-                    self.skip(sid, Status.ABORTED, "the run was interrupted before it started", None)
+                    self.skip(
+                        sid, Status.ABORTED, "the run was interrupted before it started", None
+                    )
 
     def _execute_parallel(self, pending: list[str], workers: int) -> None:
         running: dict[Future[None], str] = {}
@@ -464,8 +502,11 @@ class _Run:
         if self.options.stop.is_set() or any(r.status == Status.ABORTED for r in self.record.steps):
             return RunStatus.INTERRUPTED
         considered = [r for r in self.record.steps if r.skipped_by != "selection"]
-        fine = [r for r in considered if r.status == Status.SUCCESS
-                or (r.status == Status.SKIPPED and r.skipped_by == "when")]
+        fine = [
+            r
+            for r in considered
+            if r.status == Status.SUCCESS or (r.status == Status.SKIPPED and r.skipped_by == "when")
+        ]
         if len(fine) == len(considered):
             return RunStatus.COMPLETE
         if not any(r.status == Status.SUCCESS for r in considered):
@@ -491,13 +532,19 @@ class _Run:
             text_path = self.run_dir / "report.md"
             write_report(self.record, text_path)
             # The report is written from the record; mask again in case prose quoted a secret.
-            text_path.write_text(self.redactor.redact(text_path.read_text(encoding="utf-8")),
-                                 encoding="utf-8")
+            text_path.write_text(
+                self.redactor.redact(text_path.read_text(encoding="utf-8")), encoding="utf-8"
+            )
         self.emit(Event("run_finished", None, {"record": self.record, "run_dir": self.run_dir}))
 
     def _report_prose(self) -> None:
-        ctx = {**self.values, "env": self.env, "steps": self.steps_view(),
-               "run": {"id": self.record.run_id, "status": self.record.status}}
+        ctx = {
+            **self.values,
+            "env": self.env,
+            "steps": self.steps_view(),
+            "run": {"id": self.record.run_id, "status": self.record.status},
+        }
+
         def keep(item: Any) -> bool:
             if not item.when:
                 return True
@@ -505,21 +552,27 @@ class _Run:
                 return bool(templating.evaluate(item.when, ctx))
             except templating.TemplateError:
                 return False
+
         def r(s: str) -> str:
             try:
                 return self.redactor.redact(templating.render(s, ctx))
             except templating.TemplateError:
                 return s
+
         rep = self.loaded.runbook.report
         self.record.lessons = [r(x.text) for x in rep.lessons if keep(x)]
-        self.record.next_steps = {h: [r(x.text) for x in items if keep(x)]
-                                  for h, items in rep.next_steps.items()}
+        self.record.next_steps = {
+            h: [r(x.text) for x in items if keep(x)] for h, items in rep.next_steps.items()
+        }
 
 
 def _lock_for(loaded: LoadedRunbook, values: Mapping[str, Any], reports_dir: Path) -> Lock:
     # Secret vars stay out of the key: a short secret could be guessed back from the file name.
-    public = {k: v for k, v in values.items()
-              if not (k in loaded.runbook.vars and loaded.runbook.vars[k].secret)}
+    public = {
+        k: v
+        for k, v in values.items()
+        if not (k in loaded.runbook.vars and loaded.runbook.vars[k].secret)
+    }
     key = hashlib.sha256(
         (str(loaded.path.resolve()) + json.dumps(public, sort_keys=True, default=str)).encode()
     ).hexdigest()[:16]
@@ -590,8 +643,12 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
     reports_dir = options.reports_dir.resolve()
     run_dir = reports_dir / run_id
     lock = _lock_for(loaded, values, reports_dir)
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utcnow().isoformat(),
-            "run_id": run_id}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": utcnow().isoformat(),
+        "run_id": run_id,
+    }
     with _locked(lock, info):
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         redactor = Redactor(_secret_values(loaded, values, env))
@@ -603,15 +660,23 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             runbook_sha256=loaded.sha256,
             title=redactor.redact(templating.render(rb.title, context)),
             summary=redactor.redact(templating.render(rb.summary, context)) if rb.summary else None,
-            incident={k: templating.render(v, context)
-                      for k, v in (rb.incident.model_dump() if rb.incident else {}).items() if v},
+            incident={
+                k: templating.render(v, context)
+                for k, v in (rb.incident.model_dump() if rb.incident else {}).items()
+                if v
+            },
             vars={k: _masked_var(loaded, k, v, redactor) for k, v in values.items()},
             operator=_operator(),
             host=socket.gethostname(),
             tool_version=__version__,
-            warehouse={"backend": rb.warehouse.backend,
-                       **({"path": rb.warehouse.path} if rb.warehouse.backend == "duckdb" else
-                          {"project": rb.warehouse.project, "location": rb.warehouse.location})},
+            warehouse={
+                "backend": rb.warehouse.backend,
+                **(
+                    {"path": rb.warehouse.path}
+                    if rb.warehouse.backend == "duckdb"
+                    else {"project": rb.warehouse.project, "location": rb.warehouse.location}
+                ),
+            },
             started_at=utcnow(),
             needs={s.id: list(loaded.graph.needs[s.id]) for s in rb.steps},
             selection={"only": list(options.only), "from": options.start_from},
@@ -630,7 +695,8 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
         secret_vars = {n for n, spec in rb.vars.items() if spec.secret}
         (run_dir / "vars.json").write_text(
             json.dumps({k: MASK if k in secret_vars else v for k, v in options.overrides.items()}),
-            encoding="utf-8")
+            encoding="utf-8",
+        )
         run = _Run(loaded, values, record, run_dir, options)
         run.journal.append("run_started", run_id=run_id, runbook=str(loaded.path.resolve()))
         run.save()
@@ -659,7 +725,9 @@ def _operator() -> str:
         return "unknown"
 
 
-def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tuple[RunRecord, Path]:
+def resume_run(
+    run_dir: Path, options: RunOptions, *, force: bool = False
+) -> tuple[RunRecord, Path]:
     """Continue an interrupted or crashed run: finished steps are kept, not re-run.
 
     Args:
@@ -689,18 +757,29 @@ def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tu
             baselines[ev["step"]] = ev["baseline"]
         elif ev.get("event") == "spawned":
             spawned.append((ev.get("step"), ev.get("pgid"), ev.get("ticks")))
-    if record.status is not None and record.status != RunStatus.INTERRUPTED and len(finished) == len(record.steps):
-        raise RunbookError(f"run {record.run_id} already finished ({record.status.value}); nothing to resume")
+    if (
+        record.status is not None
+        and record.status != RunStatus.INTERRUPTED
+        and len(finished) == len(record.steps)
+    ):
+        raise RunbookError(
+            f"run {record.run_id} already finished ({record.status.value}); nothing to resume"
+        )
     path = Path(record.runbook_path)
     loaded = load_runbook(path)
-    overrides = json.loads((run_dir / "vars.json").read_text(encoding="utf-8")) if (
-        run_dir / "vars.json").is_file() else {}
+    overrides = (
+        json.loads((run_dir / "vars.json").read_text(encoding="utf-8"))
+        if (run_dir / "vars.json").is_file()
+        else {}
+    )
     secret_vars = {n for n, spec in loaded.runbook.vars.items() if spec.secret}
     overrides.update({k: v for k, v in options.overrides.items() if k in secret_vars})
     unknown = sorted(k for k, v in overrides.items() if k in secret_vars and v == MASK)
     if unknown:
-        raise UsageError(f"the run was given secret var(s) {', '.join(unknown)}, which are not "
-                         f"stored in the run directory: give them again with --var to resume")
+        raise UsageError(
+            f"the run was given secret var(s) {', '.join(unknown)}, which are not "
+            f"stored in the run directory: give them again with --var to resume"
+        )
     values = resolve_vars(loaded.runbook, overrides)
     env, workdir = prepare_context(loaded, values, options.extra_env)
     redactor = Redactor(_secret_values(loaded, values, env))
@@ -712,8 +791,11 @@ def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tu
         if _hash_file(p) != old:
             changes.append(f"{rel} changed")
     if changes and not force:
-        raise RunbookError("refusing to resume: " + "; ".join(changes)
-                           + " since the run began (use --force to resume anyway)")
+        raise RunbookError(
+            "refusing to resume: "
+            + "; ".join(changes)
+            + " since the run began (use --force to resume anyway)"
+        )
     results = {r.id: r for r in record.steps}
     for sid, res in finished.items():
         if sid in results:
@@ -727,8 +809,13 @@ def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tu
         if sid in finished and r.status in FINISHED:
             continue
         was_running = sid in started
-        fresh = StepResult(id=sid, kind=r.kind, title=r.title, baseline=r.baseline,
-                           sessions=r.sessions + (1 if was_running else 0))
+        fresh = StepResult(
+            id=sid,
+            kind=r.kind,
+            title=r.title,
+            baseline=r.baseline,
+            sessions=r.sessions + (1 if was_running else 0),
+        )
         if r.status == Status.ABORTED and sid not in started:
             fresh.sessions = r.sessions
         results[sid] = fresh
@@ -744,8 +831,12 @@ def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tu
     record.sessions.append(_session(redactor.redact(" ".join(sys.argv))))
     reports_dir = run_dir.parent
     lock = _lock_for(loaded, values, reports_dir)
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utcnow().isoformat(),
-            "run_id": record.run_id}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": utcnow().isoformat(),
+        "run_id": record.run_id,
+    }
     with _locked(lock, info):
         run = _Run(loaded, values, record, run_dir, options)
         run.journal.append("run_resumed", session=len(record.sessions))
@@ -758,15 +849,20 @@ def resume_run(run_dir: Path, options: RunOptions, *, force: bool = False) -> tu
                 continue
             if stop_leftover_group(pgid, ticks if isinstance(ticks, int) else None, grace=2.0):
                 run.journal.append("leftover_stopped", step=sid, pgid=pgid)
-        run.emit(Event("run_started", None, {"record": record, "run_dir": run_dir, "resumed": True}))
+        run.emit(
+            Event("run_started", None, {"record": record, "run_dir": run_dir, "resumed": True})
+        )
         if stop_here is not None:
-            reason = (f"was running when the run stopped and says `resume: never`: check what it "
-                      f"did, then run the rest with --from {stop_here} or --force")
+            reason = (
+                f"was running when the run stopped and says `resume: never`: check what it "
+                f"did, then run the rest with --from {stop_here} or --force"
+            )
             run.skip(stop_here, Status.FAILED, reason, None)
             for sid in run.graph.order:
                 if record.step(sid).status is None:
-                    run.skip(sid, Status.SKIPPED, f"not run: {stop_here} must be checked first",
-                             "needs")
+                    run.skip(
+                        sid, Status.SKIPPED, f"not run: {stop_here} must be checked first", "needs"
+                    )
         else:
             run.baseline()
             run.execute()

@@ -31,26 +31,53 @@ def junit_xml(record: RunRecord) -> str:
     errors = sum(1 for s in record.steps if s.status in _ERRORS)
     skipped = sum(1 for s in record.steps if s.status == Status.SKIPPED)
     total = (record.ended_at - record.started_at).total_seconds() if record.ended_at else 0.0
-    root = ET.Element("testsuites", name=f"runbook {record.runbook_id}", tests=str(len(record.steps)),
-                      failures=str(failures), errors=str(errors), time=f"{total:.3f}")
-    suite = ET.SubElement(root, "testsuite", name=record.runbook_id, tests=str(len(record.steps)),
-                          failures=str(failures), errors=str(errors), skipped=str(skipped),
-                          time=f"{total:.3f}", timestamp=record.started_at.isoformat(),
-                          hostname=_clean(record.host))
+    root = ET.Element(
+        "testsuites",
+        name=f"runbook {record.runbook_id}",
+        tests=str(len(record.steps)),
+        failures=str(failures),
+        errors=str(errors),
+        time=f"{total:.3f}",
+    )
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=record.runbook_id,
+        tests=str(len(record.steps)),
+        failures=str(failures),
+        errors=str(errors),
+        skipped=str(skipped),
+        time=f"{total:.3f}",
+        timestamp=record.started_at.isoformat(),
+        hostname=_clean(record.host),
+    )
     props = ET.SubElement(suite, "properties")
-    for name, value in (("run_id", record.run_id), ("status", record.status.value if record.status else "")):
+    for name, value in (
+        ("run_id", record.run_id),
+        ("status", record.status.value if record.status else ""),
+    ):
         ET.SubElement(props, "property", name=name, value=_clean(value))
     for step in record.steps:
-        case = ET.SubElement(suite, "testcase", classname=f"{record.runbook_id}.{step.kind}",
-                             name=_clean(f"{step.id}: {step.title}"),
-                             time=f"{step.duration_s or 0.0:.3f}")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{record.runbook_id}.{step.kind}",
+            name=_clean(f"{step.id}: {step.title}"),
+            time=f"{step.duration_s or 0.0:.3f}",
+        )
         reason = _clean(step.reason or (step.status.value if step.status else "not finished"))
         if step.status in _FAILURES:
-            node = ET.SubElement(case, "failure", message=reason, type=step.status.value if step.status else "")
+            node = ET.SubElement(
+                case, "failure", message=reason, type=step.status.value if step.status else ""
+            )
             node.text = _clean("\n".join(step.output_tail[-20:]))
         elif step.status in _ERRORS or step.status is None:
-            node = ET.SubElement(case, "error", message=reason,
-                                 type=step.status.value if step.status else "UNFINISHED")
+            node = ET.SubElement(
+                case,
+                "error",
+                message=reason,
+                type=step.status.value if step.status else "UNFINISHED",
+            )
             node.text = _clean("\n".join(step.output_tail[-20:]))
         elif step.status == Status.SKIPPED:
             ET.SubElement(case, "skipped", message=reason)

@@ -172,7 +172,13 @@ def plain_table(rows: Iterable[Sequence[object]], headers: Sequence[object]) -> 
     mode = tabulate_module.WIDE_CHARS_MODE
     tabulate_module.WIDE_CHARS_MODE = False
     try:
-        return str(tabulate(list(rows), headers=list(headers), tablefmt="github",
-                            disable_numparse=True))
+        return str(
+            tabulate(
+                list(rows),
+                headers=[str(h) for h in headers],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
     finally:
         tabulate_module.WIDE_CHARS_MODE = mode

@@ -23,15 +23,28 @@ def payload(record: RunRecord, run_dir: Path) -> dict[str, Any]:
     mark = {"COMPLETE": ":white_check_mark:", "PARTIALLY COMPLETE": ":warning:"}.get(status, ":x:")
     steps = ", ".join(f"{n} {k.lower()}" for k, n in counts.items())
     report = run_dir / "report.md"
-    short = [f"• {s.title}: {s.status.value}" for s in record.steps
-             if s.status not in (Status.SUCCESS, Status.SKIPPED, None)]
+    short = [
+        f"• {s.title}: {s.status.value}"
+        for s in record.steps
+        if s.status not in (Status.SUCCESS, Status.SKIPPED, None)
+    ]
     text = f"{mark} {record.title}: {status} ({steps}). Report: {report}"
     return {
         "text": text,
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{record.title}*\n{status} ({steps})"}},
-            *([{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(short)}}] if short else []),
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"run `{record.run_id}` · {report}"}]},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*{record.title}*\n{status} ({steps})"},
+            },
+            *(
+                [{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(short)}}]
+                if short
+                else []
+            ),
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"run `{record.run_id}` · {report}"}],
+            },
         ],
         "run_id": record.run_id,
         "status": status,
@@ -42,10 +55,13 @@ def payload(record: RunRecord, run_dir: Path) -> dict[str, Any]:
 
 def post(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> str | None:
     """POST JSON to `url`; return None on success, else one line saying what went wrong."""
+    if not url.startswith(("http://", "https://")):
+        return f"notification failed: not an http(s) URL: {url}"
     data = json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    # http(s) only, checked above, so neither Request nor urlopen can reach file: URLs.
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})  # noqa: S310
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the user's URL
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             if resp.status >= 300:
                 return f"notification failed: HTTP {resp.status}"
     except urllib.error.HTTPError as exc:

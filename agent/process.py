@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import fcntl
 import errno
+import fcntl
 import os
 import re
 import select
@@ -28,9 +28,9 @@ __all__ = [
     "MAX_LINE_CHARS",
     "ProcessResult",
     "process_start_ticks",
-    "stop_leftover_group",
     "run_process",
     "shell_quote",
+    "stop_leftover_group",
     "strip_ansi",
 ]
 

@@ -1,4 +1,4 @@
-"""RunRecord and StepResult: what a run did, as JSON on disk (run.json) and an append-only journal."""
+"""RunRecord and StepResult: what a run did, as run.json on disk and an append-only journal."""
 
 from __future__ import annotations
 

@@ -1083,8 +1083,11 @@ def _build(record: RunRecord) -> ReportView:
         issues=issues,
         lessons=_lessons(record),
         next_steps=[(h, list(items)) for h, items in record.next_steps.items() if items],
-        followup=(f"runbook followup reports/{record.run_id}"
-                  if record.status in (RunStatus.PARTIALLY_COMPLETE, RunStatus.FAILED) else None),
+        followup=(
+            f"runbook followup reports/{record.run_id}"
+            if record.status in (RunStatus.PARTIALLY_COMPLETE, RunStatus.FAILED)
+            else None
+        ),
         status="IN PROGRESS" if record.status is None else record.status.value,
         status_mark=_RUN_MARK[record.status],
         conclusion=conclusion,

@@ -104,27 +104,49 @@ def review_plan(
     redactor = Redactor(secrets)
     steps = {s.id: s for s in rb.steps}
     # Steps that have not run read as having succeeded with nothing captured.
-    view = {s.id: {"status": "SUCCESS", "captures": {}, "counts": {}, "exit_code": 0,
-                   "reason": None} for s in rb.steps}
+    view: dict[str, dict[str, Any]] = {
+        s.id: {"status": "SUCCESS", "captures": {}, "counts": {}, "exit_code": 0, "reason": None}
+        for s in rb.steps
+    }
     for n, sid in enumerate(loaded.graph.order, start=1):
         step = steps[sid]
         ctx = StepContext(
-            loaded=loaded, vars=values, env=env, workdir=workdir, run_dir=None, steps_view=view,
-            result=StepResult(id=sid, kind=step.kind, title=step.label), redactor=redactor,
-            stop=threading.Event(), emit=lambda e: None,
-            open_warehouse=lambda: open_warehouse_for(loaded, workdir, endpoint
-                                                      or os.environ.get("RUNBOOK_BIGQUERY_ENDPOINT")),
+            loaded=loaded,
+            vars=values,
+            env=env,
+            workdir=workdir,
+            run_dir=None,
+            steps_view=view,
+            result=StepResult(id=sid, kind=step.kind, title=step.label),
+            redactor=redactor,
+            stop=threading.Event(),
+            emit=lambda e: None,
+            open_warehouse=lambda: open_warehouse_for(
+                loaded, workdir, endpoint or os.environ.get("RUNBOOK_BIGQUERY_ENDPOINT")
+            ),
             offline=offline,
         )
         retries = step.retries or rb.defaults.retries
         plan = StepPlan(
-            number=n, id=sid, kind=step.kind, title=step.label, needs=list(step.needs or []),
-            after=list(loaded.graph.after[sid]), when=step.when,
+            number=n,
+            id=sid,
+            kind=step.kind,
+            title=step.label,
+            needs=list(step.needs or []),
+            after=list(loaded.graph.after[sid]),
+            when=step.when,
             timeout=_secs(step.timeout or rb.defaults.timeout) if step.kind != "manual" else None,
-            retries=(f"{retries.attempts} attempts, {_secs(retries.backoff)} back-off"
-                     if retries and retries.attempts > 1 else None),
-            captures=[f"{k} = /{c.pattern}/" + (" (all)" if c.all else "")
-                      for k, c in step.capture.items()] if isinstance(step, CommandStep) else [],
+            retries=(
+                f"{retries.attempts} attempts, {_secs(retries.backoff)} back-off"
+                if retries and retries.attempts > 1
+                else None
+            ),
+            captures=[
+                f"{k} = /{c.pattern}/" + (" (all)" if c.all else "")
+                for k, c in step.capture.items()
+            ]
+            if isinstance(step, CommandStep)
+            else [],
             expect=list(getattr(step, "expect", []) or []),
             baseline=step.baseline,
             review=StepReview(),
@@ -162,17 +184,26 @@ def render_review(review: PlanReview) -> str:
     from agent.report import _environment, templates_dir
 
     rb = review.loaded.runbook
-    rows = [[name, spec.type, "***" if spec.secret else review.vars.get(name),
-             spec.description or ""] for name, spec in rb.vars.items()]
+    rows = [
+        [name, spec.type, "***" if spec.secret else review.vars.get(name), spec.description or ""]
+        for name, spec in rb.vars.items()
+    ]
     vars_table = table(rows, ["var", "type", "value", "description"]) if rows else "_none_"
     w = rb.warehouse
-    warehouse = (f"duckdb {w.path}" if w.backend == "duckdb"
-                 else f"bigquery project {w.project or '(default)'}")
+    warehouse = (
+        f"duckdb {w.path}"
+        if w.backend == "duckdb"
+        else f"bigquery project {w.project or '(default)'}"
+    )
     order = " → ".join(s.id for s in review.steps)
     env = _environment((str(templates_dir()),))
     text = env.get_template("plan.md.j2").render(
-        p=review, path=display_path(review.loaded.path), vars_table=vars_table,
-        warehouse=warehouse, order=order, flowchart=_flowchart(review),
+        p=review,
+        path=display_path(review.loaded.path),
+        vars_table=vars_table,
+        warehouse=warehouse,
+        order=order,
+        flowchart=_flowchart(review),
     )
     return text if text.endswith("\n") else text + "\n"
 
@@ -184,18 +215,32 @@ def review_json(review: PlanReview) -> dict[str, Any]:
         "path": str(review.loaded.path),
         "sha256": review.loaded.sha256,
         "title": review.title,
-        "vars": {k: ("***" if review.loaded.runbook.vars[k].secret else v)
-                 for k, v in review.vars.items()},
+        "vars": {
+            k: ("***" if review.loaded.runbook.vars[k].secret else v)
+            for k, v in review.vars.items()
+        },
         "workdir": str(review.workdir),
         "ok": review.ok,
         "order": [s.id for s in review.steps],
         "steps": [
             {
-                "id": s.id, "kind": s.kind, "title": s.title, "needs": s.needs, "after": s.after,
-                "when": s.when, "timeout": s.timeout, "retries": s.retries,
-                "command": s.review.command, "captures": s.captures, "expect": s.expect,
-                "baseline": s.baseline, "checks": s.review.lines, "warehouse": s.review.warehouse,
-                "missing": s.review.missing, "alternatives": s.review.alternatives, "error": s.error,
+                "id": s.id,
+                "kind": s.kind,
+                "title": s.title,
+                "needs": s.needs,
+                "after": s.after,
+                "when": s.when,
+                "timeout": s.timeout,
+                "retries": s.retries,
+                "command": s.review.command,
+                "captures": s.captures,
+                "expect": s.expect,
+                "baseline": s.baseline,
+                "checks": s.review.lines,
+                "warehouse": s.review.warehouse,
+                "missing": s.review.missing,
+                "alternatives": s.review.alternatives,
+                "error": s.error,
             }
             for s in review.steps
         ],

@@ -41,9 +41,9 @@ def start(base: Path) -> Any:
         EmulatorError: it is not installed or did not start.
     """
     try:
-        import pytest  # noqa: PLC0415 - tests/bqemu.py reports a failed start with pytest.fail
+        import pytest
 
-        from tests.bqemu import start_emulator  # noqa: PLC0415
+        from tests.bqemu import start_emulator
     except ImportError as exc:
         raise EmulatorError(f"cannot import tests/bqemu.py: {exc}") from None
     base.mkdir(parents=True, exist_ok=True)
@@ -51,22 +51,22 @@ def start(base: Path) -> Any:
         return start_emulator(base)
     except pytest.fail.Exception as exc:
         raise EmulatorError(_reason(exc)) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any start failure is reported as a row
         raise EmulatorError(f"{type(exc).__name__}: {_reason(exc)}") from None
 
 
 def stop(emulator: Any) -> None:
     """Terminate the emulator (SIGTERM, then SIGKILL after 10 s)."""
-    from tests.bqemu import _stop  # noqa: PLC0415
+    from tests.bqemu import _stop
 
     _stop(emulator.process)
 
 
 def client(emulator: Any) -> Any:
     """An anonymous google-cloud-bigquery client pointed at the emulator."""
-    from google.api_core.client_options import ClientOptions  # noqa: PLC0415
-    from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
-    from google.cloud import bigquery  # noqa: PLC0415
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
 
     return bigquery.Client(
         project=PROJECT,
@@ -77,6 +77,6 @@ def client(emulator: Any) -> Any:
 
 def count_jobs(bq: Any) -> int:
     """Query jobs the emulator has recorded (dry runs left out)."""
-    from tests.bqemu import count_jobs as count  # noqa: PLC0415
+    from tests.bqemu import count_jobs as count
 
     return count(bq)

@@ -64,14 +64,25 @@ def bench_overhead(tmp: Path, rows: list[list[object]]) -> None:
 
     floor = timed(loop) / 200
     over_ms = (per_step - floor) * 1000
-    rows.append(["per-step overhead (200 vs 20 steps of /bin/true)", f"{per_step * 1000:.2f} ms",
-                 f"{floor * 1000:.2f} ms (subprocess.run loop)", f"+{over_ms:.2f} ms",
-                 "≤ +1.5 ms", over_ms <= 1.5])
+    rows.append(
+        [
+            "per-step overhead (200 vs 20 steps of /bin/true)",
+            f"{per_step * 1000:.2f} ms",
+            f"{floor * 1000:.2f} ms (subprocess.run loop)",
+            f"+{over_ms:.2f} ms",
+            "≤ +1.5 ms",
+            over_ms <= 1.5,
+        ]
+    )
 
 
 def _cli(args: list[str], cwd: Path) -> float:
-    return timed(lambda: subprocess.run([PY, "-m", "agent", *args], cwd=cwd, check=False,
-                                        capture_output=True), repeat=5)
+    return timed(
+        lambda: subprocess.run(
+            [PY, "-m", "agent", *args], cwd=cwd, check=False, capture_output=True
+        ),
+        repeat=5,
+    )
 
 
 def bench_startup(tmp: Path, rows: list[list[object]]) -> None:
@@ -81,19 +92,33 @@ def bench_startup(tmp: Path, rows: list[list[object]]) -> None:
     t_help = _cli(["--help"], tmp)
     t_val = _cli(["validate", str(demo)], tmp)
     probe = (
-        "import sys, runpy; sys.argv=['runbook','validate',%r]\n"
+        f"import sys, runpy; sys.argv=['runbook','validate',{str(demo)!r}]\n"
         "try:\n    runpy.run_module('agent', run_name='__main__')\nexcept SystemExit: pass\n"
         "heavy=[m for m in sys.modules if m.startswith(('google.cloud','duckdb'))]\n"
-        "print(len(heavy), file=sys.stderr)" % str(demo)
+        "print(len(heavy), file=sys.stderr)"
     )
     heavy = subprocess.run([PY, "-c", probe], capture_output=True, text=True, check=False)
     n_heavy = int(heavy.stderr.strip().splitlines()[-1]) if heavy.stderr.strip() else -1
-    rows.append(["runbook --help, wall", f"{t_help:.3f} s",
-                 f"{t_pass:.3f} s (python -c pass), {t_typer:.3f} s (import typer)",
-                 f"{t_help / t_typer:.2f}x typer", "n/a", True])
-    rows.append(["runbook validate demo, wall", f"{t_val:.3f} s", f"{t_typer:.3f} s (import typer)",
-                 f"{t_val / t_typer:.2f}x typer", "≤ 0.15 s; no bigquery/duckdb",
-                 t_val <= 0.15 and n_heavy == 0])
+    rows.append(
+        [
+            "runbook --help, wall",
+            f"{t_help:.3f} s",
+            f"{t_pass:.3f} s (python -c pass), {t_typer:.3f} s (import typer)",
+            f"{t_help / t_typer:.2f}x typer",
+            "n/a",
+            True,
+        ]
+    )
+    rows.append(
+        [
+            "runbook validate demo, wall",
+            f"{t_val:.3f} s",
+            f"{t_typer:.3f} s (import typer)",
+            f"{t_val / t_typer:.2f}x typer",
+            "≤ 0.15 s; no bigquery/duckdb",
+            t_val <= 0.15 and n_heavy == 0,
+        ]
+    )
 
 
 def bench_big_output(tmp: Path, rows: list[list[object]], size_mb: int) -> None:
@@ -102,15 +127,18 @@ def bench_big_output(tmp: Path, rows: list[list[object]], size_mb: int) -> None:
     with data.open("wb") as fh:
         for _ in range(size_mb):
             fh.write(chunk)
-    floor = timed(lambda: subprocess.run(["sh", "-c", f"cat {data} > {tmp / 'copy.bin'}"],
-                                         check=True), repeat=3)
+    floor = timed(
+        lambda: subprocess.run(["sh", "-c", f"cat {data} > {tmp / 'copy.bin'}"], check=True),
+        repeat=3,
+    )
     rb = write_steps(tmp / "big.yaml", 1, f"cat {data}")
     probe = (
         "import resource, sys, time\nfrom pathlib import Path\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from agent.executor import RunOptions, run_runbook\n"
         "t0 = time.perf_counter()\n"
-        f"run_runbook(Path({str(rb)!r}), RunOptions(reports_dir=Path({str(tmp / 'rb')!r}), write_report=False))\n"
+        f"options = RunOptions(reports_dir=Path({str(tmp / 'rb')!r}), write_report=False)\n"
+        f"run_runbook(Path({str(rb)!r}), options)\n"
         "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     times, rss = [], []
@@ -121,17 +149,32 @@ def bench_big_output(tmp: Path, rows: list[list[object]], size_mb: int) -> None:
         rss.append(int(r) / 1024)
     t = statistics.median(times)
     peak = max(rss)
-    rows.append([f"one step printing {size_mb} MB", f"{t:.2f} s, peak RSS {peak:.0f} MB",
-                 f"{floor:.2f} s (cat > file)", f"{t / floor:.2f}x", "≤ 1.5x; RSS < 100 MB",
-                 t / floor <= 1.5 and peak < 100])
+    rows.append(
+        [
+            f"one step printing {size_mb} MB",
+            f"{t:.2f} s, peak RSS {peak:.0f} MB",
+            f"{floor:.2f} s (cat > file)",
+            f"{t / floor:.2f}x",
+            "≤ 1.5x; RSS < 100 MB",
+            t / floor <= 1.5 and peak < 100,
+        ]
+    )
     data.unlink()
 
 
 def bench_parallel(tmp: Path, rows: list[list[object]]) -> None:
     rb = write_steps(tmp / "par.yaml", 32, "sleep 0.25", independent=True)
     t = statistics.median(run_in_process(rb, tmp / "rp", parallel=4) for _ in range(3))
-    rows.append(["32 × sleep 0.25, --parallel 4", f"{t:.3f} s", "2.000 s (ideal)", f"{t / 2.0:.3f}x",
-                 "≤ 1.05x", t / 2.0 <= 1.05])
+    rows.append(
+        [
+            "32 steps of sleep 0.25, --parallel 4",
+            f"{t:.3f} s",
+            "2.000 s (ideal)",
+            f"{t / 2.0:.3f}x",
+            "≤ 1.05x",
+            t / 2.0 <= 1.05,
+        ]
+    )
 
 
 def bench_report(rows: list[list[object]]) -> None:
@@ -139,25 +182,53 @@ def bench_report(rows: list[list[object]]) -> None:
     from agent.report import render_report
 
     t0 = datetime(2026, 1, 26, 5, 0, tzinfo=UTC)
-    rec = RunRecord(run_id="bench", runbook_id="bench", runbook_path="bench.yaml",
-                    runbook_sha256="0" * 64, title="Bench", operator="b", host="h",
-                    tool_version="0", started_at=t0, ended_at=t0 + timedelta(hours=1))
+    rec = RunRecord(
+        run_id="bench",
+        runbook_id="bench",
+        runbook_path="bench.yaml",
+        runbook_sha256="0" * 64,
+        title="Bench",
+        operator="b",
+        host="h",
+        tool_version="0",
+        started_at=t0,
+        ended_at=t0 + timedelta(hours=1),
+    )
     for i in range(1000):
-        rec.steps.append(StepResult(id=f"s{i}", kind="run", title=f"Step {i}", status=Status.SUCCESS,
-                                    command=["/bin/true"], command_display="/bin/true",
-                                    started_at=t0 + timedelta(seconds=i),
-                                    ended_at=t0 + timedelta(seconds=i + 1), exit_code=0,
-                                    captures={"records": i}))
+        rec.steps.append(
+            StepResult(
+                id=f"s{i}",
+                kind="run",
+                title=f"Step {i}",
+                status=Status.SUCCESS,
+                command=["/bin/true"],
+                command_display="/bin/true",
+                started_at=t0 + timedelta(seconds=i),
+                ended_at=t0 + timedelta(seconds=i + 1),
+                exit_code=0,
+                captures={"records": i},
+            )
+        )
     render_report(rec)  # the first render compiles the template, as a run does once
     t = timed(lambda: render_report(rec), repeat=3)
-    rows.append(["render report of a 1,000-step record", f"{t:.3f} s", "none", "", "< 0.5 s", t < 0.5])
+    rows.append(
+        ["render report of a 1,000-step record", f"{t:.3f} s", "none", "", "< 0.5 s", t < 0.5]
+    )
 
 
 def bench_plan(tmp: Path, rows: list[list[object]]) -> None:
     rb = write_steps(tmp / "p200.yaml", 200, "/bin/true")
     t = _cli(["plan", str(rb), "--offline", "-o", str(tmp / "plan.md")], tmp)
-    rows.append(["runbook plan of a 200-step runbook (CLI, wall)", f"{t:.3f} s", "none", "",
-                 "< 0.5 s", t < 0.5])
+    rows.append(
+        [
+            "runbook plan of a 200-step runbook (CLI, wall)",
+            f"{t:.3f} s",
+            "none",
+            "",
+            "< 0.5 s",
+            t < 0.5,
+        ]
+    )
 
 
 def main() -> int:
@@ -187,8 +258,13 @@ def main() -> int:
         except ImportError:
             pass
     table = [[*r[:5], "✅ met" if r[5] else "❌ missed"] for r in rows]
-    print(tabulate(table, headers=["figure", "measured", "floor", "ratio / over", "target", ""],
-                   tablefmt="github"))
+    print(
+        tabulate(
+            table,
+            headers=["figure", "measured", "floor", "ratio / over", "target", ""],
+            tablefmt="github",
+        )
+    )
     if args.json:
         args.json.write_text(json.dumps(table, indent=2, default=str), encoding="utf-8")
     return 0

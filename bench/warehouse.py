@@ -31,7 +31,7 @@ def _wheres() -> list[str]:
 
 
 def _checks() -> list[Any]:
-    from agent.warehouse import CountCheck  # noqa: PLC0415
+    from agent.warehouse import CountCheck
 
     return [CountCheck(f"slice_{k}", TABLE, where) for k, where in enumerate(_wheres())]
 
@@ -75,7 +75,7 @@ def _verify_runbook(path: Path, warehouse: str) -> Path:
 
 def _step_seconds(runbook: Path, reports: Path, endpoint: str | None = None) -> tuple[float, Any]:
     """Run the one-step verify runbook through the executor; the step's own time and counts."""
-    from agent.executor import RunOptions, run_runbook  # noqa: PLC0415
+    from agent.executor import RunOptions, run_runbook
 
     record, _ = run_runbook(
         runbook, RunOptions(reports_dir=reports, write_report=False, warehouse_endpoint=endpoint)
@@ -89,9 +89,9 @@ def _step_seconds(runbook: Path, reports: Path, endpoint: str | None = None) -> 
 
 def bench_duckdb(tmp: Path, rows: list[list[object]]) -> None:
     """Ten checks on a 10-million-row DuckDB table: one statement vs ten COUNT statements."""
-    import duckdb  # noqa: PLC0415
+    import duckdb
 
-    from agent.warehouse.duckdb import DuckDBWarehouse  # noqa: PLC0415
+    from agent.warehouse.duckdb import DuckDBWarehouse
 
     path = tmp / "verify.duckdb"
     path.unlink(missing_ok=True)
@@ -156,7 +156,7 @@ def bench_duckdb(tmp: Path, rows: list[list[object]]) -> None:
 
 def bench_emulator(tmp: Path, rows: list[list[object]]) -> None:
     """Ten checks on the BigQuery emulator: one job vs ten jobs, in the same run."""
-    from bench import bqemu_start  # noqa: PLC0415
+    from bench import bqemu_start
 
     figure = f"verify, {CHECKS} checks on the BigQuery emulator ({EMULATOR_ROWS:,} rows)"
     try:
@@ -166,7 +166,7 @@ def bench_emulator(tmp: Path, rows: list[list[object]]) -> None:
         return
     try:
         _bench_emulator(emulator, tmp, rows, figure)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the table still prints
         rows.append(
             [figure, f"failed: {type(exc).__name__}: {exc}", "", "", EMULATOR_TARGET, False]
         )
@@ -175,8 +175,8 @@ def bench_emulator(tmp: Path, rows: list[list[object]]) -> None:
 
 
 def _bench_emulator(emulator: Any, tmp: Path, rows: list[list[object]], figure: str) -> None:
-    from agent.warehouse.bigquery import BigQueryWarehouse  # noqa: PLC0415
-    from bench import bqemu_start  # noqa: PLC0415
+    from agent.warehouse.bigquery import BigQueryWarehouse
+    from bench import bqemu_start
 
     bq = bqemu_start.client(emulator)
     try:

@@ -292,7 +292,7 @@ def bq_loaded(bq_client: Any, bq_emulator: Emulator) -> Emulator:
     """The emulator with TABLES loaded (once per session)."""
     try:
         load_bigquery(bq_client)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - fail with the emulator log
         pytest.fail(f"loading test data into bqemulator failed: {exc}\n{bq_emulator.log_text()}")
     return bq_emulator
 

@@ -31,5 +31,6 @@ def write_runbook(tmp_path: Path) -> Callable[..., Path]:
 
     return write
 
+
 # Fixtures that start a real local BigQuery emulator (bqemulator) once per session.
 pytest_plugins = ["tests.bqemu"]

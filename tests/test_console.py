@@ -23,11 +23,21 @@ T0 = datetime(2026, 1, 26, 5, 14, 32, tzinfo=UTC)
 
 
 def _record() -> RunRecord:
-    return RunRecord(run_id="20260126T051432Z-demo-abcd", runbook_id="demo", runbook_path="d.yaml",
-                     runbook_sha256="0" * 64, title="Backfill for 2026-01-25", operator="o",
-                     host="h", tool_version="0", started_at=T0,
-                     steps=[StepResult(id="a", kind="run", title="Run A"),
-                            StepResult(id="b", kind="verify", title="Verify B")])
+    return RunRecord(
+        run_id="20260126T051432Z-demo-abcd",
+        runbook_id="demo",
+        runbook_path="d.yaml",
+        runbook_sha256="0" * 64,
+        title="Backfill for 2026-01-25",
+        operator="o",
+        host="h",
+        tool_version="0",
+        started_at=T0,
+        steps=[
+            StepResult(id="a", kind="run", title="Run A"),
+            StepResult(id="b", kind="verify", title="Verify B"),
+        ],
+    )
 
 
 def test_plain_output_byte_for_byte() -> None:
@@ -35,11 +45,17 @@ def test_plain_output_byte_for_byte() -> None:
     ticks = iter(T0 + timedelta(seconds=i) for i in range(100))
     console = PlainConsole(out, clock=lambda: next(ticks))
     rec = _record()
-    a = rec.steps[0].model_copy(update={"status": Status.SUCCESS, "started_at": T0,
-                                        "ended_at": T0 + timedelta(seconds=8.2)})
-    b = rec.steps[1].model_copy(update={"status": Status.PARTIAL, "started_at": T0,
-                                        "ended_at": T0 + timedelta(seconds=1),
-                                        "reason": "short: t: 10 of 16"})
+    a = rec.steps[0].model_copy(
+        update={"status": Status.SUCCESS, "started_at": T0, "ended_at": T0 + timedelta(seconds=8.2)}
+    )
+    b = rec.steps[1].model_copy(
+        update={
+            "status": Status.PARTIAL,
+            "started_at": T0,
+            "ended_at": T0 + timedelta(seconds=1),
+            "reason": "short: t: 10 of 16",
+        }
+    )
     done = rec.model_copy(update={"status": RunStatus.PARTIALLY_COMPLETE})
     for ev in [
         Event("run_started", None, {"record": rec, "run_dir": Path("reports/x")}),
@@ -89,8 +105,13 @@ def test_non_tty_run_prints_plain_lines(write_runbook: Write, tmp_path: Path) ->
         steps:
           - {{id: a, kind: run, command: {PY} -c "print(1)"}}
     """)
-    res = subprocess.run([PY, "-m", "agent", "run", str(rb)], capture_output=True, text=True,
-                         cwd=tmp_path, check=False)
+    res = subprocess.run(
+        [PY, "-m", "agent", "run", str(rb)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert res.returncode == 0
     assert "\x1b" not in res.stderr
     lines = res.stderr.splitlines()
@@ -103,7 +124,9 @@ def test_tty_live_view_through_a_pseudo_terminal(write_runbook: Write, tmp_path:
     """The live view as a person sees it: run in a real pty, rendered by a VT100 emulator."""
     (tmp_path / "slow.py").write_text(
         "import time\nfor i in range(3):\n    print(f'chunk {i} loaded', flush=True)\n"
-        "    time.sleep(0.4)\n", encoding="utf-8")
+        "    time.sleep(0.4)\n",
+        encoding="utf-8",
+    )
     rb = write_runbook(f"""
         version: 1
         id: live
@@ -119,8 +142,15 @@ def test_tty_live_view_through_a_pseudo_terminal(write_runbook: Write, tmp_path:
             command: {PY} -c "import sys; sys.exit(2)"
     """)
     env = dict(os.environ, COLUMNS="100", LINES="30", TERM="xterm-256color")
-    child = pexpect.spawn(PY, ["-m", "agent", "run", str(rb)], cwd=str(tmp_path), env=env,
-                          dimensions=(30, 100), encoding="utf-8", timeout=60)
+    child = pexpect.spawn(
+        PY,
+        ["-m", "agent", "run", str(rb)],
+        cwd=str(tmp_path),
+        env=env,
+        dimensions=(30, 100),
+        encoding="utf-8",
+        timeout=60,
+    )
     screen = pyte.Screen(100, 30)
     stream = pyte.Stream(screen)
     seen_running = False

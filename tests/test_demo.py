@@ -65,7 +65,11 @@ def test_demo_statuses_and_numbers(demo: tuple[object, Path, Path]) -> None:
     assert counts["nba_analytics.upcoming_team_game_context"].actual == 16
     defense = counts["nba_analytics.team_defense_game_summary"]
     assert (defense.actual, defense.expected, defense.missing_total) == (10, 16, 6)
-    assert {k["game_id"] for k in defense.missing_keys} == {"0022500655", "0022500656", "0022500657"}
+    assert {k["game_id"] for k in defense.missing_keys} == {
+        "0022500655",
+        "0022500656",
+        "0022500657",
+    }
     baseline = record.step("verify_counts").baseline
     assert baseline is not None
     assert baseline.counts["nba_analytics.team_defense_game_summary"].actual == 0
@@ -88,7 +92,7 @@ def test_demo_report_matches_golden(demo: tuple[object, Path, Path]) -> None:
 
 
 def test_committed_example_is_a_demo_report() -> None:
-    """reports/example-demo-report.md is what the demo writes (it is regenerated with the golden)."""
+    """reports/example-demo-report.md is what the demo writes (regenerated with the golden)."""
     example = EXAMPLE.read_text(encoding="utf-8")
     folder = re.search(r"\*\*Runbook:\*\* (\S+)/backfill-game-context\.yaml", example)
     assert folder is not None
@@ -98,7 +102,10 @@ def test_committed_example_is_a_demo_report() -> None:
 def test_demo_command_prints_report_path(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "agent", "demo", "--dir", str(tmp_path / "d"), "--quiet"],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert out.returncode == 3, out.stderr
     report = Path(out.stdout.strip().splitlines()[-1].removeprefix("Report: "))
@@ -111,7 +118,13 @@ def test_demo_refuses_a_folder_that_already_holds_one(tmp_path: Path) -> None:
     run_demo(tmp_path / "d")
     out = subprocess.run(
         [sys.executable, "-m", "agent", "demo", "--dir", str(tmp_path / "d")],
-        capture_output=True, text=True, check=False, timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     assert out.returncode == 1
-    assert out.stderr.strip() == f"error: {tmp_path / 'd'} already holds a demo; name an empty or new folder"
+    assert (
+        out.stderr.strip()
+        == f"error: {tmp_path / 'd'} already holds a demo; name an empty or new folder"
+    )

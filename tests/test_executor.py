@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from agent.executor import RunOptions, run_runbook
 from agent.record import RunStatus, Status, load_record
 
@@ -134,14 +132,17 @@ def test_needs_not_met_skips_and_failed_needed_step_fails_run(
 def test_retries_record_each_attempt(write_runbook: Write, tmp_path: Path) -> None:
     counter = tmp_path / "count"
     script = tmp_path / "flaky.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from pathlib import Path
         p = Path({str(counter)!r})
         n = int(p.read_text()) + 1 if p.exists() else 1
         p.write_text(str(n))
         print(f"attempt {{n}}")
         raise SystemExit(0 if n >= 3 else 1)
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     rb = write_runbook(f"""
         version: 1
         id: t
@@ -251,26 +252,33 @@ def test_large_output_memory_stays_flat(write_runbook: Write, tmp_path: Path) ->
         steps:
           - id: big
             kind: run
-            command: {PY} -c "import sys; b = (b'x' * 1023 + b'\\n') * 1024; [sys.stdout.buffer.write(b) for _ in range(200)]"
+            command: >-
+              {PY} -c "import sys; b = (b'x' * 1023 + b'\\n') * 1024;
+              [sys.stdout.buffer.write(b) for _ in range(200)]"
     """)
     probe = textwrap.dedent(f"""
         import resource, json, sys
         from pathlib import Path
         from agent.executor import RunOptions, run_runbook
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        record, run_dir = run_runbook(Path({str(rb)!r}), RunOptions(reports_dir=Path({str(tmp_path / "reports")!r})))
+        options = RunOptions(reports_dir=Path({str(tmp_path / "reports")!r}))
+        record, run_dir = run_runbook(Path({str(rb)!r}), options)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps({{"growth_kb": after - before, "bytes": record.step("big").output_bytes,
                           "status": record.step("big").status}}))
     """)
-    out = subprocess.run([PY, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    out = subprocess.run(
+        [PY, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data["status"] == "SUCCESS"
     assert data["bytes"] == 200 * 1024 * 1024
     assert data["growth_kb"] < 100 * 1024
 
 
-def test_sigint_mid_run_aborts_and_keeps_finished_steps(write_runbook: Write, tmp_path: Path) -> None:
+def test_sigint_mid_run_aborts_and_keeps_finished_steps(
+    write_runbook: Write, tmp_path: Path
+) -> None:
     started = tmp_path / "started"
     rb = write_runbook(f"""
         version: 1
@@ -290,14 +298,17 @@ def test_sigint_mid_run_aborts_and_keeps_finished_steps(write_runbook: Write, tm
     """)
     proc = subprocess.Popen(
         [PY, "-m", "agent", "run", str(rb), "--reports", str(tmp_path / "reports")],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 20
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert started.exists()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     run_dir = next((tmp_path / "reports").glob("*-t-*"))
     record = load_record(run_dir)
@@ -320,7 +331,9 @@ def test_manual_step_needs_yes_without_terminal(write_runbook: Write, tmp_path: 
     """)
     record, _ = run(rb, tmp_path)
     assert record.step("gate").status == Status.SKIPPED
-    assert record.step("gate").reason == "not run: manual step needs a terminal to confirm, or --yes"
+    assert (
+        record.step("gate").reason == "not run: manual step needs a terminal to confirm, or --yes"
+    )
     record, _ = run(rb, tmp_path, yes=True)
     assert record.step("gate").status == Status.SUCCESS
 

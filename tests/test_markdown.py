@@ -110,7 +110,14 @@ def test_table_keeps_numbers_as_written() -> None:
 
 def test_all_is_exported() -> None:
     assert set(markdown.__all__) == {
-        "clean", "code", "fence", "inline", "link", "plain", "plain_table", "table"
+        "clean",
+        "code",
+        "fence",
+        "inline",
+        "link",
+        "plain",
+        "plain_table",
+        "table",
     }
 
 

@@ -257,7 +257,7 @@ def test_resume_needs_secret_vars_again_and_never_stores_them(
     assert json.loads((run_dir / "vars.json").read_text()) == {"token": MASK}
     try:
         resume_run(run_dir, RunOptions())
-    except Exception as exc:  # checked below
+    except Exception as exc:  # noqa: BLE001 - checked below
         message = str(exc)
     assert message == (
         "the run was given secret var(s) token, which are not stored in the run "

@@ -17,7 +17,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel
 
-from agent.errors import Problem, ValidationError, display_path
+from agent.errors import Problem, UsageError, ValidationError, display_path
 from agent.plan import dag, model, templating
 from agent.plan.model import (
     COMMAND_KINDS,
@@ -72,6 +72,7 @@ class _Problems:
 
 # libyaml's composer keeps the same marks and is several times faster than the pure-Python one.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def _mark(m: yaml.Mark | None) -> Mark:
     return (m.line + 1, m.column + 1) if m is not None else (1, 1)
@@ -781,7 +782,7 @@ class _TemplateChecker:
 
 def _var_defaults(data: dict[str, Any], b: _Builder, problems: _Problems) -> None:
     """A default or a choice that does not fit the var's type is found now, not at run time."""
-    from agent.plan.vars import coerce  # noqa: PLC0415 - vars imports the model, like us
+    from agent.plan.vars import coerce
 
     vars_ = data.get("vars")
     if not isinstance(vars_, dict):
@@ -804,12 +805,12 @@ def _var_defaults(data: dict[str, Any], b: _Builder, problems: _Problems) -> Non
         for path, value in values:
             try:
                 coerce(str(name), spec.model_copy(update={"choices": None}), value)
-            except Exception as exc:  # UsageError: the var's problem
+            except UsageError as exc:  # the var's problem, as --var would say it
                 problems.add(b.value_marks.get(path, (1, 1)), str(exc))
         if spec.default is not None and spec.choices is not None:
             try:
                 coerce(str(name), spec, spec.default)
-            except Exception as exc:  # UsageError
+            except UsageError as exc:
                 problems.add(b.value_marks.get(("vars", name, "default"), (1, 1)), str(exc))
 
 

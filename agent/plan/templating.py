@@ -143,7 +143,7 @@ def render(source: str, context: Mapping[str, Any], *, shell: bool = False) -> s
         return str(_compiled(source, shell).render(context))
     except TemplateError:
         raise
-    except Exception as exc:  # any render error is the runbook's, shown as one line
+    except Exception as exc:  # noqa: BLE001 - any render error is the runbook's, shown as one line
         raise TemplateError(f"cannot render '{source.strip()}': {exc}") from None
 
 
@@ -164,7 +164,7 @@ def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
         return False
     except TemplateError:
         raise
-    except Exception as exc:  # any other error is the runbook's, shown as one line
+    except Exception as exc:  # noqa: BLE001 - any other error is the runbook's, shown as one line
         raise TemplateError(f"cannot evaluate '{expr}': {exc}") from None
 
 

@@ -3,5 +3,14 @@
 from agent.steps import command, manual, verify, wait
 from agent.steps.base import REGISTRY, Event, StepContext, StepKind, StepReview
 
-__all__ = ["REGISTRY", "Event", "StepContext", "StepKind", "StepReview", "command", "manual",
-           "verify", "wait"]
+__all__ = [
+    "REGISTRY",
+    "Event",
+    "StepContext",
+    "StepKind",
+    "StepReview",
+    "command",
+    "manual",
+    "verify",
+    "wait",
+]

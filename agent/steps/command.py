@@ -58,7 +58,9 @@ class Scanner:
         # One pass over a whole chunk finds out whether any line of it can match at all; only
         # then are its lines matched one by one (line semantics kept, at C speed for the rest).
         patterns = [c.pattern for c in step.capture.values()] + [d.match for d in step.details]
-        self.any = re.compile("|".join(f"(?:{p})" for p in patterns), re.MULTILINE) if patterns else None
+        self.any = (
+            re.compile("|".join(f"(?:{p})" for p in patterns), re.MULTILINE) if patterns else None
+        )
         self.values: dict[str, Any] = {}
         self.lists: dict[str, list[Any]] = {n: [] for n, (_, c) in self.captures.items() if c.all}
         self.detail_lines: list[DetailLine] = []
@@ -82,7 +84,9 @@ class Scanner:
             m = rx.search(line)
             if m is None:
                 continue
-            raw: Any = m.groups() if len(m.groups()) > 1 else (m.group(1) if m.groups() else m.group(0))
+            raw: Any = (
+                m.groups() if len(m.groups()) > 1 else (m.group(1) if m.groups() else m.group(0))
+            )
             if spec.all:
                 if len(self.lists[name]) < MAX_ALL:
                     self.lists[name].append(convert_capture(spec, raw))
@@ -219,14 +223,25 @@ class CommandKind:
                 break
             if number < attempts:
                 delay = backoff * ((retries.factor if retries else 1.0) ** (number - 1))
-                ctx.emit(Event("retry", res.id, {"attempt": number + 1, "of": attempts,
-                                                 "delay": delay, "reason": res.reason}))
+                ctx.emit(
+                    Event(
+                        "retry",
+                        res.id,
+                        {
+                            "attempt": number + 1,
+                            "of": attempts,
+                            "delay": delay,
+                            "reason": res.reason,
+                        },
+                    )
+                )
                 if ctx.stop.wait(delay):
                     res.status, res.reason = Status.ABORTED, "interrupted during retry back-off"
                     break
         res.captures = {k: _redact_value(ctx, v) for k, v in scanner.result(step).items()}
-        res.details = [DetailLine(mark=d.mark, text=ctx.redactor.redact(d.text))
-                       for d in scanner.detail_lines]
+        res.details = [
+            DetailLine(mark=d.mark, text=ctx.redactor.redact(d.text)) for d in scanner.detail_lines
+        ]
         if res.status is not None:
             return
         names = ctx.template_context(**res.captures, exit_code=res.exit_code)

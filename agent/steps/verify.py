@@ -146,9 +146,12 @@ class VerifyKind:
         for i, c in enumerate(step.checks):
             exp = _expectation(c, ctx)
             want = (
-                f"exactly {exp['expected']}" if "expected" in exp
-                else f"at least {exp['minimum']}" if "minimum" in exp
-                else f"at least {exp['ratio']:.0%} of {exp.get('total')}" if "ratio" in exp
+                f"exactly {exp['expected']}"
+                if "expected" in exp
+                else f"at least {exp['minimum']}"
+                if "minimum" in exp
+                else f"at least {exp['ratio']:.0%} of {exp.get('total')}"
+                if "ratio" in exp
                 else "any count"
             )
             where = f" where `{c.where}`" if c.where else ""
@@ -167,8 +170,11 @@ class VerifyKind:
                 if present:
                     outcomes = warehouse.count(present, sql_params(ctx.vars), {})
                     for o in outcomes:
-                        line = f"`{o.name}`: {o.count} rows now" if o.error is None else (
-                            f"`{o.name}`: {o.error}")
+                        line = (
+                            f"`{o.name}`: {o.count} rows now"
+                            if o.error is None
+                            else (f"`{o.name}`: {o.error}")
+                        )
                         if o.missing_total:
                             line += f", {o.missing_total} expected keys missing"
                         review.warehouse.append(line)

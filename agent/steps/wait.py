@@ -35,8 +35,9 @@ class WaitKind:
         if step.until:
             review.lines.append(f"until `{ctx.render(step.until).strip()}`")
         else:
-            argv = templating.render_command(step.command or "", ctx.template_context(),
-                                             shell=step.shell)
+            argv = templating.render_command(
+                step.command or "", ctx.template_context(), shell=step.shell
+            )
             review.command = " ".join(argv)
         review.lines.append(f"polls every {_fmt(step.every)} for at most {_fmt(timeout)}")
         return review
@@ -55,13 +56,21 @@ class WaitKind:
             except WarehouseError as exc:
                 return Poll(at=at, ok=False, error=str(exc))
             return Poll(at=at, value=value, ok=bool(value))
-        argv = templating.render_command(step.command or "", ctx.template_context(),
-                                         shell=step.shell)
+        argv = templating.render_command(
+            step.command or "", ctx.template_context(), shell=step.shell
+        )
         log = ctx.log_path()
         assert log is not None
         env = dict(ctx.env) | {k: ctx.render(v) for k, v in step.env.items()}
-        proc = run_process(argv, cwd=ctx.workdir, env=env, timeout=max(step.every, 60.0),
-                           log_path=log, redactor=ctx.redactor, stop_event=ctx.stop)
+        proc = run_process(
+            argv,
+            cwd=ctx.workdir,
+            env=env,
+            timeout=max(step.every, 60.0),
+            log_path=log,
+            redactor=ctx.redactor,
+            stop_event=ctx.stop,
+        )
         return Poll(at=at, value=proc.exit_code, ok=proc.exit_code == 0, error=proc.error)
 
     def run(self, step: WaitStep, ctx: StepContext) -> None:
@@ -78,10 +87,17 @@ class WaitKind:
             elapsed = time.monotonic() - start
             if log is not None:
                 with log.open("a", encoding="utf-8") as fh:
-                    fh.write(f"{poll.at.isoformat()} poll {len(res.polls)}: value={poll.value!r} "
-                             f"ok={poll.ok}{' error=' + poll.error if poll.error else ''}\n")
-            ctx.emit(Event("poll", res.id, {"n": len(res.polls), "ok": poll.ok,
-                                            "left": max(timeout - elapsed, 0.0)}))
+                    fh.write(
+                        f"{poll.at.isoformat()} poll {len(res.polls)}: value={poll.value!r} "
+                        f"ok={poll.ok}{' error=' + poll.error if poll.error else ''}\n"
+                    )
+            ctx.emit(
+                Event(
+                    "poll",
+                    res.id,
+                    {"n": len(res.polls), "ok": poll.ok, "left": max(timeout - elapsed, 0.0)},
+                )
+            )
             if poll.ok:
                 res.status = Status.SUCCESS
                 res.reason = f"became true after {len(res.polls)} polls, {_fmt(elapsed)}"

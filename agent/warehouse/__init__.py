@@ -54,12 +54,12 @@ def open_warehouse(
         WarehouseError: an unknown backend.
     """
     if backend == "duckdb":
-        from agent.warehouse.duckdb import DuckDBWarehouse  # noqa: PLC0415 - lazy by design
+        from agent.warehouse.duckdb import DuckDBWarehouse
 
         db = Path(path or DEFAULT_DUCKDB_PATH).expanduser()
         return DuckDBWarehouse(db if db.is_absolute() else workdir / db)
     if backend == "bigquery":
-        from agent.warehouse.bigquery import BigQueryWarehouse  # noqa: PLC0415 - lazy by design
+        from agent.warehouse.bigquery import BigQueryWarehouse
 
         url = endpoint or os.environ.get(ENDPOINT_ENV) or None
         return BigQueryWarehouse(project=project, location=location, endpoint=url)

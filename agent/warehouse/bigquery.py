@@ -216,7 +216,7 @@ class BigQueryWarehouse:
                 raise WarehouseError(
                     f"no BigQuery project: set `warehouse: {{project: ...}}` ({first_line(exc)})"
                 ) from None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every client error becomes one line
                 raise WarehouseError(_one_line(exc)) from None
         return self._client
 
@@ -227,7 +227,7 @@ class BigQueryWarehouse:
                 return fn()
             except WarehouseError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - retried or turned into one line
                 if not _is_retriable(exc):
                     raise WarehouseError(_one_line(exc)) from None
                 if attempt == self._tries - 1:
