@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-import yaml
 from jinja2 import Environment, TemplateSyntaxError, nodes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.errors import Problem, RunbookError, ValidationError, display_path
 from agent.plan import templating
 from agent.plan.loader import (
-    _LOADER,
     MAX_BYTES,
     LoadedRunbook,
     Path_,
@@ -28,13 +26,13 @@ from agent.plan.loader import (
     _data_path,
     _dedupe,
     _located,
-    _mark,
     _Problems,
     _suggest,
-    _TooLargeError,
     _unwrap,
-    _yaml_problem,
     load_runbook,
+)
+from agent.plan.loader import (
+    _compose as _compose_yaml,
 )
 from agent.plan.model import ID_PATTERN
 from agent.plan.vars import resolve_vars
@@ -211,32 +209,7 @@ def incident_schema_text() -> str:
 
 
 def _compose(text: str, problems: _Problems) -> tuple[dict[str, Any], _Builder] | None:
-    builder = _Builder(problems)
-    try:
-        docs = list(yaml.compose_all(text, Loader=_LOADER))
-    except yaml.MarkedYAMLError as exc:
-        problems.add(*_yaml_problem(exc))
-        return None
-    except (yaml.YAMLError, RecursionError) as exc:
-        problems.add((1, 1), f"invalid YAML: {exc}")
-        return None
-    if not docs or docs[0] is None:
-        problems.add((1, 1), "the file is empty: an incident needs id, title, severity, ...")
-        return None
-    if len(docs) > 1:
-        problems.add(_mark(docs[1].start_mark), "one incident per file: remove the second document")
-        return None
-    try:
-        data = builder.build(docs[0], ())
-    except _TooLargeError as exc:
-        problems.add(_mark(exc.node.start_mark), exc.message)
-        return None
-    if not isinstance(data, dict):
-        problems.add(
-            _mark(docs[0].start_mark), "an incident is a mapping of keys such as id and title"
-        )
-        return None
-    return data, builder
+    return _compose_yaml(text, problems, kind="incident", keys="id, title, severity and actions")
 
 
 _NAMED = {

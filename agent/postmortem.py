@@ -15,7 +15,7 @@ from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
 from agent.plan.model import CommandStep, VerifyStep
 from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, load_record
-from agent.report import _environment, templates_dir
+from agent.report import template_environment, templates_dir
 from agent.steps.verify import check_key
 
 __all__ = [
@@ -811,6 +811,6 @@ def postmortem(incident_path: Path, reports: Path) -> str:
         ValidationError: when the incident file (or a runbook it names) does not load.
     """
     incident = load_incident(incident_path)
-    tpl = _environment((str(templates_dir()),)).get_template(POSTMORTEM_TEMPLATE)
+    tpl = template_environment((str(templates_dir()),)).get_template(POSTMORTEM_TEMPLATE)
     text = tpl.render(p=_build(incident, reports))
     return text if text.endswith("\n") else text + "\n"

@@ -17,7 +17,13 @@ import agent
 from agent import markdown
 from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, utcnow
 
-__all__ = ["DEFAULT_TEMPLATE", "render_report", "templates_dir", "write_report"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "render_report",
+    "template_environment",
+    "templates_dir",
+    "write_report",
+]
 
 DEFAULT_TEMPLATE = "remediation-report.md.j2"
 
@@ -96,10 +102,10 @@ def render_report(record: RunRecord, *, template: Path | None = None) -> str:
         The report as markdown, ending with a newline.
     """
     if template is None:
-        tpl = _environment((str(templates_dir()),)).get_template(DEFAULT_TEMPLATE)
+        tpl = template_environment((str(templates_dir()),)).get_template(DEFAULT_TEMPLATE)
     else:
         path = template.resolve()
-        env = _environment((str(path.parent), str(templates_dir())))
+        env = template_environment((str(path.parent), str(templates_dir())))
         tpl = env.get_template(path.name)
     text = tpl.render(r=_build(record))
     return text if text.endswith("\n") else text + "\n"
@@ -125,7 +131,7 @@ def write_report(record: RunRecord, path: Path, *, template: Path | None = None)
 
 
 @functools.lru_cache(maxsize=16)
-def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+def template_environment(search_path: tuple[str, ...]) -> jinja2.Environment:
     """One environment per template search path per process; templates compile once."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(list(search_path)),

@@ -181,7 +181,7 @@ def render_review(review: PlanReview) -> str:
     """The review as markdown, through `templates/plan.md.j2`."""
     from agent.errors import display_path
     from agent.markdown import table
-    from agent.report import _environment, templates_dir
+    from agent.report import template_environment, templates_dir
 
     rb = review.loaded.runbook
     rows = [
@@ -196,7 +196,7 @@ def render_review(review: PlanReview) -> str:
         else f"bigquery project {w.project or '(default)'}"
     )
     order = " → ".join(s.id for s in review.steps)
-    env = _environment((str(templates_dir()),))
+    env = template_environment((str(templates_dir()),))
     text = env.get_template("plan.md.j2").render(
         p=review,
         path=display_path(review.loaded.path),

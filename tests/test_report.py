@@ -697,10 +697,10 @@ def test_thousand_steps_are_fast() -> None:
         steps.append(step)
     record = base_record(steps=steps, ended_at=at(2000), status=RunStatus.PARTIALLY_COMPLETE)
     render_report(record)  # warm: environment and template compiled here, once
-    misses = report._environment.cache_info().misses
+    misses = report.template_environment.cache_info().misses
     start = time.perf_counter()
     text = render_report(record)
     elapsed = time.perf_counter() - start
-    assert report._environment.cache_info().misses == misses
+    assert report.template_environment.cache_info().misses == misses
     assert text.count("\n### ") >= 1000
     assert elapsed < 3.0, f"1,000 steps took {elapsed:.2f}s"

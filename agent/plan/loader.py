@@ -177,7 +177,25 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[Mark, str]:
     return _mark(mark), f"invalid YAML: {problem}{context}"
 
 
-def _compose(text: str, problems: _Problems) -> tuple[dict[str, Any], _Builder] | None:
+def _compose(
+    text: str,
+    problems: _Problems,
+    *,
+    kind: str = "runbook",
+    keys: str = "version, id, title and steps",
+) -> tuple[dict[str, Any], _Builder] | None:
+    """YAML text -> one mapping with marks, or None with the problems added.
+
+    Args:
+        text: the document.
+        problems: where problems go.
+        kind: what the document is, for messages ("runbook", "incident").
+        keys: the keys it needs, for messages.
+
+    Returns:
+        The data and the builder holding its marks, or None.
+    """
+    article = "an" if kind[:1] in "aeiou" else "a"
     builder = _Builder(problems)
     try:
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
@@ -192,10 +210,10 @@ def _compose(text: str, problems: _Problems) -> tuple[dict[str, Any], _Builder] 
         problems.add((1, 1), "invalid YAML: the document is nested too deeply")
         return None
     if not nodes or nodes[0] is None:
-        problems.add((1, 1), "the file is empty: a runbook needs version, id, title and steps")
+        problems.add((1, 1), f"the file is empty: {article} {kind} needs {keys}")
         return None
     if len(nodes) > 1:
-        problems.add(_mark(nodes[1].start_mark), "one runbook per file: remove the second document")
+        problems.add(_mark(nodes[1].start_mark), f"one {kind} per file: remove the second document")
         return None
     try:
         data = builder.build(nodes[0], ())
@@ -203,10 +221,10 @@ def _compose(text: str, problems: _Problems) -> tuple[dict[str, Any], _Builder] 
         problems.add(_mark(exc.node.start_mark), exc.message)
         return None
     if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else "a single value"
+        found = "a list" if isinstance(data, list) else "a single value"
         problems.add(
             _mark(nodes[0].start_mark),
-            f"a runbook is a mapping of keys such as version, id, title and steps, not {kind}",
+            f"{article} {kind} is a mapping of keys such as {keys}, not {found}",
         )
         return None
     return data, builder
