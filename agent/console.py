@@ -23,6 +23,14 @@ MARKS: dict[Status | None, str] = {
 }
 
 
+def _lines(data: Any) -> list[str]:
+    """Every line of an output event (its span of the chunk), for --verbose."""
+    if "text" in data:
+        start, end = data["span"]
+        return str(data["text"][start:end]).split("\n")
+    return [str(data["line"])]
+
+
 class PlainConsole:
     """Timestamped lines without control codes: for pipes, CI and logs."""
 
@@ -59,7 +67,7 @@ class PlainConsole:
         elif k == "step_started":
             self._say(f"[{sid}] started: {d.get('title', '')}")
         elif k == "output" and self.verbose:
-            for line in d.get("block", d["line"]).split("\n"):
+            for line in _lines(d):
                 self._say(f"[{sid}] | {line}")
         elif k == "retry":
             self._say(
@@ -161,7 +169,7 @@ class LiveConsole:
             elif k == "output" and row is not None:
                 row["note"] = d["line"].strip()[:200]
                 if self.verbose and self.live is not None:
-                    for line in d.get("block", d["line"]).split("\n"):
+                    for line in _lines(d):
                         self.live.console.print(f"{sid} | {line}", markup=False, highlight=False)
             elif k == "retry" and row is not None:
                 row["note"] = (

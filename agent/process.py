@@ -116,7 +116,7 @@ def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
 
 
-def _may_hold_long_line(block: str) -> bool:
+def _may_hold_long_line(text: str, start: int, end: int) -> bool:
     """Whether a line of `block` may exceed MAX_LINE_CHARS (never False when one does).
 
     A line that long covers a whole aligned window of half that size, so a window without a
@@ -124,22 +124,22 @@ def _may_hold_long_line(block: str) -> bool:
     rescan every line from every position.
     """
     step = MAX_LINE_CHARS // 2
-    return any(block.find("\n", i, i + step) < 0 for i in range(0, len(block) - step + 1, step))
+    return any(text.find("\n", i, i + step) < 0 for i in range(start, end - step + 1, step))
 
 
 class _Lines:
     """Turns decoded output into lines for the tail and the callbacks, with bounded memory.
 
-    Output is handled a chunk at a time: the complete lines of each read are one block of
-    text (lines joined by newlines), so a gigabyte of output costs a few thousand Python
-    calls, not millions; lists of lines are made only where someone needs them.
+    Output is handled a chunk at a time: the complete lines of each read are one span of
+    the decoded chunk, passed on as (text, start, end) without copying it, so a gigabyte of
+    output costs a few thousand Python calls and no per-line work for lines nobody reads.
     """
 
     def __init__(
         self,
         tail_lines: int,
         on_line: Callable[[str], None] | None,
-        on_block: Callable[[str], None] | None = None,
+        on_block: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.tail: deque[str] = deque(maxlen=max(tail_lines, 0))
         self._on_line = on_line
@@ -154,19 +154,26 @@ class _Lines:
             text = text.replace("\0", "")
         if not text and not final:
             return
-        text = self._pending + text
         end = text.rfind("\n")
-        block, self._pending = (text[:end], text[end + 1 :]) if end >= 0 else (None, text)
-        if self._split and block is not None:
-            # The newline ending a line already emitted in full-size pieces.
-            if block in ("", "\r") or block.startswith(("\n", "\r\n")):
-                block = block[1:] if block.startswith("\n") else block[2:]
-                block = None if block in ("", "\r") and end == 0 else block
-            self._split = False
-        elif self._split and self._pending not in ("", "\r"):
-            self._split = False
-        if block is not None:
-            self._deliver(block)
+        if end >= 0:
+            first = text.find("\n")
+            # The line the previous chunk began, completed by this one: delivered alone, so
+            # the rest of the chunk is passed on as a span of `text`, never copied.
+            head = self._pending + text[:first]
+            self._pending = text[end + 1 :]
+            if self._split:
+                # The newline ending a line already emitted in full-size pieces.
+                self._split = False
+                if head not in ("", "\r"):
+                    self._deliver(head, 0, len(head))
+            else:
+                self._deliver(head, 0, len(head))
+            if end > first:
+                self._deliver(text, first + 1, end)
+        else:
+            self._pending += text
+            if self._split and self._pending not in ("", "\r"):
+                self._split = False
         # A carriage return inside the partial line (a progress bar) means the terminal
         # overwrites what came before it; keep only what follows, except a trailing "\r" that
         # may be the first half of "\r\n".
@@ -174,30 +181,39 @@ class _Lines:
         if cut >= 0:
             self._pending = self._pending[cut + 1 :]
         while len(self._pending) >= MAX_LINE_CHARS:
-            self._deliver(self._pending[:MAX_LINE_CHARS])
+            piece = self._pending[:MAX_LINE_CHARS]
+            self._deliver(piece, 0, len(piece))
             self._pending = self._pending[MAX_LINE_CHARS:]
             self._split = True
         if final and self._pending:
-            self._deliver(self._pending)
+            self._deliver(self._pending, 0, len(self._pending))
             self._pending = ""
 
-    def _deliver(self, block: str) -> None:
-        """Take complete lines, joined by newlines (one line has no newline at all)."""
-        if len(block) > MAX_LINE_CHARS and _may_hold_long_line(block):
-            block = "\n".join(
+    def _deliver(self, text: str, start: int, end: int) -> None:
+        """Take the complete lines text[start:end], joined by newlines."""
+        if end - start > MAX_LINE_CHARS and _may_hold_long_line(text, start, end):
+            text = "\n".join(
                 line[i : i + MAX_LINE_CHARS]
-                for line in block.split("\n")
+                for line in text[start:end].split("\n")
                 for i in range(0, max(len(line), 1), MAX_LINE_CHARS)
             )
-        if "\r" in block or "\x1b" in block:
-            block = "\n".join(strip_ansi(_overwrite(line)) for line in block.split("\n"))
+            start, end = 0, len(text)
+        if text.find("\r", start, end) >= 0 or text.find("\x1b", start, end) >= 0:
+            text = "\n".join(strip_ansi(_overwrite(line)) for line in text[start:end].split("\n"))
+            start, end = 0, len(text)
         n = self.tail.maxlen or 0
         if n:
-            self.tail.extend(block.rsplit("\n", n)[-n:])
+            # The start of the last n lines, found from the end: no copy of the whole span.
+            cut = end
+            for _ in range(n):
+                cut = text.rfind("\n", start, cut)
+                if cut < 0:
+                    break
+            self.tail.extend(text[(cut + 1 if cut >= 0 else start) : end].split("\n"))
         if self._on_block is not None:
-            self._on_block(block)
+            self._on_block(text, start, end)
         if self._on_line is not None:
-            for line in block.split("\n"):
+            for line in text[start:end].split("\n"):
                 self._on_line(line)
 
 
@@ -366,7 +382,7 @@ def run_process(
     timeout: float | None,
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
-    on_block: Callable[[str], None] | None = None,
+    on_block: Callable[[str, int, int], None] | None = None,
     redactor: Redactor | None = None,
     max_log_bytes: int | None = None,
     tail_lines: int = 50,
@@ -391,8 +407,9 @@ def run_process(
         timeout: seconds before the group is stopped, or None for no limit.
         log_path: the log file, appended to; its parent folders are created.
         on_line: called with every output line, and with the last partial line at the end.
-        on_block: called with the complete lines of each chunk read, joined by newlines
-            (cheaper than on_line for large outputs).
+        on_block: called as on_block(text, start, end) with the complete lines of each chunk
+            read: text[start:end], joined by newlines (cheaper than on_line for large outputs;
+            search it with compiled patterns' pos/endpos rather than slicing it).
         redactor: masks secrets in everything written to the log and passed on as lines.
         max_log_bytes: bytes this run may append to the log; then a marker line and no more.
         tail_lines: how many of the last lines to keep.

@@ -61,7 +61,11 @@ def test_plain_output_byte_for_byte() -> None:
         Event("run_started", None, {"record": rec, "run_dir": Path("reports/x")}),
         Event("baseline_started", "b"),
         Event("step_started", "a", {"title": "Run A"}),
-        Event("output", "a", {"line": "Records saved: 16", "block": "x\nRecords saved: 16"}),
+        Event(
+            "output",
+            "a",
+            {"line": "Records saved: 16", "text": "x\nRecords saved: 16", "span": (0, 19)},
+        ),
         Event("retry", "a", {"attempt": 2, "of": 3, "delay": 5.0, "reason": "exit code 1"}),
         Event("step_finished", "a", {"result": a}),
         Event("step_started", "b", {"title": "Verify B"}),
@@ -87,7 +91,7 @@ def test_plain_output_byte_for_byte() -> None:
 def test_verbose_echoes_every_line_and_quiet_only_the_end() -> None:
     out = io.StringIO()
     console = PlainConsole(out, verbose=True, clock=lambda: T0)
-    console(Event("output", "a", {"line": "two", "block": "one\ntwo"}))
+    console(Event("output", "a", {"line": "two", "text": "zone\ntwo", "span": (1, 8)}))
     assert out.getvalue() == "05:14:32 [a] | one\n05:14:32 [a] | two\n"
     quiet = io.StringIO()
     q = PlainConsole(quiet, quiet=True, clock=lambda: T0)

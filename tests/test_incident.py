@@ -170,5 +170,6 @@ def test_yaml_errors_are_located(tmp_path: Path) -> None:
         " (while parsing a flow sequence)",
     ]
     assert _problems("- a list\n", tmp_path) == [
-        "incident.yaml:1:1: an incident is a mapping of keys such as id, title, severity and actions, not a list",
+        "incident.yaml:1:1: an incident is a mapping of keys such as id, title, severity and"
+        " actions, not a list",
     ]

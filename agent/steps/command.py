@@ -66,14 +66,15 @@ class Scanner:
         self.detail_lines: list[DetailLine] = []
         self.last_line = ""
 
-    def block(self, text: str) -> None:
-        """Take the complete lines of one chunk of output, joined by newlines."""
-        stripped = text.rstrip()
-        if stripped:
-            self.last_line = stripped[stripped.rfind("\n") + 1 :]
-        if self.any is None or self.any.search(text) is None:
+    def block(self, text: str, start: int, end: int) -> None:
+        """Take the complete lines text[start:end] of one chunk of output."""
+        nl = text.rfind("\n", start, end)
+        last = text[(nl + 1 if nl >= 0 else start) : end].strip()
+        if last:
+            self.last_line = last
+        if self.any is None or self.any.search(text, start, end) is None:
             return
-        for line in text.split("\n"):
+        for line in text[start:end].split("\n"):
             self(line)
 
     def __call__(self, line: str) -> None:
@@ -173,11 +174,18 @@ class CommandKind:
         for number in range(1, attempts + 1):
             scanner = Scanner(step)
 
-            def on_block(text: str, scanner: Scanner = scanner) -> None:
-                scanner.block(text)
-                # One event per chunk, not per line; the console shows its last line. Lines
-                # reach here already masked: the process output is redacted as it streams.
-                ctx.emit(Event("output", res.id, {"line": scanner.last_line, "block": text}))
+            def on_block(text: str, start: int, end: int, scanner: Scanner = scanner) -> None:
+                scanner.block(text, start, end)
+                # One event per chunk, not per line; the console shows its last line (and with
+                # --verbose every line of the span). Lines reach here already masked: the
+                # process output is redacted as it streams.
+                ctx.emit(
+                    Event(
+                        "output",
+                        res.id,
+                        {"line": scanner.last_line, "text": text, "span": (start, end)},
+                    )
+                )
 
             with log_path.open("ab") as fh:
                 fh.write(f"--- attempt {number} of {attempts}: {res.command_display}\n".encode())
