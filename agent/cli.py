@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -49,13 +50,20 @@ def _guard(fn: Callable[[], int]) -> int:
         typer.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the boundary: one line, the traceback in a file
-        import tempfile
-        import traceback
+        return _crash(exc)
 
-        log = Path(tempfile.gettempdir()) / "runbook-crash.log"
-        log.write_text(traceback.format_exc(), encoding="utf-8")
-        typer.echo(f"internal error: {exc!r} (traceback in {log}); please report it", err=True)
-        return EXIT_FAILED
+
+def _crash(exc: BaseException) -> int:
+    """An unexpected error: one line for the user, the traceback in a new private file."""
+    import os
+    import tempfile
+    import traceback
+
+    fd, log = tempfile.mkstemp(prefix="runbook-crash-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("".join(traceback.format_exception(exc)))
+    typer.echo(f"internal error: {exc!r} (traceback in {log}); please report it", err=True)
+    return EXIT_FAILED
 
 
 def _head(path: Path) -> bytes:
@@ -161,14 +169,42 @@ def plan(
     _finish(_guard(go))
 
 
+_PROMPTING = threading.Event()
+
+
 def _install_signals(stop: threading.Event) -> None:
     def handler(signum: int, frame: Any) -> None:
         del frame
         stop.set()
         typer.echo(f"\nstopping ({signal.Signals(signum).name}): finishing the record", err=True)
+        if _PROMPTING.is_set() and threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt  # a prompt blocks in input(): only an exception ends it
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _confirm(listeners: list[Callable[..., None]]) -> Callable[[str], bool | None]:
+    """Ask on the terminal (the live view paused meanwhile); None when interrupted."""
+
+    def ask(question: str) -> bool | None:
+        from agent.console import LiveConsole
+
+        live = next((x for x in listeners if isinstance(x, LiveConsole)), None)
+        _PROMPTING.set()
+        try:
+            with live.paused() if live is not None else contextlib.nullcontext():
+                return bool(typer.confirm(question, default=False))
+        except (KeyboardInterrupt, EOFError):
+            return None
+        except Exception as exc:
+            if type(exc).__name__ == "Abort":
+                return None
+            raise
+        finally:
+            _PROMPTING.clear()
+
+    return ask
 
 
 def _listeners(quiet: bool, verbose: bool) -> list[Callable[..., None]]:
@@ -208,6 +244,7 @@ def run(
 
         stop = threading.Event()
         _install_signals(stop)
+        listeners = _listeners(quiet, verbose)
         options = RunOptions(
             overrides=parse_var_args(var or []),
             reports_dir=reports,
@@ -217,9 +254,9 @@ def run(
             start_from=from_,
             warehouse_endpoint=warehouse_endpoint,
             interactive=sys.stdin.isatty(),
-            confirm=lambda q: typer.confirm(q, default=False),
+            confirm=_confirm(listeners),
             max_log_bytes=max_log_bytes,
-            listeners=_listeners(quiet, verbose),
+            listeners=listeners,
             stop=stop,
             notify_url=notify,
         )
@@ -259,12 +296,13 @@ def resume(
 
         stop = threading.Event()
         _install_signals(stop)
+        listeners = _listeners(quiet, verbose)
         options = RunOptions(
             overrides=parse_var_args(var or []),
             yes=yes,
             interactive=sys.stdin.isatty(),
-            confirm=lambda q: typer.confirm(q, default=False),
-            listeners=_listeners(quiet, verbose),
+            confirm=_confirm(listeners),
+            listeners=listeners,
             stop=stop,
         )
         record, path = resume_run(run_dir, options, force=force)
@@ -520,15 +558,16 @@ def main() -> int:
         return exc.exit_code
     except SystemExit as exc:  # click's own exits (e.g. --help)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:  # noqa: BLE001 - usage errors of typer's bundled click, or a bug
+        # typer may bundle its own copy of click, so its exceptions are recognised by shape,
+        # not by class: a usage error can show itself and carries an exit code.
+        if type(exc).__name__ == "Abort":
             return EXIT_INTERRUPTED
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
             return EXIT_USAGE
-        raise
+        return _crash(exc)
     # With standalone_mode off, click returns the code of a typer.Exit instead of raising it.
     return code if isinstance(code, int) else EXIT_OK
 

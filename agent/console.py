@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -193,6 +195,21 @@ class LiveConsole:
                     self.live.stop()
                     self.live = None
                 self._summary(d["record"], d["run_dir"])
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing while a prompt has the terminal, then go on."""
+        with self._lock:
+            live, self.live = self.live, None
+            if live is not None:
+                live.stop()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if live is not None:
+                    self.live = live
+                    live.start()
 
     def _summary(self, record: RunRecord, run_dir: Any) -> None:
         from rich.table import Table

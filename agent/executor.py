@@ -50,7 +50,14 @@ from agent.steps import REGISTRY, Event, StepContext
 from agent.steps.verify import measure
 from agent.warehouse.base import Warehouse, WarehouseError
 
-__all__ = ["RunOptions", "exit_code_for", "prepare_context", "resume_run", "run_runbook"]
+__all__ = [
+    "RunOptions",
+    "exit_code_for",
+    "prepare_context",
+    "resume_run",
+    "run_runbook",
+    "secret_values",
+]
 
 CRASH_AT_ENV = "RUNBOOK_TEST_CRASH_AT"
 """Fault-injection seam for tests, read by `_fault_injection_point`; never set it in production."""
@@ -78,7 +85,7 @@ class RunOptions:
     start_from: str | None = None
     warehouse_endpoint: str | None = None
     interactive: bool = False
-    confirm: Callable[[str], bool] | None = None
+    confirm: Callable[[str], bool | None] | None = None
     max_log_bytes: int | None = None
     listeners: list[Callable[[Event], None]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -101,10 +108,18 @@ def exit_code_for(status: RunStatus | None) -> int:
     )
 
 
-def _secret_values(
-    loaded: LoadedRunbook, values: Mapping[str, Any], env: Mapping[str, str]
+def secret_values(
+    loaded: LoadedRunbook,
+    values: Mapping[str, Any],
+    env: Mapping[str, str],
+    notify_url: str | None = None,
 ) -> list[str]:
+    """What to mask: env vars named in `secrets`, `secret: true` vars, webhook URLs.
+
+    A Slack-style webhook URL is itself a credential: whoever has it can post.
+    """
     out = [env[name] for name in loaded.runbook.secrets if env.get(name)]
+    out += [u for u in (notify_url, loaded.runbook.notify) if u and "{{" not in u]
     out += [
         str(values[n]) for n, spec in loaded.runbook.vars.items() if spec.secret and values.get(n)
     ]
@@ -250,6 +265,7 @@ class _Run:
         record: RunRecord,
         run_dir: Path,
         options: RunOptions,
+        redactor: Redactor | None = None,
     ) -> None:
         self.loaded = loaded
         self.values = values
@@ -257,7 +273,9 @@ class _Run:
         self.run_dir = run_dir
         self.options = options
         self.env, self.workdir = prepare_context(loaded, values, options.extra_env)
-        self.redactor = Redactor(_secret_values(loaded, values, self.env))
+        self.redactor = redactor or Redactor(
+            secret_values(loaded, values, self.env, options.notify_url)
+        )
         self.steps = {s.id: s for s in loaded.runbook.steps}
         self.graph = loaded.graph
         self.journal = Journal(run_dir / "journal.jsonl")
@@ -437,8 +455,15 @@ class _Run:
         if not self._selected(sid):
             self.skip(sid, Status.SKIPPED, self._why_unselected(), "selection")
             return False
+        step = self.steps[sid]
+        # A need whose status the step's own `when` reads is an ordering, not a condition:
+        # `needs: [verify]` with `when: steps.verify.status != 'SUCCESS'` is how a runbook
+        # says "after verify, and only if it fell short" (GitHub Actions' `if: failure()`).
+        judged = templating.step_references(step.when, expression=True) if step.when else set()
         for d in self.graph.needs[sid]:
             st = self.result(d).status
+            if d in judged and st in FINISHED:
+                continue
             if self._selected(d) and st != Status.SUCCESS:
                 self.skip(
                     sid,
@@ -651,7 +676,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
     }
     with _locked(lock, info):
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        redactor = Redactor(_secret_values(loaded, values, env))
+        redactor = Redactor(secret_values(loaded, values, env, options.notify_url))
         rb = loaded.runbook
         record = RunRecord(
             run_id=run_id,
@@ -661,7 +686,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             title=redactor.redact(templating.render(rb.title, context)),
             summary=redactor.redact(templating.render(rb.summary, context)) if rb.summary else None,
             incident={
-                k: templating.render(v, context)
+                k: redactor.redact(templating.render(v, context))
                 for k, v in (rb.incident.model_dump() if rb.incident else {}).items()
                 if v
             },
@@ -679,7 +704,15 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             },
             started_at=utcnow(),
             needs={s.id: list(loaded.graph.needs[s.id]) for s in rb.steps},
-            selection={"only": list(options.only), "from": options.start_from},
+            # What the command line chose, so that `resume` goes on the same way.
+            selection={
+                "only": list(options.only),
+                "from": options.start_from,
+                "parallel": options.parallel,
+                "warehouse_endpoint": options.warehouse_endpoint,
+                "max_log_bytes": options.max_log_bytes,
+            },
+            run_dir=str(run_dir),
             sessions=[_session(redactor.redact(" ".join(sys.argv)))],
             file_hashes=_script_hashes(loaded, values, workdir),
         )
@@ -688,7 +721,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             title = step.title or step.id
             with contextlib.suppress(templating.TemplateError):
                 title = templating.render(title, context)
-            record.steps.append(StepResult(id=sid, kind=step.kind, title=title))
+            record.steps.append(StepResult(id=sid, kind=step.kind, title=redactor.redact(title)))
         # Vars are kept as given so that `resume` types them again the same way.
         # A secret var is stored as the mask (the run directory never holds a secret): `resume`
         # needs it given again.
@@ -697,7 +730,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             json.dumps({k: MASK if k in secret_vars else v for k, v in options.overrides.items()}),
             encoding="utf-8",
         )
-        run = _Run(loaded, values, record, run_dir, options)
+        run = _Run(loaded, values, record, run_dir, options, redactor)
         run.journal.append("run_started", run_id=run_id, runbook=str(loaded.path.resolve()))
         run.save()
         run.emit(Event("run_started", None, {"record": record, "run_dir": run_dir}))
@@ -782,7 +815,7 @@ def resume_run(
         )
     values = resolve_vars(loaded.runbook, overrides)
     env, workdir = prepare_context(loaded, values, options.extra_env)
-    redactor = Redactor(_secret_values(loaded, values, env))
+    redactor = Redactor(secret_values(loaded, values, env))
     changes = []
     if loaded.sha256 != record.runbook_sha256:
         changes.append(f"the runbook {path} changed")
@@ -837,8 +870,14 @@ def resume_run(
         "started_at": utcnow().isoformat(),
         "run_id": record.run_id,
     }
+    # The original run's choices (--parallel, --warehouse-endpoint, ...) hold for its resume.
+    sel = record.selection
+    options.parallel = max(options.parallel, int(sel.get("parallel") or 1))
+    options.warehouse_endpoint = options.warehouse_endpoint or sel.get("warehouse_endpoint")
+    options.max_log_bytes = options.max_log_bytes or sel.get("max_log_bytes")
+    _add_notifier(loaded, options, {**values, "env": env, "run": {"id": record.run_id}})
     with _locked(lock, info):
-        run = _Run(loaded, values, record, run_dir, options)
+        run = _Run(loaded, values, record, run_dir, options, redactor)
         run.journal.append("run_resumed", session=len(record.sessions))
         # We hold the lock, so the runner that started these children is dead: stop whatever
         # of their process groups survived it before anything runs again.
@@ -853,15 +892,17 @@ def resume_run(
             Event("run_started", None, {"record": record, "run_dir": run_dir, "resumed": True})
         )
         if stop_here is not None:
+            # Nothing runs: the run stays interrupted (exit 130) and resumable once a person
+            # has looked; `resume --force` then runs the step again.
             reason = (
-                f"was running when the run stopped and says `resume: never`: check what it "
-                f"did, then run the rest with --from {stop_here} or --force"
+                "was running when the run stopped, and it says `resume: never`: check what it "
+                f"did, then `runbook resume --force {run_dir}` runs it again"
             )
-            run.skip(stop_here, Status.FAILED, reason, None)
+            run.skip(stop_here, Status.ABORTED, reason, None)
             for sid in run.graph.order:
                 if record.step(sid).status is None:
                     run.skip(
-                        sid, Status.SKIPPED, f"not run: {stop_here} must be checked first", "needs"
+                        sid, Status.ABORTED, f"not run: {stop_here} must be checked first", None
                     )
         else:
             run.baseline()

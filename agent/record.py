@@ -200,7 +200,8 @@ class RunRecord(_Model):
     next_steps: dict[str, list[str]] = Field(default_factory=dict)
     sessions: list[Session] = Field(default_factory=list)
     file_hashes: dict[str, str] = Field(default_factory=dict)  # scripts the steps run, at start
-    selection: dict[str, Any] = Field(default_factory=dict)  # --only / --from as given
+    selection: dict[str, Any] = Field(default_factory=dict)  # --only, --from, --parallel, ...
+    run_dir: str | None = None  # where the run directory was made (for the follow-up command)
 
     def step(self, step_id: str) -> StepResult:
         """Return the result of step `step_id`."""

@@ -63,6 +63,20 @@ class PlanReview:
         return not self.missing
 
 
+class _Placeholder(dict[str, Any]):
+    """Any key of a step that has not run: a readable stand-in, nested as deep as asked."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def __missing__(self, key: str) -> Any:
+        return _Placeholder(f"{self.path}.{key}")
+
+    def __str__(self) -> str:
+        return f"<{self.path.replace('.captures', '').replace('.counts', '')}>"
+
+
 def _secs(seconds: float | None) -> str | None:
     if seconds is None:
         return None
@@ -86,7 +100,7 @@ def review_plan(
     Returns:
         The review.
     """
-    from agent.executor import open_warehouse_for, prepare_context
+    from agent.executor import open_warehouse_for, prepare_context, secret_values
 
     env, workdir = prepare_context(loaded, values)
     rb = loaded.runbook
@@ -99,13 +113,18 @@ def review_plan(
         workdir=workdir,
         offline=offline,
     )
-    secrets = [env[n] for n in rb.secrets if env.get(n)]
-    secrets += [str(values[n]) for n, s in rb.vars.items() if s.secret and values.get(n)]
-    redactor = Redactor(secrets)
+    redactor = Redactor(secret_values(loaded, values, env))
     steps = {s.id: s for s in rb.steps}
-    # Steps that have not run read as having succeeded with nothing captured.
+    # Steps that have not run read as having succeeded; what they will capture or count shows
+    # as a placeholder naming it (`<team_context.records_saved>`), so commands still render.
     view: dict[str, dict[str, Any]] = {
-        s.id: {"status": "SUCCESS", "captures": {}, "counts": {}, "exit_code": 0, "reason": None}
+        s.id: {
+            "status": "SUCCESS",
+            "captures": _Placeholder(f"{s.id}.captures"),
+            "counts": _Placeholder(f"{s.id}.counts"),
+            "exit_code": 0,
+            "reason": None,
+        }
         for s in rb.steps
     }
     for n, sid in enumerate(loaded.graph.order, start=1):

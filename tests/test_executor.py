@@ -373,3 +373,60 @@ def test_hostile_var_values_never_execute(write_runbook: Write, tmp_path: Path) 
         assert record.step("echo").command[-1] == value
         assert record.step("sh").status == Status.SUCCESS
     assert not list(tmp_path.glob("pwned*"))
+
+
+def test_patterns_with_inline_flags_and_backreferences(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    """The spec's own details pattern starts with (?i); a backreference must keep its meaning."""
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: a
+            kind: run
+            command: >-
+              {PY} -c "print('Travel table NOT FOUND'); print('ab ab'); print('Records saved: 5')"
+            capture:
+              saved: {{pattern: 'Records saved: (\\d+)', type: int}}
+              twice: '^(\\w+) \\1$'
+            details:
+              - {{match: '(?i)not found|missing|fell back', mark: warn}}
+    """)
+    record, _ = run(rb, tmp_path)
+    a = record.step("a")
+    assert a.status == Status.SUCCESS, a.reason
+    assert a.captures == {"saved": 5, "twice": "ab"}
+    assert [d.text for d in a.details] == ["Travel table NOT FOUND"]
+
+
+def test_when_reading_a_needed_step_makes_the_need_an_ordering(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    """The spec's wait step: needs verify_counts, runs only when it fell short."""
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: check
+            kind: run
+            command: {PY} -c "print('n=1')"
+            capture: {{n: 'n=(\\d+)'}}
+            expect: [n == 2]
+          - id: recover
+            kind: run
+            command: {PY} -c "print('recovering')"
+            needs: [check]
+            when: steps.check.status != 'SUCCESS'
+          - id: strict
+            kind: run
+            command: {PY} -c "print('never')"
+            needs: [check]
+    """)
+    record, _ = run(rb, tmp_path)
+    assert record.step("check").status == Status.PARTIAL
+    assert record.step("recover").status == Status.SUCCESS
+    assert record.step("strict").status == Status.SKIPPED
+    assert record.step("strict").reason == "needs check, which ended PARTIAL"

@@ -181,19 +181,29 @@ def test_resume_never_stops_and_says_why(write_runbook: Write, tmp_path: Path) -
     rb = _runbook(write_runbook, tmp_path, b_resume="never")
     run_dir = _crash(rb, tmp_path, "exited:b")
     done = _resume(run_dir, tmp_path)
-    assert done.returncode == 3, done.stderr  # a succeeded, b did not: PARTIALLY COMPLETE
+    # Nothing ran: the run stays interrupted (130) and resumable once a person has looked.
+    assert done.returncode == 130, done.stderr
     assert dict(_effects(tmp_path)) == {"a": 1, "b": 1}  # neither b nor c ran again
     record = load_record(run_dir)
     b, c = record.step("b"), record.step("c")
-    assert b.status == Status.FAILED
+    assert b.status == Status.ABORTED
     assert b.reason is not None
     assert "resume: never" in b.reason
-    assert "--from b" in b.reason
-    assert c.status == Status.SKIPPED
+    assert f"runbook resume --force {run_dir}" in b.reason
+    assert c.status == Status.ABORTED
     assert c.reason == "not run: b must be checked first"
     report = (run_dir / "report.md").read_text()
     assert "resume: never" in report
     assert "resume: never" in done.stderr  # the console says why, too
+    # Without --force it stops there again; with --force, b runs again and the run finishes.
+    again = _resume(run_dir, tmp_path)
+    assert again.returncode == 130
+    assert dict(_effects(tmp_path)) == {"a": 1, "b": 1}
+    forced = _cli("resume", "--force", str(run_dir), cwd=tmp_path)
+    _, err = forced.communicate(timeout=60)
+    assert forced.returncode == 0, err
+    assert dict(_effects(tmp_path)) == {"a": 1, "b": 2, "c": 1}
+    assert load_record(run_dir).status == RunStatus.COMPLETE
 
 
 def test_resume_refuses_when_runbook_or_script_changed(
@@ -334,6 +344,36 @@ def test_manual_gate_asks_on_a_real_terminal(
     after = record.step("after")
     assert after.status == (Status.SUCCESS if answer == "y" else Status.SKIPPED)
     assert child.exitstatus == (0 if answer == "y" else 1)  # nothing succeeded: FAILED
+
+
+def test_ctrl_c_at_a_manual_prompt_aborts_the_run(write_runbook: Write, tmp_path: Path) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    rb = write_runbook(f"""
+        version: 1
+        id: crashy
+        title: Crashy
+        steps:
+          - {{id: gate, kind: manual, prompt: Is the dashboard green?}}
+          - {{id: after, kind: run, command: {PY} -c "print('after')"}}
+    """)
+    child = pexpect.spawn(
+        PY,
+        ["-m", "agent", "run", str(rb), "--reports", "reports"],
+        cwd=str(tmp_path),
+        env=dict(os.environ),
+        encoding="utf-8",
+        timeout=20,
+    )
+    child.expect_exact("Is the dashboard green?")
+    child.sendintr()  # Ctrl-C, as the terminal sends it
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    record = load_record(_run_dir(tmp_path))
+    assert record.step("gate").status == Status.ABORTED
+    assert record.step("gate").reason == "interrupted at the prompt"
+    assert record.step("after").status == Status.ABORTED
+    assert record.status == RunStatus.INTERRUPTED
 
 
 def _alive(pid: int) -> bool:

@@ -56,7 +56,7 @@ class StepContext:
     run_id: str = ""
     yes: bool = False
     interactive: bool = False
-    confirm: Callable[[str], bool] | None = None
+    confirm: Callable[[str], bool | None] | None = None  # None: interrupted at the prompt
     max_log_bytes: int | None = None
     log_suffix: str = ""  # ".baseline" for the measurement before the run
     offline: bool = False

@@ -55,12 +55,12 @@ class Scanner:
     def __init__(self, step: CommandStep) -> None:
         self.captures = {name: (re.compile(c.pattern), c) for name, c in step.capture.items()}
         self.details = [(re.compile(d.match), d.mark) for d in step.details]
-        # One pass over a whole chunk finds out whether any line of it can match at all; only
-        # then are its lines matched one by one (line semantics kept, at C speed for the rest).
+        # Each pattern first searches a whole chunk (MULTILINE, at C speed); only a chunk in
+        # which one can match is split into lines and matched line by line (line semantics).
+        # The patterns are not joined into one: inline flags such as (?i) and backreferences
+        # would break or change meaning.
         patterns = [c.pattern for c in step.capture.values()] + [d.match for d in step.details]
-        self.any = (
-            re.compile("|".join(f"(?:{p})" for p in patterns), re.MULTILINE) if patterns else None
-        )
+        self.prefilters = [re.compile(p, re.MULTILINE) for p in patterns]
         self.values: dict[str, Any] = {}
         self.lists: dict[str, list[Any]] = {n: [] for n, (_, c) in self.captures.items() if c.all}
         self.detail_lines: list[DetailLine] = []
@@ -72,7 +72,7 @@ class Scanner:
         last = text[(nl + 1 if nl >= 0 else start) : end].strip()
         if last:
             self.last_line = last
-        if self.any is None or self.any.search(text, start, end) is None:
+        if not any(rx.search(text, start, end) for rx in self.prefilters):
             return
         for line in text[start:end].split("\n"):
             self(line)
@@ -146,6 +146,9 @@ class CommandKind:
     def run(self, step: CommandStep, ctx: StepContext) -> None:
         """Run with retries; fill status, captures, details, expectations."""
         res = ctx.result
+        # Every declared capture exists from the start (null, or its default), so later steps
+        # and `when` can read it even when this step ends early (not found, failed to start).
+        res.captures = {n: ([] if c.all else c.default) for n, c in step.capture.items()}
         try:
             argv = render_argv(step, ctx)
             env = _env_for(step, ctx)

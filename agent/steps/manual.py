@@ -28,10 +28,13 @@ class ManualKind:
         if ctx.yes:
             res.status, res.reason = Status.SUCCESS, "confirmed by --yes"
         elif ctx.interactive and ctx.confirm is not None:
-            if ctx.confirm(question):
+            answer = ctx.confirm(question)
+            if answer is None or ctx.stop.is_set():
+                res.status, res.reason = Status.ABORTED, "interrupted at the prompt"
+            elif answer:
                 res.status, res.reason = Status.SUCCESS, "confirmed at the prompt"
             else:
                 res.status, res.reason = Status.FAILED, "declined at the prompt"
         else:
-            res.status = Status.SKIPPED
+            res.status, res.skipped_by = Status.SKIPPED, "manual"
             res.reason = "not run: manual step needs a terminal to confirm, or --yes"
