@@ -20,6 +20,7 @@ from agent.errors import (
     EXIT_PARTIAL,
     EXIT_USAGE,
     RunbookError,
+    UsageError,
 )
 
 __all__ = ["app", "main"]
@@ -329,6 +330,8 @@ def report(
 
         if not (run_dir / "run.json").is_file():
             raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
+        if template is not None and not template.is_file():
+            raise UsageError(f"--template {template}: no such file")
         text = render_report(load_record(run_dir), template=template)
         if output:
             output.write_text(text, encoding="utf-8")
@@ -380,7 +383,11 @@ def demo(
             out = folder / "reports" / "postmortem.md"
             out.write_text(render(folder / "incident.yaml", folder / "reports"), encoding="utf-8")
             typer.echo(f"\nPostmortem: {out}")
-            return EXIT_OK
+            from agent.history import find_runs
+
+            # The command's code is that of its worst run (the demo's backfill is partial).
+            codes = [r.record.exit_code or 0 for r in find_runs(folder / "reports")]
+            return max(codes, key=lambda c: (c != 0, c == EXIT_FAILED)) if codes else EXIT_OK
 
         stop = threading.Event()
         _install_signals(stop)
@@ -410,7 +417,12 @@ def history(
         from agent.history import find_runs, history_table, parse_since
         from agent.record import utcnow
 
-        when = parse_since(since, utcnow()) if since else None
+        try:
+            when = parse_since(since, utcnow()) if since else None
+        except ValueError:
+            raise UsageError(
+                f"--since {since!r}: write 30m, 2h, 3d or an ISO date such as 2026-01-25"
+            ) from None
         rows = find_runs(reports, runbook=runbook, status=status, since=when)
         if fmt == "json":
             typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, default=str))
@@ -457,7 +469,7 @@ def init(
         from agent.report import templates_dir
 
         if path.exists():
-            raise RunbookError(f"{path} exists; choose another name")
+            raise UsageError(f"{path} exists; choose another name")
         path.write_text(
             (templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8"), encoding="utf-8"
         )
@@ -484,7 +496,6 @@ def import_(
     """
 
     def go() -> int:
-        from agent.errors import UsageError
         from agent.importer import import_plan
 
         try:

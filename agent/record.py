@@ -230,10 +230,29 @@ def write_record(record: RunRecord, path: Path, *, sync: bool = True) -> None:
 
 
 def load_record(path: Path) -> RunRecord:
-    """Read run.json (a run directory or the file itself)."""
+    """Read run.json (a run directory or the file itself).
+
+    Raises:
+        RunbookError: when there is no run.json or it is not a run record of this tool.
+    """
+    from pydantic import ValidationError as PydanticError
+
+    from agent.errors import RunbookError
+
     if path.is_dir():
         path = path / "run.json"
-    return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    try:
+        return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunbookError(f"{path.parent} is not a run directory (no run.json)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunbookError(f"cannot read {path}: {exc}") from None
+    except PydanticError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise RunbookError(
+            f"{path} is not a run record of runbook {RECORD_FORMAT}: {where}: {first['msg']}"
+        ) from None
 
 
 class Journal:

@@ -682,8 +682,14 @@ def _step_facts(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
         )
         facts.append(f"{step.title}: {step.missing or 'the program'} does not exist{alt}")
     elif status == Status.FAILED:
-        code = f" with exit code {step.exit_code}" if step.exit_code is not None else ""
-        facts.append(f"{step.title} failed{code}" + (f": {step.reason}" if step.reason else ""))
+        reason = step.reason or ""
+        # The reason of a bad exit already starts "exit code N": say it once.
+        code = (
+            f" with exit code {step.exit_code}"
+            if step.exit_code is not None and not reason.startswith("exit code")
+            else ""
+        )
+        facts.append(f"{step.title} failed{code}" + (f": {reason}" if reason else ""))
     elif status == Status.TIMED_OUT:
         after = f" after {_duration(step.duration_s)}" if step.duration_s is not None else ""
         facts.append(f"{step.title} timed out{after}")
@@ -1090,7 +1096,7 @@ def _build(record: RunRecord) -> ReportView:
         lessons=_lessons(record),
         next_steps=[(h, list(items)) for h, items in record.next_steps.items() if items],
         followup=(
-            f"runbook followup reports/{record.run_id}"
+            f"runbook followup {record.run_dir or 'reports/' + record.run_id}"
             if record.status in (RunStatus.PARTIALLY_COMPLETE, RunStatus.FAILED)
             else None
         ),

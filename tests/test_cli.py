@@ -166,7 +166,7 @@ def test_init_writes_a_runbook_that_validates(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert cli("validate", "starter.yaml", cwd=tmp_path).returncode == 0
     again = cli("init", "starter.yaml", cwd=tmp_path)
-    assert again.returncode == 1
+    assert again.returncode == 2
     assert again.stderr == "error: starter.yaml exists; choose another name\n"
 
 

@@ -700,6 +700,8 @@ class _TemplateChecker:
             what=f"'when' of {where}",
         )
         kind = step.get("kind")
+        if kind in (*COMMAND_KINDS, "wait"):
+            self._command(i, step, where)
         expect_ctx = ctx | self.captures[sid] | {"counts"}
         if kind in COMMAND_KINDS:
             expect_ctx |= {"exit_code"}
@@ -732,6 +734,14 @@ class _TemplateChecker:
                         self.check(p, s, ctx, earlier, expression=False, what=f"'{key}' of {what}")
                 for key in ("where", "coverage"):
                     self._params(("steps", i, "checks", j, key), c.get(key), what)
+                # SQL fields may write numbers with {{ }}; their names are checked like others.
+                sql = [(("steps", i, "checks", j, "where"), c.get("where"), "where")]
+                cov = c.get("coverage")
+                if isinstance(cov, dict):
+                    path = ("steps", i, "checks", j, "coverage", "expected")
+                    sql.append((path, cov.get("expected"), "coverage.expected"))
+                for p, s, key in sql:
+                    self.check(p, s, ctx, earlier, expression=False, what=f"'{key}' of {what}")
         if kind == "wait":
             self.check(
                 ("steps", i, "until"),
@@ -742,6 +752,20 @@ class _TemplateChecker:
                 what=f"'until' of {where}",
             )
             self._params(("steps", i, "until"), step.get("until"), where)
+
+    def _command(self, i: int, step: dict[str, Any], where: str) -> None:
+        """A string command must split (or, with `shell: true`, scan) before any value exists."""
+        command = step.get("command")
+        if not isinstance(command, str) or not command.strip():
+            return  # a list, or the model reports it
+        try:
+            if step.get("shell") is True:
+                templating.check_shell_command(command)
+            else:
+                templating.split_command(command)
+        except templating.TemplateError as exc:
+            mark = self.b.value_marks.get(("steps", i, "command"), (1, 1))
+            self.problems.add(mark, f"'command' of {where}: {exc}")
 
     def _groups(self, path: Path_, pattern: str, name: str, where: str) -> None:
         try:
