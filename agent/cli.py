@@ -157,7 +157,8 @@ def plan(
         if fmt == "json":
             from agent.review import review_json
 
-            text = json.dumps(review_json(review), indent=2, default=str) + "\n"
+            text = review.redactor.redact(json.dumps(review_json(review), indent=2, default=str))
+            text += "\n"
         else:
             text = render_review(review)
         if output:

@@ -414,13 +414,25 @@ def _shell_words(text: str) -> list[str]:
 
 
 def _display_names(checks: Iterable[tuple[str, CheckResult]]) -> dict[str, str]:
-    """Short table names (`dataset.table` -> `table`) unless two checks would share one."""
+    """Short table names (`dataset.table` -> `table`) unless two checks would share one.
+
+    A check with its own `name` (its key is not a table name) is shown by that name; several
+    checks of one table are told apart by their keys (`table#2`).
+    """
     items = list(checks)
     shorts = [c.table.rsplit(".", 1)[-1] for _, c in items]
-    return {
-        key: (short if shorts.count(short) == 1 else c.table)
-        for (key, c), short in zip(items, shorts, strict=True)
-    }
+    tables = [c.table for _, c in items]
+    names: dict[str, str] = {}
+    for (key, c), short in zip(items, shorts, strict=True):
+        if key != c.table and not key.startswith(c.table + "#"):
+            names[key] = key  # a named check
+        elif tables.count(c.table) > 1:
+            names[key] = (
+                key.replace(c.table, short) if shorts.count(short) == tables.count(c.table) else key
+            )
+        else:
+            names[key] = short if shorts.count(short) == 1 else c.table
+    return names
 
 
 def _total(c: CheckResult) -> int | None:

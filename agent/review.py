@@ -49,6 +49,7 @@ class PlanReview:
     workdir: Path
     steps: list[StepPlan] = field(default_factory=list)
     offline: bool = False
+    redactor: Redactor = field(default_factory=lambda: Redactor([]))
 
     @property
     def missing(self) -> list[tuple[str, str]]:
@@ -114,6 +115,7 @@ def review_plan(
         offline=offline,
     )
     redactor = Redactor(secret_values(loaded, values, env))
+    review.redactor = redactor
     steps = {s.id: s for s in rb.steps}
     # Steps that have not run read as having succeeded; what they will capture or count shows
     # as a placeholder naming it (`<team_context.records_saved>`), so commands still render.
@@ -224,6 +226,8 @@ def render_review(review: PlanReview) -> str:
         order=order,
         flowchart=_flowchart(review),
     )
+    # Everything the review shows passes the mask once (titles, messages, rendered commands).
+    text = review.redactor.redact(text)
     return text if text.endswith("\n") else text + "\n"
 
 

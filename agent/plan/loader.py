@@ -735,13 +735,22 @@ class _TemplateChecker:
                 for key in ("where", "coverage"):
                     self._params(("steps", i, "checks", j, key), c.get(key), what)
                 # SQL fields may write numbers with {{ }}; their names are checked like others.
-                sql = [(("steps", i, "checks", j, "where"), c.get("where"), "where")]
+                sql: list[tuple[Path_, Any, str]] = [
+                    (("steps", i, "checks", j, "where"), c.get("where"), "where")
+                ]
                 cov = c.get("coverage")
                 if isinstance(cov, dict):
                     path = ("steps", i, "checks", j, "coverage", "expected")
                     sql.append((path, cov.get("expected"), "coverage.expected"))
-                for p, s, key in sql:
-                    self.check(p, s, ctx, earlier, expression=False, what=f"'{key}' of {what}")
+                for sql_path, sql_source, key in sql:
+                    self.check(
+                        sql_path,
+                        sql_source,
+                        ctx,
+                        earlier,
+                        expression=False,
+                        what=f"'{key}' of {what}",
+                    )
         if kind == "wait":
             self.check(
                 ("steps", i, "until"),

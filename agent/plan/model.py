@@ -44,6 +44,7 @@ __all__ = [
     "WaitStep",
     "Warehouse",
     "parse_duration",
+    "parse_positive_duration",
 ]
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -52,14 +53,12 @@ RESERVED_NAMES = ("steps", "env", "run")  # what templates see besides the vars
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){1,2}$"
 _NUM = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(rf"^\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m)?\s*(?:{_NUM}\s*s)?\s*$")
+_DURATION_STRING: dict[str, Any] = {
+    "type": "string",
+    "pattern": rf"^\s*(\d+(\.\d+)?|({_NUM}\s*h)?\s*({_NUM}\s*m)?\s*({_NUM}\s*s)?)\s*$",
+}
 _DURATION_SCHEMA = {
-    "anyOf": [
-        {"type": "number", "minimum": 0, "description": "seconds"},
-        {
-            "type": "string",
-            "pattern": rf"^\s*(\d+(\.\d+)?|({_NUM}\s*h)?\s*({_NUM}\s*m)?\s*({_NUM}\s*s)?)\s*$",
-        },
-    ]
+    "anyOf": [{"type": "number", "minimum": 0, "description": "seconds"}, _DURATION_STRING]
 }
 
 
@@ -93,6 +92,29 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+def parse_positive_duration(value: Any) -> Any:
+    """Like `parse_duration`, for a timeout or a poll interval: 0 is not a duration here.
+
+    Args:
+        value: what the YAML holds.
+
+    Returns:
+        Seconds, more than 0.
+    """
+    seconds = parse_duration(value)
+    if isinstance(seconds, float) and seconds <= 0:
+        raise ValueError("the duration must be more than 0 seconds")
+    return seconds
+
+
+_POSITIVE_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+        {**_DURATION_STRING, "not": {"pattern": r"^[\s0.hms]*$"}},
+    ]
+}
+
+
 @dataclass(frozen=True)
 class OrShortForm:
     """JSON Schema: the model's own schema, or a short form (`retries: 2`, `capture: 'regex'`).
@@ -109,6 +131,9 @@ class OrShortForm:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+PositiveDuration = Annotated[
+    float, BeforeValidator(parse_positive_duration), WithJsonSchema(_POSITIVE_DURATION_SCHEMA)
+]
 Template = str
 StepId = Annotated[str, Field(pattern=ID_PATTERN)]
 VarName = Annotated[str, Field(pattern=VAR_PATTERN)]
@@ -161,6 +186,8 @@ class Retries(_Strict):
 def _retries(value: Any) -> Any:
     # `retries: 2` means two attempts in all, like `retries: {attempts: 2}`; 0 means one attempt.
     if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("retries cannot be negative (0 means one attempt)")
         return {"attempts": max(value, 1)}
     return value
 
@@ -175,7 +202,7 @@ RetriesField = Annotated[
 class Defaults(_Strict):
     """Applied to every step that does not set its own."""
 
-    timeout: Duration | None = None
+    timeout: PositiveDuration | None = None
     retries: RetriesField | None = None
 
 
@@ -253,7 +280,7 @@ class _StepBase(_Strict):
     description: Template | None = None
     needs: list[str] | None = None
     when: str | None = None
-    timeout: Duration | None = None
+    timeout: PositiveDuration | None = None
     retries: RetriesField | None = None
     baseline: bool = False
     on_shortfall: Shortfall | None = None
@@ -331,6 +358,12 @@ class Check(_Strict):
                 raise ValueError("expect is a number, a template, {min: N} or {ratio: R}")
         return value
 
+    @model_validator(mode="after")
+    def _ratio_total(self) -> Check:
+        if isinstance(self.expect, dict) and "ratio" in self.expect and self.expect_total is None:
+            raise ValueError("a ratio needs expect_total: the number it is a ratio of")
+        return self
+
 
 class VerifyStep(_StepBase):
     """Row counts and key coverage in the warehouse."""
@@ -346,7 +379,7 @@ class WaitStep(_StepBase):
     kind: Literal["wait"]
     until: str | None = None
     command: Template | list[Template] | None = None
-    every: Annotated[Duration, Field(gt=0)] = 60.0
+    every: PositiveDuration = 60.0
     shell: bool = False
     env: dict[str, Template] = Field(default_factory=dict)
 

@@ -41,12 +41,15 @@ def coerce(name: str, spec: VarSpec, value: Any) -> Any:
     try:
         out = _convert(spec.type, value)
     except (ValueError, TypeError):
+        # A secret's value is never echoed, not even a wrong one.
+        shown = "the value given" if spec.secret else repr(value)
         raise UsageError(
-            f"var '{name}' is of type {spec.type}: {value!r} is not {_FORMS[spec.type]}"
+            f"var '{name}' is of type {spec.type}: {shown} is not {_FORMS[spec.type]}"
         ) from None
     if spec.choices is not None and out not in spec.choices:
         allowed = ", ".join(str(c) for c in spec.choices)
-        raise UsageError(f"var '{name}' must be one of {allowed}; got {value!r}")
+        shown = "another value" if spec.secret else repr(value)
+        raise UsageError(f"var '{name}' must be one of {allowed}; got {shown}")
     return out
 
 

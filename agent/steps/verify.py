@@ -67,14 +67,19 @@ def _judge(result: CheckResult) -> None:
     result.ok = ok
 
 
-def _count_checks(step: VerifyStep) -> list[CountCheck]:
+def _sql(source: str | None, ctx: StepContext) -> str | None:
+    """A SQL field, rendered: `{{ }}` may write numbers only; other values are `@params`."""
+    return None if source is None else templating.render_sql(source, ctx.template_context())
+
+
+def _count_checks(step: VerifyStep, ctx: StepContext) -> list[CountCheck]:
     return [
         CountCheck(
             name=check_key(step, i),
             table=c.table,
-            where=c.where,
+            where=_sql(c.where, ctx),
             coverage_key=tuple(c.coverage.key) if c.coverage else (),
-            coverage_expected=c.coverage.expected if c.coverage else None,
+            coverage_expected=_sql(c.coverage.expected, ctx) if c.coverage else None,
         )
         for i, c in enumerate(step.checks)
     ]
@@ -89,8 +94,12 @@ def measure(step: VerifyStep, ctx: StepContext) -> dict[str, CheckResult]:
 
     Returns:
         One CheckResult per check, keyed by `check_key`.
+
+    Raises:
+        TemplateError: a SQL field that cannot be rendered (a value that is not a number).
+        WarehouseError: the warehouse cannot be queried.
     """
-    checks = _count_checks(step)
+    checks = _count_checks(step, ctx)
     labels = {"runbook": ctx.loaded.runbook.id, "run": ctx.run_id, "step": step.id}
     warehouse = ctx.open_warehouse()
     try:
@@ -99,14 +108,16 @@ def measure(step: VerifyStep, ctx: StepContext) -> dict[str, CheckResult]:
         warehouse.close()
     results: dict[str, CheckResult] = {}
     for c, check, outcome in zip(checks, step.checks, outcomes, strict=True):
-        results[c.name] = _result(check, outcome, ctx)
+        results[c.name] = _result(check, c, outcome, ctx)
     return results
 
 
-def _result(check: Check, outcome: CountOutcome, ctx: StepContext) -> CheckResult:
+def _result(
+    check: Check, counted: CountCheck, outcome: CountOutcome, ctx: StepContext
+) -> CheckResult:
     result = CheckResult(
         table=check.table,
-        where=check.where,
+        where=counted.where,
         actual=outcome.count,
         key=list(check.coverage.key) if check.coverage else [],
         missing_keys=outcome.missing_keys,
@@ -143,7 +154,12 @@ class VerifyKind:
     def review(self, step: VerifyStep, ctx: StepContext) -> StepReview:
         """Say what each check counts; with a warehouse at hand, what it counts now."""
         review = StepReview()
-        for i, c in enumerate(step.checks):
+        try:
+            checks = _count_checks(step, ctx)
+        except templating.TemplateError as exc:
+            review.lines.append(f"cannot render the checks' SQL: {exc}")
+            return review
+        for i, (c, counted) in enumerate(zip(step.checks, checks, strict=True)):
             exp = _expectation(c, ctx)
             want = (
                 f"exactly {exp['expected']}"
@@ -154,12 +170,11 @@ class VerifyKind:
                 if "ratio" in exp
                 else "any count"
             )
-            where = f" where `{c.where}`" if c.where else ""
+            where = f" where `{counted.where}`" if counted.where else ""
             cov = f"; coverage of ({', '.join(c.coverage.key)})" if c.coverage else ""
             review.lines.append(f"check {i + 1}: `{c.table}`{where}: expects {want}{cov}")
         if ctx.offline:
             return review
-        checks = _count_checks(step)
         try:
             warehouse = ctx.open_warehouse()
             try:
@@ -194,6 +209,9 @@ class VerifyKind:
             res.counts = measure(step, ctx)
         except WarehouseError as exc:
             res.status, res.reason = Status.FAILED, f"warehouse: {exc}"
+            return
+        except templating.TemplateError as exc:
+            res.status, res.reason = Status.FAILED, str(exc)
             return
         errors = [f"{k}: {r.error}" for k, r in res.counts.items() if r.error]
         if errors:
