@@ -704,6 +704,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             },
             started_at=utcnow(),
             needs={s.id: list(loaded.graph.needs[s.id]) for s in rb.steps},
+            after={s.id: list(loaded.graph.after[s.id]) for s in rb.steps},
             # What the command line chose, so that `resume` goes on the same way.
             selection={
                 "only": list(options.only),

@@ -195,7 +195,8 @@ class RunRecord(_Model):
     status: RunStatus | None = None
     exit_code: int | None = None
     steps: list[StepResult] = Field(default_factory=list)
-    needs: dict[str, list[str]] = Field(default_factory=dict)
+    needs: dict[str, list[str]] = Field(default_factory=dict)  # explicit: must have succeeded
+    after: dict[str, list[str]] = Field(default_factory=dict)  # every ordering edge
     lessons: list[str] = Field(default_factory=list)
     next_steps: dict[str, list[str]] = Field(default_factory=dict)
     sessions: list[Session] = Field(default_factory=list)

@@ -7,7 +7,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -259,6 +259,8 @@ class ReportView:
     conclusion: list[str]
     recommendation: str
     log: str
+    gantt: str | None
+    flowchart: str
     generated_at: str
     executed_by: str
     incident_reference: str | None
@@ -1083,6 +1085,82 @@ def _execution_log(record: RunRecord, action: str) -> str:
     return "\n".join(f"{_ts(at)} - {text}" for at, _, text in events)
 
 
+_MERMAID_UNSAFE = re.compile(r"[^\w .,()/@+=<>%&'-]")
+_GANTT_TAG = {
+    Status.SUCCESS: "done",
+    Status.PARTIAL: "active",
+    Status.FAILED: "crit",
+    Status.TIMED_OUT: "crit",
+    Status.NOT_FOUND: "crit",
+    Status.ABORTED: "crit",
+}
+_FLOW_CLASS = {
+    Status.SUCCESS: ("ok", "fill:#d4edda,stroke:#28a745"),
+    Status.PARTIAL: ("partial", "fill:#fff3cd,stroke:#e0a800"),
+    Status.FAILED: ("bad", "fill:#f8d7da,stroke:#dc3545"),
+    Status.TIMED_OUT: ("bad", "fill:#f8d7da,stroke:#dc3545"),
+    Status.NOT_FOUND: ("bad", "fill:#f8d7da,stroke:#dc3545"),
+    Status.ABORTED: ("bad", "fill:#f8d7da,stroke:#dc3545"),
+    Status.SKIPPED: ("skipped", "fill:#e2e3e5,stroke:#6c757d,stroke-dasharray: 4 3"),
+}
+
+
+def _mermaid_text(text: str) -> str:
+    """A label Mermaid cannot misread: no colons, quotes, brackets or markup."""
+    return _MERMAID_UNSAFE.sub(" ", markdown.clean(text)).strip()[:80] or "step"
+
+
+def _gantt(record: RunRecord) -> str | None:
+    """A Mermaid gantt of the steps' real start and end times (UTC), or None before any ran."""
+    rows = []
+    for n, step in enumerate(record.steps, 1):
+        if step.started_at is None or step.ended_at is None or step.status == Status.SKIPPED:
+            continue
+        tag = _GANTT_TAG.get(step.status) if step.status else None
+        tags = f"{tag}, " if tag else ""
+        start = _utc(step.started_at).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        end = _utc(max(step.ended_at, step.started_at + timedelta(milliseconds=1)))
+        rows.append(
+            f"    {n}. {_mermaid_text(step.title)} ({step.status.value if step.status else '?'})"
+            f" :{tags}s{n}, {start}, {end.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}"
+        )
+    if not rows:
+        return None
+    head = [
+        "gantt",
+        f"    title {_mermaid_text(record.title)} (UTC)",
+        "    dateFormat YYYY-MM-DDTHH:mm:ss.SSS",
+        "    axisFormat %H:%M:%S",
+        "    section Steps",
+    ]
+    return "\n".join(head + rows)
+
+
+def _flowchart(record: RunRecord) -> str:
+    """The steps' DAG as a Mermaid flowchart, each step coloured by its status.
+
+    Solid arrows are `needs` (must succeed); dotted ones only order the steps.
+    """
+    lines = ["flowchart TD"]
+    ids = {s.id: f"s{n}" for n, s in enumerate(record.steps, 1)}
+    used: dict[str, str] = {}
+    for n, step in enumerate(record.steps, 1):
+        status = step.status.value if step.status else "NOT RUN"
+        lines.append(f'    {ids[step.id]}["{n}. {_mermaid_text(step.title)}<br/>{status}"]')
+        if step.status in _FLOW_CLASS:
+            name, style = _FLOW_CLASS[step.status]
+            used[name] = style
+            lines.append(f"    class {ids[step.id]} {name}")
+    for step in record.steps:
+        needs = set(record.needs.get(step.id, []))
+        for before in record.after.get(step.id, []):
+            if before in ids:
+                arrow = "-->" if before in needs else "-.->"
+                lines.append(f"    {ids[before]} {arrow} {ids[step.id]}")
+    lines.extend(f"    classDef {name} {style}" for name, style in used.items())
+    return "\n".join(lines)
+
+
 def _build(record: RunRecord) -> ReportView:
     heading, action_label = _heading(record)
     variables = record.vars
@@ -1117,6 +1195,8 @@ def _build(record: RunRecord) -> ReportView:
         conclusion=conclusion,
         recommendation=recommendation,
         log=_execution_log(record, action_label),
+        gantt=_gantt(record),
+        flowchart=_flowchart(record),
         generated_at=_ts(generated),
         executed_by=f"runbook {record.tool_version} ({record.operator}@{record.host})",
         incident_reference=incident_ref,

@@ -27,6 +27,7 @@ def normalise(text: str, folder: Path) -> str:
     rules = [
         (r"\d{8}T\d{6}Z-([a-z0-9-]+)-[0-9a-f]{4}", r"<RUN-ID \1>"),
         (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<TIME>"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}", "<T>"),
         (r"## Date: \d{4}-\d\d-\d\d", "## Date: <DATE>"),
         (r"sha256 [0-9a-f]{12}", "sha256 <SHA>"),
         (r"\b\d+(?:\.\d+)?s\b", "<DUR>"),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 import time
+from dataclasses import dataclass
 
+from agent import preflight
 from agent.plan import templating
 from agent.plan.model import WaitStep
 from agent.process import run_process
@@ -14,6 +17,7 @@ from agent.warehouse.base import WarehouseError
 __all__ = ["WaitKind"]
 
 DEFAULT_TIMEOUT = 3600.0
+MIN_POLL_SECONDS = 0.1  # the least a command poll gets, even when the step's time is up
 
 
 def _fmt(seconds: float) -> str:
@@ -24,65 +28,120 @@ def _fmt(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def _display(argv: list[str], shell: bool) -> str:
+    """The command as command steps show it: a shell script as written, else quoted argv."""
+    if shell and len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
+        return argv[2]
+    return shlex.join(argv)
+
+
+@dataclass
+class _Condition:
+    """What one poll checks, rendered once: SQL, or a command with its environment."""
+
+    sql: str | None = None
+    argv: list[str] | None = None
+    env: dict[str, str] | None = None
+
+
+def _condition(step: WaitStep, ctx: StepContext) -> _Condition:
+    if step.until:
+        return _Condition(sql=templating.render_sql(step.until, ctx.template_context()))
+    argv = templating.render_command(step.command or "", ctx.template_context(), shell=step.shell)
+    env = dict(ctx.env) | {k: ctx.render(v) for k, v in step.env.items()}
+    return _Condition(argv=argv, env=env)
+
+
+def _timeout(step: WaitStep, ctx: StepContext) -> float:
+    return step.timeout or ctx.loaded.runbook.defaults.timeout or DEFAULT_TIMEOUT
+
+
 @register("wait")
 class WaitKind:
     """Poll every `every` seconds; SUCCESS when the condition holds, TIMED_OUT otherwise."""
 
     def review(self, step: WaitStep, ctx: StepContext) -> StepReview:
-        """Show the condition and the polling schedule."""
+        """Show the condition and the polling schedule; look up the program a command names."""
         review = StepReview()
-        timeout = step.timeout or ctx.loaded.runbook.defaults.timeout or DEFAULT_TIMEOUT
-        if step.until:
-            review.lines.append(f"until `{ctx.render(step.until).strip()}`")
-        else:
-            argv = templating.render_command(
-                step.command or "", ctx.template_context(), shell=step.shell
-            )
-            review.command = " ".join(argv)
-        review.lines.append(f"polls every {_fmt(step.every)} for at most {_fmt(timeout)}")
+        cond = _condition(step, ctx)
+        if cond.sql is not None:
+            review.lines.append(f"until `{cond.sql.strip()}`")
+        elif cond.argv is not None:
+            review.command = _display(cond.argv, step.shell)
+            found = preflight.lookup(cond.argv, workdir=ctx.workdir, env=cond.env or {})
+            if found is not None and not found.found:
+                review.missing.append(found.message)
+                review.alternatives = list(found.alternatives)
+        review.lines.append(
+            f"polls every {_fmt(step.every)} for at most {_fmt(_timeout(step, ctx))}"
+        )
         return review
 
-    def _poll(self, step: WaitStep, ctx: StepContext) -> Poll:
+    def _poll(self, step: WaitStep, ctx: StepContext, cond: _Condition, left: float) -> Poll:
         at = utcnow()
-        if step.until:
-            sql = ctx.render(step.until)
+        if cond.sql is not None:
             labels = {"runbook": ctx.loaded.runbook.id, "run": ctx.run_id, "step": step.id}
             try:
                 warehouse = ctx.open_warehouse()
                 try:
-                    value = warehouse.scalar(sql, sql_params(ctx.vars), labels)
+                    value = warehouse.scalar(cond.sql, sql_params(ctx.vars), labels)
                 finally:
                     warehouse.close()
             except WarehouseError as exc:
                 return Poll(at=at, ok=False, error=str(exc))
             return Poll(at=at, value=value, ok=bool(value))
-        argv = templating.render_command(
-            step.command or "", ctx.template_context(), shell=step.shell
-        )
         log = ctx.log_path()
         assert log is not None
-        env = dict(ctx.env) | {k: ctx.render(v) for k, v in step.env.items()}
+        assert cond.argv is not None
         proc = run_process(
-            argv,
+            cond.argv,
             cwd=ctx.workdir,
-            env=env,
-            timeout=max(step.every, 60.0),
+            env=cond.env or {},
+            # A poll never outlives the step: it gets the time that is left.
+            timeout=max(left, MIN_POLL_SECONDS),
             log_path=log,
             redactor=ctx.redactor,
             stop_event=ctx.stop,
         )
-        return Poll(at=at, value=proc.exit_code, ok=proc.exit_code == 0, error=proc.error)
+        error = proc.error
+        if proc.timed_out:
+            error = "the poll was stopped when the step's time ran out"
+        elif proc.interrupted:
+            error = "interrupted"
+        return Poll(at=at, value=proc.exit_code, ok=proc.exit_code == 0, error=error)
+
+    def _not_found(self, step: WaitStep, ctx: StepContext, cond: _Condition) -> bool:
+        """Look up the program the command names; a missing one makes the step NOT_FOUND."""
+        res = ctx.result
+        assert cond.argv is not None
+        res.command = [ctx.redactor.redact(a) for a in cond.argv]
+        res.command_display = ctx.redactor.redact(_display(cond.argv, step.shell))
+        found = preflight.lookup(cond.argv, workdir=ctx.workdir, env=cond.env or {})
+        if found is None or found.found:
+            return False
+        res.status = Status.NOT_FOUND
+        res.missing = ctx.redactor.redact(found.target)
+        res.reason = ctx.redactor.redact(found.message)
+        res.alternatives = [ctx.redactor.redact(a) for a in found.alternatives]
+        return True
 
     def run(self, step: WaitStep, ctx: StepContext) -> None:
         """Poll until true, timeout or interrupt; every poll is recorded."""
         res = ctx.result
-        timeout = step.timeout or ctx.loaded.runbook.defaults.timeout or DEFAULT_TIMEOUT
+        timeout = _timeout(step, ctx)
+        try:
+            cond = _condition(step, ctx)
+        except templating.TemplateError as exc:
+            res.status, res.reason = Status.FAILED, str(exc)
+            return
+        if cond.argv is not None and self._not_found(step, ctx, cond):
+            return
         start = time.monotonic()
         log = ctx.log_path()
         if log is not None:
             res.log_path = str(log.relative_to(ctx.run_dir)) if ctx.run_dir else None
         while True:
-            poll = self._poll(step, ctx)
+            poll = self._poll(step, ctx, cond, timeout - (time.monotonic() - start))
             res.polls.append(poll)
             elapsed = time.monotonic() - start
             if log is not None:
@@ -101,6 +160,9 @@ class WaitKind:
             if poll.ok:
                 res.status = Status.SUCCESS
                 res.reason = f"became true after {len(res.polls)} polls, {_fmt(elapsed)}"
+                return
+            if ctx.stop.is_set():
+                res.status, res.reason = Status.ABORTED, "the run was interrupted while waiting"
                 return
             remaining = timeout - elapsed
             if remaining <= 0:

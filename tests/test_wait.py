@@ -1,0 +1,188 @@
+"""The wait kind with real processes: polls, the time left, missing programs, interrupts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from agent.executor import RunOptions, run_runbook
+from agent.record import Status
+from agent.steps.base import Event
+
+PY = sys.executable
+Write = Callable[..., Path]
+
+COUNTER = (
+    "import pathlib, sys\n"
+    "p = pathlib.Path('count.txt')\n"
+    "n = int(p.read_text()) + 1 if p.exists() else 1\n"
+    "p.write_text(str(n))\n"
+    "sys.exit(0 if n >= 3 else 1)\n"
+)
+
+
+def test_a_command_that_holds_on_the_third_poll(write_runbook: Write, tmp_path: Path) -> None:
+    (tmp_path / "ready.py").write_text(COUNTER, encoding="utf-8")
+    rb = write_runbook(f"""
+        version: 1
+        id: w
+        title: W
+        steps:
+          - id: wait
+            kind: wait
+            command: {PY} ready.py
+            every: 0.1s
+            timeout: 30s
+    """)
+    record, run_dir = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
+    wait = record.step("wait")
+    assert wait.status == Status.SUCCESS, wait.reason
+    assert [p.ok for p in wait.polls] == [False, False, True]
+    assert [p.value for p in wait.polls] == [1, 1, 0]
+    assert (tmp_path / "count.txt").read_text() == "3"
+    assert wait.command_display == f"{PY} ready.py"
+    assert "poll 3: value=0 ok=True" in (run_dir / "logs" / "wait.log").read_text()
+
+
+def test_a_poll_gets_only_the_time_left(write_runbook: Write, tmp_path: Path) -> None:
+    rb = write_runbook("""
+        version: 1
+        id: w
+        title: W
+        steps:
+          - id: wait
+            kind: wait
+            command: sleep 100
+            every: 1s
+            timeout: 2s
+    """)
+    started = time.monotonic()
+    record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
+    took = time.monotonic() - started
+    wait = record.step("wait")
+    assert wait.status == Status.TIMED_OUT
+    assert took < 15, took  # was at least 60 s: each poll had max(every, 60 s)
+    assert len(wait.polls) == 1
+    assert wait.reason is not None
+    assert "the poll was stopped when the step's time ran out" in wait.reason
+
+
+def test_a_missing_program_is_not_found_with_alternatives(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    (tmp_path / "check_ready.py").write_text("print('ok')\n", encoding="utf-8")
+    rb = write_runbook(f"""
+        version: 1
+        id: w
+        title: W
+        steps:
+          - id: wait
+            kind: wait
+            command: {PY} check_redy.py
+            every: 0.1s
+            timeout: 5s
+          - id: after
+            kind: run
+            command: {PY} -c "print('after')"
+            needs: []
+    """)
+    record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
+    wait = record.step("wait")
+    assert wait.status == Status.NOT_FOUND
+    assert wait.missing == "check_redy.py"
+    assert "check_ready.py" in wait.alternatives
+    assert wait.polls == []
+    assert record.step("after").status == Status.SUCCESS
+
+
+def test_plan_lists_the_missing_program_and_quotes_the_command(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    (tmp_path / "check_ready.py").write_text("print('ok')\n", encoding="utf-8")
+    rb = write_runbook(f"""
+        version: 1
+        id: w
+        title: W
+        steps:
+          - id: wait
+            kind: wait
+            command: [{PY}, check_redy.py, "a b"]
+    """)
+    proc = subprocess.run(
+        [PY, "-m", "agent", "plan", str(rb), "--offline"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"{PY} check_redy.py 'a b'" in proc.stdout
+    assert "check_redy.py" in proc.stdout
+    assert "check_ready.py" in proc.stdout
+
+
+def test_an_interrupt_ends_the_wait(write_runbook: Write, tmp_path: Path) -> None:
+    rb = write_runbook("""
+        version: 1
+        id: w
+        title: W
+        steps:
+          - id: wait
+            kind: wait
+            command: "false"
+            every: 30s
+            timeout: 10m
+    """)
+    options = RunOptions(reports_dir=tmp_path / "r")
+
+    def on_event(event: Event) -> None:
+        if event.kind == "poll":
+            options.stop.set()
+
+    options.listeners.append(on_event)
+    started = time.monotonic()
+    record, _ = run_runbook(rb, options)
+    assert time.monotonic() - started < 15
+    wait = record.step("wait")
+    assert wait.status == Status.ABORTED
+    assert len(wait.polls) == 1
+
+
+def test_until_writes_numbers_and_refuses_strings(write_runbook: Write, tmp_path: Path) -> None:
+    (tmp_path / ".runbook").mkdir()
+    duckdb.connect(str(tmp_path / ".runbook" / "warehouse.duckdb")).close()
+    rb = write_runbook("""
+        version: 1
+        id: w
+        title: W
+        vars:
+          games: {type: int, default: 8}
+          name: {type: string, default: "x' OR 1=1 --"}
+        steps:
+          - id: numbers
+            kind: wait
+            until: SELECT {{ games }} * 2 = 16
+            every: 0.1s
+            timeout: 5s
+          - id: strings
+            kind: wait
+            until: SELECT '{{ name }}' = 'x'
+            every: 0.1s
+            timeout: 5s
+            needs: []
+    """)
+    record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
+    assert record.step("numbers").status == Status.SUCCESS, record.step("numbers").reason
+    strings = record.step("strings")
+    assert strings.status == Status.FAILED
+    assert strings.reason == (
+        "only numbers can be written into SQL with {{ }}; "
+        "bind 'name' as a query parameter: @name"
+    )
+    assert strings.polls == []
