@@ -430,3 +430,22 @@ def test_when_reading_a_needed_step_makes_the_need_an_ordering(
     assert record.step("recover").status == Status.SUCCESS
     assert record.step("strict").status == Status.SKIPPED
     assert record.step("strict").reason == "needs check, which ended PARTIAL"
+
+
+def test_expect_reading_null_is_false_whatever_the_operator(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: a
+            kind: run
+            command: {PY} -c "print('nothing to see')"
+            capture: {{n: 'n=(\\d+)'}}
+            expect: [n != 5]
+    """)
+    record, _ = run(rb, tmp_path)
+    assert record.step("a").captures == {"n": None}
+    assert record.step("a").status == Status.PARTIAL

@@ -351,3 +351,88 @@ def test_dev_full_log_through_run_process(tmp_path: Path) -> None:
     )
     assert result.exit_code in (None, 0)  # stopped, or it had already ended
     assert result.error == "cannot write log /dev/full: No space left on device"
+
+
+# --- `shell: true`: the quotes the author wrote are respected ----------------------------------
+
+SHELL_SCRIPTS = [
+    'printf "%s" "val={{ v }}" | cat > out/dq{i}.txt',
+    "printf '%s' 'val={{ v }}' > out/sq{i}.txt",
+    "printf '%s' val={{ v }} > out/plain{i}.txt",
+    'printf "%s" "$(printf "%s" "val={{ v }}")" > out/sub{i}.txt',
+]
+
+
+def test_shell_true_values_stay_data_inside_the_authors_quotes(
+    write_runbook: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watched = tmp_path / "watched"
+    (watched / "out").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(watched))
+    values = [*HOSTILE, "a'; touch pwned20; echo '", "\\'", '\\"', "a\\", "`touch pwned21`"]
+    var_lines = "\n".join(f"  v{i}: {{type: string, default: x}}" for i in range(len(values)))
+    steps = []
+    for i in range(len(values)):
+        for j, script in enumerate(SHELL_SCRIPTS):
+            command = script.replace("{{ v }}", f"{{{{ v{i} }}}}").replace("{i}", str(i))
+            steps.append(
+                f"  - id: s{i}-{j}\n    kind: run\n    shell: true\n"
+                f"    command: {json.dumps(command)}\n    needs: []"
+            )
+    rb = write_runbook(
+        f"version: 1\nid: inj\ntitle: Inj\nworkdir: watched\nvars:\n{var_lines}\n"
+        "steps:\n" + "\n".join(steps) + "\n"
+    )
+    overrides = {f"v{i}": value for i, value in enumerate(values)}
+    record, _ = run_runbook(
+        rb, RunOptions(reports_dir=tmp_path / "reports", overrides=overrides, parallel=8)
+    )
+    assert {s.id: s.reason for s in record.steps if s.status != Status.SUCCESS} == {}
+    for i, value in enumerate(values):
+        for name in ("dq", "sq", "plain"):
+            got = (watched / "out" / f"{name}{i}.txt").read_bytes().decode()
+            assert got == f"val={value}", (name, value)
+        got = (watched / "out" / f"sub{i}.txt").read_bytes().decode()
+        # `$(...)` drops trailing newlines
+        assert got == f"val={value}".rstrip("\n"), ("sub", value)
+    assert not list(tmp_path.rglob("pwned*"))
+
+
+def test_sql_fields_take_numbers_and_refuse_strings(write_runbook: Write, tmp_path: Path) -> None:
+    import duckdb
+
+    (tmp_path / ".runbook").mkdir()
+    con = duckdb.connect(str(tmp_path / ".runbook" / "warehouse.duckdb"))
+    con.execute("CREATE SCHEMA ds; CREATE TABLE ds.t AS SELECT range AS n FROM range(10)")
+    con.close()
+    rb = write_runbook("""
+        version: 1
+        id: sql
+        title: Sql
+        vars:
+          limit: {type: int, default: 4}
+          name: {type: string, default: "x' OR 1=1 --"}
+        steps:
+          - id: numbers
+            kind: verify
+            checks:
+              - table: ds.t
+                where: n < {{ limit }}
+                expect: "{{ limit }}"
+          - id: strings
+            kind: verify
+            needs: []
+            checks:
+              - table: ds.t
+                where: CAST(n AS VARCHAR) = '{{ name }}'
+                expect: 0
+    """)
+    record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "reports"))
+    numbers = record.step("numbers")
+    assert numbers.status == Status.SUCCESS, numbers.reason
+    assert numbers.counts["ds.t"].where == "n < 4"
+    strings = record.step("strings")
+    assert strings.status == Status.FAILED
+    assert strings.reason == (
+        "only numbers can be written into SQL with {{ }}; bind 'name' as a query parameter: @name"
+    )

@@ -170,3 +170,189 @@ def test_is_template() -> None:
     assert templating.is_template("a {{ b }}")
     assert templating.is_template("{% if x %}{% endif %}")
     assert not templating.is_template("a { b }")
+
+
+# --- `shell: true`: each value escaped for the quoting it stands in ----------------------------
+
+SHELL_HOSTILE = [
+    "a'; touch PWNED; echo '",
+    "$(touch PWNED2)",
+    "`touch PWNED3`",
+    "${IFS}touch${IFS}PWNED4",
+    'x"; touch PWNED5; "',
+    "\"'\"'",
+    "\\",
+    "a\\",
+    "\\'",
+    '\\"',
+    "a\nb; touch PWNED6",
+    "a\r\ntouch PWNED7",
+    "$HOME",
+    "$((6*7))",
+    "a=b",
+    "PATH=/nowhere",
+    "",
+    " ",
+    "*",
+    "~",
+    "!!",
+    "#c",
+    "}",
+    "-rf",
+    "|| touch PWNED8 &",
+    "ünïcødé ☃",
+]
+
+# (script, what it prints for value v)
+SHELL_CONTEXTS = {
+    "plain": ("printf '%s' {{ v }}", "{v}"),
+    "plain_glued": ("printf '%s' x{{ v }}y", "x{v}y"),
+    "double": ('printf "%s" "{{ v }}"', "{v}"),
+    "double_glued": ('printf "%s" "<{{ v }}>$(printf ok)"', "<{v}>ok"),
+    "single": ("printf '%s' '{{ v }}'", "{v}"),
+    "single_glued": ("printf '%s' '<{{ v }}>'", "<{v}>"),
+    "pipe": ('echo "val={{ v }}" | cat', "val={v}\n"),
+    "cmdsub_in_double": ('printf "%s" "$(printf "%s|" {{ v }})"', "{v}|"),
+    "heredoc": ("cat <<EOF\n<{{ v }}>\nEOF", "<{v}>\n"),
+    "heredoc_quoted": ("cat <<'EOF'\n<{{ v }}>\nEOF", "<{v}>\n"),
+    "comment": ("printf ok # {{ v }}", "ok"),
+}
+
+
+def _sh(argv: list[str], cwd: object) -> str:
+    done = subprocess.run(argv, capture_output=True, check=True, cwd=cwd)
+    return done.stdout.decode()  # no newline translation: "\r\n" stays as it is
+
+
+@pytest.mark.parametrize("context", sorted(SHELL_CONTEXTS))
+def test_shell_true_values_stay_data_in_every_quoting(context: str, tmp_path: object) -> None:
+    script, shows = SHELL_CONTEXTS[context]
+    for value in SHELL_HOSTILE:
+        if context.startswith("heredoc") and "\n" in value:
+            with pytest.raises(TemplateError, match="spans lines"):
+                templating.render_command(script, {"v": value}, shell=True)
+            continue
+        argv = templating.render_command(script, {"v": value}, shell=True)
+        out = _sh(argv, tmp_path)
+        want = value.replace("\n", " ") if context == "comment" else value
+        assert out == shows.format(v=want) if context != "comment" else out == "ok", (value, argv)
+    assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]
+
+
+def test_the_reported_shell_injections(tmp_path: object) -> None:
+    for script, value in [
+        ('echo "val={{ msg }}" | cat', "a'; touch PWNED; echo '"),
+        ("echo 'val={{ msg }}'", "$(touch PWNED2)"),
+        ("echo 'val={{ msg }}'", "'; touch PWNED3; echo '"),
+    ]:
+        out = _sh(templating.render_command(script, {"msg": value}, shell=True), tmp_path)
+        assert out == f"val={value}\n"
+    assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("value", SHELL_HOSTILE)
+def test_shell_true_list_renders_words_then_quotes_them(value: str, tmp_path: object) -> None:
+    argv = templating.render_command(
+        ["printf", "%s|", "{{ v }}", "x{{ v }}"], {"v": value}, shell=True
+    )
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[2] == shlex.join(["printf", "%s|", value, f"x{value}"])
+    assert _sh(argv, tmp_path) == f"{value}|x{value}|"
+    assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("echo {% if v %}x{% endif %}", "not {% %} blocks"),
+        ("{% set x = 1 %}echo {{ x }}", "not {% %} blocks"),
+        ('echo "{{ v }}', "No closing quotation"),
+        ("echo `echo {{ v }}`", "rather than backticks"),
+        ("echo ${X:-{{ v }}}", "inside ${...}"),
+        ("echo ${{ v }}", "'$' cannot stand right before"),
+        ("echo \\{{ v }}", "backslash cannot stand right before"),
+        ('echo "\\{{ v }}"', "backslash cannot stand right before"),
+        ("cat <<{{ v }}\nx\n", "delimiter cannot be a {{ }} value"),
+    ],
+)
+def test_shell_scripts_that_cannot_be_quoted(script: str, message: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        templating.check_shell_command(script)
+    assert message in str(info.value)
+    with pytest.raises(TemplateError):
+        templating.render_command(script, {"v": "x"}, shell=True)
+
+
+def test_shell_scripts_that_scan() -> None:
+    ctx = {"v": "EOF", "n": 4, "date": "2026-03-01"}
+    # raw blocks (the importer's way to write a literal `{#`) and comments are fine
+    assert (
+        templating.render(
+            'games=(a b); echo "${% raw %}{#{% endraw %}games[@]} on {{ date }}"{# c #}',
+            ctx,
+            shell=True,
+        )
+        == 'games=(a b); echo "${#games[@]} on 2026-03-01"'
+    )
+    assert templating.render("echo $(( {{ n }} * 2 ))", ctx, shell=True) == "echo $(( 4 * 2 ))"
+    with pytest.raises(TemplateError, match=r"only a number can stand inside \$\(\( \)\)"):
+        templating.render("echo $(( {{ v }} ))", ctx, shell=True)
+    # a value that would end a here-document early
+    with pytest.raises(TemplateError, match="would end the here-document 'EOF' early"):
+        templating.render("cat <<EOF\n{{ v }}\nEOF\necho after", ctx, shell=True)
+    # `case` patterns inside $( ) do not close it
+    script = 'x=$(case a in a) printf %s {{ v }};; esac); echo "$x"'
+    assert templating.render(script, {"v": "a b"}, shell=True) == (
+        "x=$(case a in a) printf %s 'a b';; esac); echo \"$x\""
+    )
+    # null renders empty, as before
+    assert templating.render("echo {{ v }}", {"v": None}, shell=True) == "echo ''"
+
+
+# --- SQL fields: numbers only ------------------------------------------------------------------
+
+
+def test_sql_takes_numbers_only() -> None:
+    ctx = {"games": 8, "ratio": 0.5, "name": "x' OR 1=1 --", "flag": True, "d": dt.date(2026, 1, 2)}
+    assert templating.render_sql("n >= {{ games * 2 }} AND r > {{ ratio }}", ctx) == (
+        "n >= 16 AND r > 0.5"
+    )
+    assert templating.render_sql(
+        "a = @date{% if games > 1 %} AND b = {{ games }}{% endif %}", ctx
+    ) == ("a = @date AND b = 8")
+    assert templating.render_sql("no template", {}) == "no template"
+    for expr in ("name", "flag", "d", "games ~ ''"):
+        with pytest.raises(TemplateError) as info:
+            templating.render_sql("x = '{{ " + expr + " }}'", ctx)
+        assert str(info.value) == (
+            "only numbers can be written into SQL with {{ }}; "
+            f"bind '{expr}' as a query parameter: @name"
+        )
+    with pytest.raises(TemplateError, match="'nope' is undefined"):
+        templating.render_sql("x = {{ nope }}", ctx)
+
+
+# --- expectations: a null read is not met -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "context", "expected"),
+    [
+        ("nothing != 5", {"nothing": None}, False),
+        ("nothing == none", {"nothing": None}, False),
+        ("n != 5", {"n": 4}, True),
+        ("n > 3", {"n": 4}, True),
+        ("n > 3 or other", {"n": None, "other": True}, False),
+        ("steps.a.captures.n != 5", {"steps": {"a": {"captures": {"n": None}}}}, False),
+        ("steps.a.captures.n != 5", {"steps": {"a": {"captures": {"n": 4}}}}, True),
+        ("steps.a.status == 'SUCCESS'", {"steps": {"a": {"status": "SUCCESS"}}}, True),
+        ("counts['t'].actual == 3", {"counts": {"t": {"actual": 3}}}, True),
+    ],
+)
+def test_evaluate_expectation(expr: str, context: dict[str, object], expected: bool) -> None:
+    assert templating.evaluate_expectation(expr, context) is expected
+
+
+def test_evaluate_expectation_undefined_is_an_error() -> None:
+    with pytest.raises(TemplateError, match="'nope' is undefined"):
+        templating.evaluate_expectation("nope > 1", {})

@@ -182,7 +182,6 @@ def test_until_writes_numbers_and_refuses_strings(write_runbook: Write, tmp_path
     strings = record.step("strings")
     assert strings.status == Status.FAILED
     assert strings.reason == (
-        "only numbers can be written into SQL with {{ }}; "
-        "bind 'name' as a query parameter: @name"
+        "only numbers can be written into SQL with {{ }}; bind 'name' as a query parameter: @name"
     )
     assert strings.polls == []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -769,6 +769,8 @@ _SQL_FILTER = "runbook_sql_number"
 
 
 def _sql_number(value: Any, expr: str) -> Any:
+    if isinstance(value, Undefined):
+        str(value)  # raises: 'x' is undefined
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise TemplateError(
             "only numbers can be written into SQL with {{ }}; "

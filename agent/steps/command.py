@@ -270,7 +270,7 @@ def evaluate_expectations(exprs: list[str], names: dict[str, Any]) -> list[Expec
     out: list[ExpectResult] = []
     for expr in exprs:
         try:
-            out.append(ExpectResult(expr=expr, ok=bool(templating.evaluate(expr, names))))
+            out.append(ExpectResult(expr=expr, ok=templating.evaluate_expectation(expr, names)))
         except templating.TemplateError as exc:
             out.append(ExpectResult(expr=expr, ok=False, error=str(exc)))
     return out
