@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from agent.durations import elapsed
 from agent.record import RunRecord, Status
 from agent.steps.base import Event
 
@@ -81,7 +82,7 @@ class PlainConsole:
             self._say(f"[{sid}] poll {d['n']}: {state}")
         elif k == "step_finished":
             r = d["result"]
-            secs = f" in {r.duration_s:.1f}s" if r.duration_s is not None else ""
+            secs = f" in {elapsed(r.duration_s)}" if r.duration_s is not None else ""
             why = f": {r.reason}" if r.reason and r.status != Status.SUCCESS else ""
             self._say(
                 f"[{sid}] {MARKS.get(r.status, '')} {r.status.value if r.status else '?'}"
@@ -125,12 +126,12 @@ class LiveConsole:
         for sid, row in self.rows.items():
             if row["state"] == "running":
                 mark = self.SPIN[self._tick % len(self.SPIN)]
-                elapsed = now - row["t0"]
+                took = now - row["t0"]
             elif row["state"] == "pending":
-                mark, elapsed = "·", None
+                mark, took = "·", None
             else:
-                mark, elapsed = row["mark"], row.get("secs")
-            secs = f"{elapsed:.1f}s" if elapsed is not None else ""
+                mark, took = row["mark"], row.get("secs")
+            secs = elapsed(took) if took is not None else ""
             table.add_row(mark, f"{sid} {row['title']}", secs, row.get("note", ""))
         return table
 
@@ -221,7 +222,7 @@ class LiveConsole:
             table.add_row(
                 s.id,
                 f"{MARKS.get(s.status, '')} {s.status.value if s.status else '-'}",
-                f"{s.duration_s:.1f}s" if s.duration_s is not None else "",
+                elapsed(s.duration_s) if s.duration_s is not None else "",
                 (s.reason or "")[:80] if s.status != Status.SUCCESS else "",
             )
         if not self.quiet:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.durations import elapsed
 from agent.markdown import plain_table
 from agent.record import RunRecord, load_record
 
@@ -99,7 +100,7 @@ def history_table(rows: list[RunRow]) -> str:
             _vars_text(r.record.vars),
             r.as_dict()["status"],
             r.record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{d:.1f}s" if (d := _duration(r.record)) is not None else "",
+            elapsed(d) if (d := _duration(r.record)) is not None else "",
             r.record.operator,
         ]
         for r in rows
@@ -127,7 +128,7 @@ def summary_text(record: RunRecord, run_dir: Path) -> str:
             s.id,
             s.kind,
             s.status.value if s.status else "-",
-            f"{s.duration_s:.1f}s" if s.duration_s is not None else "",
+            elapsed(s.duration_s) if s.duration_s is not None else "",
             (s.reason or "")[:80],
         ]
         for s in record.steps

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.durations import elapsed
 from agent.incident import Action, LoadedIncident, load_incident
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
@@ -271,27 +272,16 @@ def _criteria(incident: LoadedIncident, entries: list[ActionRuns]) -> list[Crite
 # --------------------------------------------------------------------------- formatting
 
 
+def _delta(delta: timedelta) -> str:
+    return elapsed(delta.total_seconds())
+
+
 def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _ts(dt: datetime) -> str:
     return _utc(dt).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = delta.total_seconds()
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes:02d}m"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s"
 
 
 def _pct(value: float) -> str:
@@ -748,7 +738,7 @@ def _build(incident: LoadedIncident, reports: Path) -> PostmortemView:
     if inc.resolved is not None:
         state = "Resolved"
         resolved = f"{_ts(inc.resolved)} UTC"
-        duration = _duration(inc.resolved - inc.detected)
+        duration = _delta(inc.resolved - inc.detected)
     else:
         state = "Open"
         resolved = "— (open)"

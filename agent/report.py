@@ -15,6 +15,7 @@ import jinja2
 
 import agent
 from agent import markdown
+from agent.durations import elapsed
 from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, utcnow
 
 __all__ = [
@@ -306,17 +307,6 @@ def _pct(value: float) -> str:
 
 def _signed_pct(value: float) -> str:
     return ("+" if value >= 0 else "-") + _pct(abs(value))
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    return f"{minutes}m {secs:02d}s"
 
 
 def _size(n: int) -> str:
@@ -642,7 +632,7 @@ def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
     if step.sessions > 1:
         bullets.append(Bullet(f"Runner sessions: {step.sessions} (resumed)"))
     if step.duration_s is not None and step.status not in (Status.NOT_FOUND, Status.SKIPPED):
-        bullets.append(Bullet(f"Processing time: {_duration(step.duration_s)}"))
+        bullets.append(Bullet(f"Processing time: {elapsed(step.duration_s)}"))
     bullets.extend(Bullet(t) for t in _failed_expectations(step, variables))
     return bullets
 
@@ -705,7 +695,7 @@ def _step_facts(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
         )
         facts.append(f"{step.title} failed{code}" + (f": {reason}" if reason else ""))
     elif status == Status.TIMED_OUT:
-        after = f" after {_duration(step.duration_s)}" if step.duration_s is not None else ""
+        after = f" after {elapsed(step.duration_s)}" if step.duration_s is not None else ""
         facts.append(f"{step.title} timed out{after}")
     elif status == Status.ABORTED:
         facts.append(f"{step.title} was aborted" + (f": {step.reason}" if step.reason else ""))
@@ -871,7 +861,7 @@ def _stats(record: RunRecord) -> tuple[list[Stat], list[StatGroup]]:
     ]
     if record.ended_at is not None:
         seconds = (_utc(record.ended_at) - _utc(record.started_at)).total_seconds()
-        run.append(Stat("Run time", _duration(max(seconds, 0.0))))
+        run.append(Stat("Run time", elapsed(max(seconds, 0.0))))
     groups: list[StatGroup] = []
     for step in record.steps:
         if step.baseline is None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.durations import setting
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
 from agent.plan.model import CommandStep
@@ -64,6 +65,10 @@ class PlanReview:
         return not self.missing
 
 
+def _setting(seconds: float | None) -> str | None:
+    return None if seconds is None else setting(seconds)
+
+
 class _Placeholder(dict[str, Any]):
     """Any key of a step that has not run: a readable stand-in, nested as deep as asked."""
 
@@ -76,15 +81,6 @@ class _Placeholder(dict[str, Any]):
 
     def __str__(self) -> str:
         return f"<{self.path.replace('.captures', '').replace('.counts', '')}>"
-
-
-def _secs(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def review_plan(
@@ -156,9 +152,11 @@ def review_plan(
             needs=list(step.needs or []),
             after=list(loaded.graph.after[sid]),
             when=step.when,
-            timeout=_secs(step.timeout or rb.defaults.timeout) if step.kind != "manual" else None,
+            timeout=_setting(step.timeout or rb.defaults.timeout)
+            if step.kind != "manual"
+            else None,
             retries=(
-                f"{retries.attempts} attempts, {_secs(retries.backoff)} back-off"
+                f"{retries.attempts} attempts, {setting(retries.backoff)} back-off"
                 if retries and retries.attempts > 1
                 else None
             ),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import preflight
+from agent.durations import setting
 from agent.plan import templating
 from agent.plan.model import Capture, CommandStep
 from agent.process import process_start_ticks, run_process
@@ -223,7 +224,7 @@ class CommandKind:
                 res.status, res.reason = Status.FAILED, proc.error
             elif proc.timed_out:
                 res.status = Status.TIMED_OUT
-                res.reason = f"timed out after {_secs(timeout)}; the process group was stopped"
+                res.reason = f"timed out after {setting(timeout)}; the process group was stopped"
             elif proc.exit_code not in step.ok_exit_codes:
                 res.status = Status.FAILED
                 res.reason = f"exit code {proc.exit_code}" + _tail_hint(proc.tail)
@@ -288,14 +289,6 @@ def _display(argv: list[str], shell: bool) -> str:
     if shell and len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
         return argv[2]
     return shlex.join(argv)
-
-
-def _secs(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
 
 
 def _tail_hint(tail: list[str]) -> str:

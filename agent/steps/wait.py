@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from agent import preflight
+from agent.durations import elapsed, setting
 from agent.plan import templating
 from agent.plan.model import WaitStep
 from agent.process import run_process
@@ -18,14 +19,6 @@ __all__ = ["WaitKind"]
 
 DEFAULT_TIMEOUT = 3600.0
 MIN_POLL_SECONDS = 0.1  # the least a command poll gets, even when the step's time is up
-
-
-def _fmt(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _display(argv: list[str], shell: bool) -> str:
@@ -73,7 +66,7 @@ class WaitKind:
                 review.missing.append(found.message)
                 review.alternatives = list(found.alternatives)
         review.lines.append(
-            f"polls every {_fmt(step.every)} for at most {_fmt(_timeout(step, ctx))}"
+            f"polls every {setting(step.every)} for at most {setting(_timeout(step, ctx))}"
         )
         return review
 
@@ -143,7 +136,7 @@ class WaitKind:
         while True:
             poll = self._poll(step, ctx, cond, timeout - (time.monotonic() - start))
             res.polls.append(poll)
-            elapsed = time.monotonic() - start
+            took = time.monotonic() - start
             if log is not None:
                 with log.open("a", encoding="utf-8") as fh:
                     fh.write(
@@ -154,21 +147,21 @@ class WaitKind:
                 Event(
                     "poll",
                     res.id,
-                    {"n": len(res.polls), "ok": poll.ok, "left": max(timeout - elapsed, 0.0)},
+                    {"n": len(res.polls), "ok": poll.ok, "left": max(timeout - took, 0.0)},
                 )
             )
             if poll.ok:
                 res.status = Status.SUCCESS
-                res.reason = f"became true after {len(res.polls)} polls, {_fmt(elapsed)}"
+                res.reason = f"became true after {len(res.polls)} polls, {elapsed(took)}"
                 return
             if ctx.stop.is_set():
                 res.status, res.reason = Status.ABORTED, "the run was interrupted while waiting"
                 return
-            remaining = timeout - elapsed
+            remaining = timeout - took
             if remaining <= 0:
                 res.status = Status.TIMED_OUT
                 last = f" (last error: {poll.error})" if poll.error else ""
-                res.reason = f"still false after {len(res.polls)} polls, {_fmt(elapsed)}{last}"
+                res.reason = f"still false after {len(res.polls)} polls, {elapsed(took)}{last}"
                 return
             if ctx.stop.wait(min(step.every, remaining)):
                 res.status, res.reason = Status.ABORTED, "the run was interrupted while waiting"
