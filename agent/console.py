@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -112,12 +113,12 @@ class LiveConsole:
         self._tick = 0
 
     def _render(self) -> Any:
-        import time
-
         from rich.table import Table
 
         self._tick += 1
-        table = Table(title=self.title, show_header=False, box=None, expand=False, pad_edge=False)
+        table = Table(
+            title=self.title, title_justify="left", show_header=False, box=None, pad_edge=False
+        )
         table.add_column(width=2)
         table.add_column(no_wrap=True)
         table.add_column(justify="right", width=7)
@@ -132,12 +133,21 @@ class LiveConsole:
             else:
                 mark, took = row["mark"], row.get("secs")
             secs = elapsed(took) if took is not None else ""
-            table.add_row(mark, f"{sid} {row['title']}", secs, row.get("note", ""))
+            table.add_row(mark, f"{sid} {row['title']}", secs, self._note(row, now))
         return table
+
+    @staticmethod
+    def _note(row: dict[str, Any], now: float) -> str:
+        retry = row.get("retry")
+        if retry is not None and row.get("state") == "running" and not row.get("note"):
+            attempt, of, at, reason = retry
+            if at > now:
+                return f"attempt {attempt}/{of} in {at - now:.1f}s ({reason})"
+            return f"attempt {attempt}/{of} ({reason} before)"
+        return str(row.get("note", ""))
 
     def __call__(self, event: Event) -> None:
         """Update the live view from one event."""
-        import time
 
         from rich.live import Live
 
@@ -175,10 +185,14 @@ class LiveConsole:
                     for line in _lines(d):
                         self.live.console.print(f"{sid} | {line}", markup=False, highlight=False)
             elif k == "retry" and row is not None:
-                row["note"] = (
-                    f"attempt {d['attempt']}/{d['of']} in {d['delay']:g}s "
-                    f"({d.get('reason') or 'failed'})"
+                # The note counts down to the next attempt (see _note).
+                row["retry"] = (
+                    d["attempt"],
+                    d["of"],
+                    time.monotonic() + d["delay"],
+                    d.get("reason") or "failed",
                 )
+                row["note"] = ""
             elif k == "poll" and row is not None:
                 row["note"] = (
                     f"poll {d['n']}: {'true' if d['ok'] else 'false'}, {d['left']:.0f}s left"
