@@ -277,12 +277,15 @@ def build_count_query(prepared: Sequence[PreparedCheck]) -> CountQuery:
         The query in BigQuery dialect.
     """
     ctes: list[str] = []
-    columns: list[str] = []
+    per_table: dict[str, list[str]] = {}  # table -> its counts, computed in one scan
+    missing: list[str] = []
     params: list[str] = []
     for i, check in enumerate(prepared):
         where = f" WHERE ({check.where_sql})" if check.where_sql else ""
         # Identifiers are checked and fragments re-generated from their parse; values are params.
-        columns.append(f"(SELECT COUNT(*) FROM {check.table_sql}{where}) AS c{i}_count")  # noqa: S608
+        # COALESCE: DuckDB's COUNT_IF over no rows at all is NULL, BigQuery's COUNTIF is 0.
+        count = f"COALESCE(COUNTIF({check.where_sql}), 0)" if check.where_sql else "COUNT(*)"
+        per_table.setdefault(check.table_sql, []).append(f"{count} AS c{i}_count")
         if check.expected_sql is not None:
             cols = ", ".join(f"`{k}`" for k in check.key)
             struct = ", ".join(f"`{k}` AS `{k}`" for k in check.key)
@@ -291,15 +294,24 @@ def build_count_query(prepared: Sequence[PreparedCheck]) -> CountQuery:
                 f"{cte} AS (SELECT {cols} FROM ({check.expected_sql}) "  # noqa: S608
                 f"EXCEPT DISTINCT SELECT {cols} FROM {check.table_sql}{where})"
             )
-            columns.append(f"(SELECT COUNT(*) FROM {cte}) AS c{i}_missing_total")  # noqa: S608
-            columns.append(
+            missing.append(f"(SELECT COUNT(*) FROM {cte}) AS c{i}_missing_total")  # noqa: S608
+            missing.append(
                 f"(SELECT ARRAY_AGG(STRUCT({struct}) ORDER BY {cols}) FROM "  # noqa: S608
                 f"(SELECT {cols} FROM {cte} ORDER BY {cols} LIMIT {MISSING_KEYS_CAP})) "
                 f"AS c{i}_missing"
             )
         params += [p for p in check.params if p not in params]
+    # One aggregate per table (all its counts in one scan, COUNTIF per check), each one row;
+    # cross-joined with the coverage results into the single row the step reads.
+    parts = [
+        f"(SELECT {', '.join(cols)} FROM {table}) AS runbook_t{n}"  # noqa: S608
+        for n, (table, cols) in enumerate(per_table.items())
+    ]
+    if missing:
+        parts.append(f"(SELECT {', '.join(missing)}) AS runbook_missing")
     with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
-    return CountQuery(f"{with_clause}SELECT {', '.join(columns)}", params, list(prepared))
+    sql = f"{with_clause}SELECT * FROM {' CROSS JOIN '.join(parts)}"  # noqa: S608
+    return CountQuery(sql, params, list(prepared))
 
 
 def read_count_row(query: CountQuery, row: Mapping[str, Any]) -> list[CountOutcome]:
