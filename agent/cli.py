@@ -76,6 +76,12 @@ def _head(path: Path) -> bytes:
         return b""
 
 
+def _write(path: Path, text: str) -> None:
+    """Write an output file the user named, making its folder first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def _finish(code: int) -> None:
     raise typer.Exit(code)
 
@@ -162,7 +168,7 @@ def plan(
         else:
             text = render_review(review)
         if output:
-            output.write_text(text, encoding="utf-8")
+            _write(output, text)
             typer.echo(f"plan written to {output}", err=True)
         else:
             typer.echo(text, nl=False)
@@ -262,7 +268,12 @@ def run(
             stop=stop,
             notify_url=notify,
         )
+        if only and from_:
+            raise UsageError("--only and --from cannot be combined: name the steps with --only")
         record, run_dir = run_runbook(file, options)
+        if (run_dir / "notify.log").is_file():
+            # A failed notification never changes the run's result, but it is not silent.
+            typer.echo(f"warning: {(run_dir / 'notify.log').read_text().strip()}", err=True)
         if junit:
             from agent.junit import write_junit
 
@@ -331,11 +342,22 @@ def report(
 
         if not (run_dir / "run.json").is_file():
             raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
+        import jinja2
+
         if template is not None and not template.is_file():
             raise UsageError(f"--template {template}: no such file")
-        text = render_report(load_record(run_dir), template=template)
+        record = load_record(run_dir)
+        try:
+            text = render_report(record, template=template)
+        except jinja2.TemplateSyntaxError as exc:
+            raise UsageError(f"{exc.filename or template}:{exc.lineno}: {exc.message}") from None
+        except jinja2.TemplateError as exc:
+            raise UsageError(
+                f"{template}: {exc} (a template sees `r`, the report's view of the run; "
+                "templates/remediation-report.md.j2 shows its fields)"
+            ) from None
         if output:
-            output.write_text(text, encoding="utf-8")
+            _write(output, text)
         else:
             typer.echo(text, nl=False)
         return EXIT_OK
@@ -418,6 +440,9 @@ def history(
         from agent.history import find_runs, history_table, parse_since
         from agent.record import utcnow
 
+        statuses = ("COMPLETE", "PARTIAL", "PARTIALLY COMPLETE", "FAILED", "INTERRUPTED")
+        if status and status.upper() not in statuses:
+            raise UsageError(f"--status {status!r}: one of complete, partial, failed, interrupted")
         try:
             when = parse_since(since, utcnow()) if since else None
         except ValueError:
@@ -430,7 +455,8 @@ def history(
         elif rows:
             typer.echo(history_table(rows))
         else:
-            typer.echo(f"no runs under {reports}", err=True)
+            filtered = runbook or status or since
+            typer.echo(f"no runs {'match' if filtered else 'under ' + str(reports)}", err=True)
         return EXIT_OK
 
     _finish(_guard(go))
@@ -467,13 +493,17 @@ def init(
     """
 
     def go() -> int:
+        from agent.plan.schema import schema_text
         from agent.report import templates_dir
 
         if path.exists():
             raise UsageError(f"{path} exists; choose another name")
-        path.write_text(
-            (templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8"), encoding="utf-8"
-        )
+        starter = (templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8")
+        _write(path, starter)
+        # Editors find the schema beside the runbook (written there if it is not yet).
+        schema = path.parent / "runbook.schema.json"
+        if not schema.exists():
+            schema.write_text(schema_text(), encoding="utf-8")
         nxt = f"runbook validate {path} && runbook plan {path} --var date=YYYY-MM-DD"
         typer.echo(f"wrote {path}; next: {nxt}")
         return EXIT_OK
@@ -507,7 +537,7 @@ def import_(
         if output is None:
             sys.stdout.write(draft)
         else:
-            output.write_text(draft, encoding="utf-8")
+            _write(output, draft)
             typer.echo(f"draft written to {output}; next: runbook validate {output}", err=True)
         return EXIT_OK
 
@@ -530,7 +560,7 @@ def postmortem(
 
         text = render(incident, reports)
         if output:
-            output.write_text(text, encoding="utf-8")
+            _write(output, text)
             typer.echo(f"postmortem written to {output}", err=True)
         else:
             typer.echo(text, nl=False)

@@ -65,7 +65,8 @@ class PlainConsole:
         if k == "run_started":
             rec: RunRecord = d["record"]
             verb = "resuming" if d.get("resumed") else "run"
-            self._say(f"{verb} {rec.run_id}: {rec.title} ({len(rec.steps)} steps)")
+            n = len(rec.steps)
+            self._say(f"{verb} {rec.run_id}: {rec.title} ({n} step{'' if n == 1 else 's'})")
         elif k == "baseline_started":
             self._say(f"[{sid}] measuring baseline")
         elif k == "step_started":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import agent
-from agent.errors import RunbookError
+from agent.errors import RunbookError, UsageError
 from agent.record import RunRecord
 
 __all__ = ["DEMO_RUNBOOK", "demo_source", "lay_out_demo", "run_demo"]
@@ -48,8 +48,8 @@ def lay_out_demo(directory: Path | None = None, *, seed: bool = True) -> Path:
         The folder, which is the demo runbook's working directory.
     """
     target = Path(tempfile.mkdtemp(prefix="runbook-demo-")) if directory is None else directory
-    if (target / DEMO_RUNBOOK).exists():
-        raise RunbookError(f"{target} already holds a demo; name an empty or new folder")
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} is not empty; name an empty or new folder for the demo")
     shutil.copytree(demo_source(), target, ignore=_IGNORE, dirs_exist_ok=True)
     if seed:
         warehouse = target / ".runbook" / "warehouse.duckdb"

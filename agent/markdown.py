@@ -99,12 +99,13 @@ def code(text: object) -> str:
     """Render `text` as an inline code span that no backtick inside it can close early.
 
     Args:
-        text: Any value; it is converted with ``str`` and collapsed to one line.
+        text: Any value; it is converted with ``str`` and put on one line (runs of spaces are
+            kept: in a regex or a command they mean something, and code spans show them).
 
     Returns:
         A code span such as ``` `bin/x.py` ``` (longer delimiters when the text has backticks).
     """
-    s = plain(text)
+    s = re.sub(r"[\r\n\t]+", " ", clean(text)).strip()
     if not s:
         return "` `"
     longest = max((len(m) for m in _BACKTICKS.findall(s)), default=0)

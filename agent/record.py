@@ -23,6 +23,7 @@ __all__ = [
     "Status",
     "StepResult",
     "load_record",
+    "replay_journal",
     "utcnow",
     "write_record",
 ]
@@ -243,7 +244,7 @@ def load_record(path: Path) -> RunRecord:
     if path.is_dir():
         path = path / "run.json"
     try:
-        return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
+        record = RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunbookError(f"{path.parent} is not a run directory (no run.json)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -254,6 +255,33 @@ def load_record(path: Path) -> RunRecord:
         raise RunbookError(
             f"{path} is not a run record of runbook {RECORD_FORMAT}: {where}: {first['msg']}"
         ) from None
+    if record.ended_at is None:
+        # A run that crashed (or still runs): run.json is a snapshot, the journal holds every
+        # result made durable since. Show, report and follow-up read what really finished.
+        replay_journal(record, path.parent / "journal.jsonl")
+    return record
+
+
+def replay_journal(record: RunRecord, journal: Path) -> RunRecord:
+    """Apply the journal's finished results and baselines onto a run.json snapshot.
+
+    Args:
+        record: the snapshot, changed in place.
+        journal: the run's journal.jsonl.
+
+    Returns:
+        The same record.
+    """
+    index = {s.id: i for i, s in enumerate(record.steps)}
+    for ev in Journal.read(journal):
+        sid = ev.get("step")
+        if sid not in index:
+            continue
+        if ev.get("event") == "step_finished" and isinstance(ev.get("result"), dict):
+            record.steps[index[sid]] = StepResult.model_validate(ev["result"])
+        elif ev.get("event") == "baseline" and record.steps[index[sid]].baseline is None:
+            record.steps[index[sid]].baseline = Baseline.model_validate(ev["baseline"])
+    return record
 
 
 class Journal:

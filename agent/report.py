@@ -611,6 +611,10 @@ def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
             bullets.append(Bullet(f"{label}:", _capped(items, str)))
         else:
             bullets.append(Bullet(f"{label}: {_fmt(value)}"))
+    if step.kind == "manual" and step.reason and step.status == Status.SUCCESS:
+        # Say who confirmed: a person at the prompt, or nobody (--yes).
+        who = "nobody confirmed it by hand" if "--yes" in step.reason else "a person confirmed it"
+        bullets.append(Bullet(f"{step.reason[:1].upper()}{step.reason[1:]} ({who})"))
     if step.polls:
         last = step.polls[-1]
         bullets.append(
@@ -955,6 +959,8 @@ def _auto_actions(step: StepResult) -> list[str]:
             return [f"Find out why {step.id} exceeded its timeout{log}; raise it or re-run"]
         case Status.ABORTED | None:
             return ["Continue the run with runbook resume on its run directory"]
+        case Status.SKIPPED if step.skipped_by == "manual":
+            return [f"Do {step.id} by hand and confirm it, or re-run with --yes"]
         case Status.SKIPPED:
             return [f"Run {step.id} once the steps it needs have succeeded"]
         case _:

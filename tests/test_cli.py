@@ -102,10 +102,9 @@ def test_plan_of_demo_shows_current_counts(tmp_path: Path) -> None:
     res = cli("plan", str(folder / "backfill-game-context.yaml"), "-o", str(out))
     text = out.read_text()
     assert res.returncode == 3  # the export script is missing
-    assert "- Now: `nba_analytics.upcoming_team_game_context`: 0 rows now" in text
+    assert "- Now: `nba_analytics.upcoming_team_game_context`: 0 rows" in text
     assert (
-        "- Now: `nba_analytics.team_defense_game_summary`: 0 rows now, 16 expected keys missing"
-        in text
+        "- Now: `nba_analytics.team_defense_game_summary`: 0 rows, 16 expected keys missing" in text
     )
     assert "flowchart TD" in text
 

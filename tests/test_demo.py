@@ -115,7 +115,7 @@ def test_demo_command_prints_report_path(tmp_path: Path) -> None:
     assert "PARTIALLY COMPLETE" in report.read_text(encoding="utf-8")
 
 
-def test_demo_refuses_a_folder_that_already_holds_one(tmp_path: Path) -> None:
+def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     run_demo(tmp_path / "d")
     out = subprocess.run(
         [sys.executable, "-m", "agent", "demo", "--dir", str(tmp_path / "d")],
@@ -124,8 +124,8 @@ def test_demo_refuses_a_folder_that_already_holds_one(tmp_path: Path) -> None:
         check=False,
         timeout=60,
     )
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert (
         out.stderr.strip()
-        == f"error: {tmp_path / 'd'} already holds a demo; name an empty or new folder"
+        == f"error: {tmp_path / 'd'} is not empty; name an empty or new folder for the demo"
     )

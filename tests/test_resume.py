@@ -421,3 +421,18 @@ def test_resume_stops_children_the_dead_runner_left_behind(
     assert "leftover_stopped" in events
     resumed.send_signal(signal.SIGINT)
     resumed.communicate(timeout=20)
+
+
+def test_show_report_and_followup_of_a_crashed_run_read_the_journal(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    """run.json is a snapshot; what finished before the crash is in the journal."""
+    rb = _runbook(write_runbook, tmp_path)
+    run_dir = _crash(rb, tmp_path, "started:b")
+    show = _cli("show", str(run_dir), cwd=tmp_path)
+    out, _ = show.communicate(timeout=30)
+    row_a = next(line for line in out.splitlines() if line.startswith("| a "))
+    assert "SUCCESS" in row_a
+    report = _cli("report", str(run_dir), cwd=tmp_path)
+    text, _ = report.communicate(timeout=30)
+    assert "### 1. a\n**Status:** ✅ SUCCESS" in text

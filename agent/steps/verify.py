@@ -157,7 +157,8 @@ class VerifyKind:
         try:
             checks = _count_checks(step, ctx)
         except templating.TemplateError as exc:
-            review.lines.append(f"cannot render the checks' SQL: {exc}")
+            # The run would fail here: a problem for the preflight, not a remark.
+            review.missing.append(f"cannot render the checks' SQL: {exc}")
             return review
         for i, (c, counted) in enumerate(zip(step.checks, checks, strict=True)):
             exp = _expectation(c, ctx)
@@ -185,11 +186,10 @@ class VerifyKind:
                 if present:
                     outcomes = warehouse.count(present, sql_params(ctx.vars), {})
                     for o in outcomes:
-                        line = (
-                            f"`{o.name}`: {o.count} rows now"
-                            if o.error is None
-                            else (f"`{o.name}`: {o.error}")
-                        )
+                        if o.error is not None:
+                            review.missing.append(f"check `{o.name}`: {o.error}")
+                            continue
+                        line = f"`{o.name}`: {o.count} rows"
                         if o.missing_total:
                             line += f", {o.missing_total} expected keys missing"
                         review.warehouse.append(line)
@@ -199,7 +199,7 @@ class VerifyKind:
             finally:
                 warehouse.close()
         except WarehouseError as exc:
-            review.warehouse.append(f"warehouse: {exc}")
+            review.missing.append(f"warehouse: {exc}")
         return review
 
     def run(self, step: VerifyStep, ctx: StepContext) -> None:
