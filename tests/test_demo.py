@@ -108,7 +108,11 @@ def test_demo_command_prints_report_path(tmp_path: Path) -> None:
         check=False,
         timeout=120,
     )
-    assert out.returncode == 3, out.stderr
+    # The demo command succeeds when its run finished; the run's own status is partial.
+    assert out.returncode == 0, out.stderr
+    assert "The demo's incident run ended PARTIALLY COMPLETE (`runbook run` would exit 3)" in (
+        out.stdout
+    )
     report = Path(out.stdout.strip().splitlines()[-1].removeprefix("Report: "))
     assert report.is_file()
     assert report.is_relative_to(tmp_path / "d")
