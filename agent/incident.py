@@ -15,21 +15,20 @@ import pydantic
 from jinja2 import Environment, TemplateSyntaxError, nodes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.errors import Problem, RunbookError, ValidationError, display_path
+from agent.errors import RunbookError, ValidationError, display_path
 from agent.plan import templating
 from agent.plan.loader import (
-    MAX_BYTES,
     LoadedRunbook,
     Path_,
     _Builder,
     _clean,
     _data_path,
     _dedupe,
-    _located,
     _Problems,
     _suggest,
     _unwrap,
     load_runbook,
+    read_document,
 )
 from agent.plan.loader import (
     _compose as _compose_yaml,
@@ -470,20 +469,5 @@ def load_incident(path: Path) -> LoadedIncident:
     Raises:
         ValidationError: with every problem found (also for unreadable or non-UTF-8 files).
     """
-    name = display_path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValidationError(
-            [Problem(name, 1, 1, f"cannot read the file: {exc.strerror}")]
-        ) from None
-    if len(raw) > MAX_BYTES:
-        message = f"the file is {len(raw)} bytes; an incident may have at most {MAX_BYTES}"
-        raise ValidationError([Problem(name, 1, 1, message)])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line, col = _located(raw, exc.start)
-        message = f"the file is not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded"
-        raise ValidationError([Problem(name, line, col, message)]) from None
-    return load_incident_text(text.removeprefix("\ufeff"), path)
+    text, _ = read_document(path, kind="incident")
+    return load_incident_text(text, path)

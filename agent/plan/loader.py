@@ -30,7 +30,12 @@ from agent.plan.model import (
     VarSpec,
 )
 
-__all__ = ["LoadedRunbook", "load_runbook", "load_text"]
+__all__ = [
+    "LoadedRunbook",
+    "load_runbook",
+    "load_text",
+    "read_document",
+]
 
 MAX_BYTES = 2 * 1024 * 1024
 MAX_NODES = 200_000
@@ -909,6 +914,41 @@ def _located(raw: bytes, index: int) -> Mark:
     return before.count(b"\n") + 1, index - (before.rfind(b"\n") + 1) + 1
 
 
+def read_document(path: Path, *, kind: str) -> tuple[str, bytes]:
+    """Read a YAML file as UTF-8 text, with located problems for what makes that impossible.
+
+    Args:
+        path: the file.
+        kind: what it is, for messages ("runbook", "incident").
+
+    Returns:
+        The text (without a byte-order mark) and the raw bytes (for hashes).
+
+    Raises:
+        ValidationError: unreadable, too large, not UTF-8, or holding a NUL byte.
+    """
+    name = display_path(path)
+    article = "an" if kind[:1] in "aeiou" else "a"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        message = f"cannot read the file: {exc.strerror}"
+        raise ValidationError([Problem(name, 1, 1, message)]) from None
+    if len(raw) > MAX_BYTES:
+        message = f"the file is {len(raw)} bytes; {article} {kind} may have at most {MAX_BYTES}"
+        raise ValidationError([Problem(name, 1, 1, message)])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _located(raw, exc.start)
+        message = f"the file is not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded"
+        raise ValidationError([Problem(name, line, col, message)]) from None
+    if "\x00" in text:
+        line, col = _located(raw, raw.index(b"\x00"))
+        raise ValidationError([Problem(name, line, col, "the file contains a NUL byte")])
+    return text.removeprefix("\ufeff"), raw
+
+
 def load_runbook(path: Path) -> LoadedRunbook:
     """Read and check a runbook file.
 
@@ -921,22 +961,5 @@ def load_runbook(path: Path) -> LoadedRunbook:
     Raises:
         ValidationError: with every problem found (also for unreadable or non-UTF-8 files).
     """
-    name = display_path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        message = f"cannot read the file: {exc.strerror}"
-        raise ValidationError([Problem(name, 1, 1, message)]) from None
-    if len(raw) > MAX_BYTES:
-        message = f"the file is {len(raw)} bytes; a runbook may have at most {MAX_BYTES}"
-        raise ValidationError([Problem(name, 1, 1, message)])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line, col = _located(raw, exc.start)
-        message = f"the file is not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded"
-        raise ValidationError([Problem(name, line, col, message)]) from None
-    if "\x00" in text:
-        line, col = _located(raw, raw.index(b"\x00"))
-        raise ValidationError([Problem(name, line, col, "the file contains a NUL byte")])
-    return load_text(text.removeprefix("\ufeff"), path, raw=raw)
+    text, raw = read_document(path, kind="runbook")
+    return load_text(text, path, raw=raw)
