@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -24,9 +23,9 @@ from agent.plan.loader import (
     _clean,
     _data_path,
     _dedupe,
+    _model_at,
     _Problems,
     _suggest,
-    _unwrap,
     load_runbook,
     read_document,
 )
@@ -231,27 +230,6 @@ def _where(path: Path_, data: Mapping[str, Any]) -> str:
     return "the incident"
 
 
-def _model_at(path: Path_) -> type[BaseModel] | None:
-    current: list[Any] = [Incident]
-    for elem in path:
-        nxt: list[Any] = []
-        for tp in current:
-            for t in _unwrap(tp):
-                origin = typing.get_origin(t)
-                if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(elem, str):
-                    f = t.model_fields.get(elem)
-                    if f is not None:
-                        nxt.append(f.annotation)
-                elif origin is list and isinstance(elem, int):
-                    nxt.append(typing.get_args(t)[0])
-        current = nxt
-    for tp in current:
-        for t in _unwrap(tp):
-            if isinstance(t, type) and issubclass(t, BaseModel):
-                return t
-    return None
-
-
 def _message(err: dict[str, Any]) -> str:
     if err["type"] == "string_pattern_mismatch":
         hint = _HINTS.get(str((err.get("ctx") or {}).get("pattern")), "")
@@ -270,7 +248,7 @@ def _model_problems(
     for found, errs in grouped.items():
         for _, e in errs:
             if e["type"] == "extra_forbidden" and found:
-                owner = _model_at(found[:-1])
+                owner = _model_at(found[:-1], data, Incident)
                 options = list(owner.model_fields) if owner else []
                 close = difflib.get_close_matches(str(found[-1]), options, n=1, cutoff=0.6)
                 hinted.update((*found[:-1], c) for c in close)
@@ -280,7 +258,7 @@ def _model_problems(
         for rest, err in _dedupe(errs):
             value_mark = b.value_marks.get(found, (1, 1))
             if err["type"] == "extra_forbidden":
-                owner = _model_at(found[:-1])
+                owner = _model_at(found[:-1], data, Incident)
                 options = list(owner.model_fields) if owner else []
                 key = str(found[-1]) if found else "?"
                 problems.add(

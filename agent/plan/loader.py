@@ -272,9 +272,9 @@ def _child(node: Any, elem: str | int) -> Any:
     return None
 
 
-def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
-    """The model class that describes the mapping at `path`, if any."""
-    current: list[Any] = [Runbook]
+def _model_at(path: Path_, data: Any, root: type[BaseModel] = Runbook) -> type[BaseModel] | None:
+    """The model class that describes the mapping at `path` of a document of `root`, if any."""
+    current: list[Any] = [root]
     node = data
     for depth, elem in enumerate(path):
         nxt: list[Any] = []
@@ -291,7 +291,7 @@ def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
                     nxt.append(typing.get_args(t)[1])
         node = _child(node, elem)
         # A step: pick the class its `kind` names.
-        if depth == 1 and path[0] == "steps" and isinstance(node, dict):
+        if root is Runbook and depth == 1 and path[0] == "steps" and isinstance(node, dict):
             cls = _STEP_CLASSES.get(str(node.get("kind")))
             if cls is not None:
                 nxt = [cls]
