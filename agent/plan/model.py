@@ -224,13 +224,18 @@ class Capture(_Strict):
         return value
 
 
-def _capture(value: Any) -> Any:
-    return {"pattern": value} if isinstance(value, str) else value
+def _short_form(key: str) -> Any:
+    """A plain string stands for {key: string} (`capture: 'regex'`, `lessons: [text]`)."""
+
+    def expand(value: Any) -> Any:
+        return {key: value} if isinstance(value, str) else value
+
+    return expand
 
 
 CaptureField = Annotated[
     Capture,
-    BeforeValidator(_capture),
+    BeforeValidator(_short_form("pattern")),
     OrShortForm((("type", "string"),)),
 ]
 
@@ -413,13 +418,9 @@ class Lesson(_Strict):
     when: str | None = None
 
 
-def _lesson(value: Any) -> Any:
-    return {"text": value} if isinstance(value, str) else value
-
-
 LessonField = Annotated[
     Lesson,
-    BeforeValidator(_lesson),
+    BeforeValidator(_short_form("text")),
     OrShortForm((("type", "string"),)),
 ]
 
