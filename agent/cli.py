@@ -67,13 +67,21 @@ def _crash(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
-def _head(path: Path) -> bytes:
-    """The first bytes of a file: an incident file names its schema there."""
+def _is_incident(path: Path) -> bool:
+    """An incident file names the incident schema, or has top-level `actions:` and no `steps:`.
+
+    Read as text with two patterns rather than parsed: a bomb of aliases must reach the
+    loader, which refuses it with a located message.
+    """
+    import re
+
     try:
-        with path.open("rb") as fh:
-            return fh.read(2048)
+        text = path.read_bytes()[: 1 << 20]
     except OSError:
-        return b""
+        return False
+    if b"incident.schema.json" in text[:2048]:
+        return True
+    return bool(re.search(rb"(?m)^actions:", text)) and not re.search(rb"(?m)^steps:", text)
 
 
 def _write(path: Path, text: str) -> None:
@@ -104,7 +112,7 @@ def validate(
         results: list[dict[str, Any]] = []
         for f in files:
             try:
-                if f.suffix in (".yaml", ".yml") and b"incident.schema.json" in _head(f):
+                if _is_incident(f):
                     from agent.incident import load_incident
 
                     load_incident(f)

@@ -297,3 +297,15 @@ def test_import_writes_a_draft_that_validates(tmp_path: Path) -> None:
     missing = cli("import", "nope.md", cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: cannot read nope.md:")
+
+
+def test_validate_recognises_an_incident_file_without_its_schema_line(tmp_path: Path) -> None:
+    demo = ROOT / "runbooks" / "demo"
+    for f in demo.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    text = (tmp_path / "incident.yaml").read_text().splitlines(keepends=True)[1:]
+    (tmp_path / "incident.yaml").write_text("".join(text))
+    res = cli("validate", "incident.yaml", "backfill-game-context.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "incident.yaml: ok\nbackfill-game-context.yaml: ok\n"
