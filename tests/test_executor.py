@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from agent.executor import RunOptions, run_runbook
 from agent.record import RunStatus, Status, load_record
+from tests.procs import alive
 
 PY = sys.executable
 Write = Callable[..., Path]
@@ -161,15 +161,6 @@ def test_retries_record_each_attempt(write_runbook: Write, tmp_path: Path) -> No
     assert "attempt 1" in log and "attempt 3" in log
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "State:\tZ" in status.read_text())
-
-
 def test_timeout_kills_grandchildren(write_runbook: Write, tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild.pid"
     rb = write_runbook(f"""
@@ -189,9 +180,9 @@ def test_timeout_kills_grandchildren(write_runbook: Write, tmp_path: Path) -> No
     assert slow.reason == "timed out after 1s; the process group was stopped"
     grandchild = int(pidfile.read_text())
     deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
+    while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
 
 
 def test_invalid_utf8_and_backticks_do_not_break_anything(

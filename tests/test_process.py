@@ -16,6 +16,7 @@ import pytest
 
 from agent.process import MAX_LINE_CHARS, ProcessResult, run_process, shell_quote, strip_ansi
 from agent.redact import Redactor
+from tests.procs import alive
 
 PY = sys.executable
 
@@ -40,15 +41,6 @@ def _run(
 
 def _py(code: str) -> list[str]:
     return [PY, "-u", "-c", code]
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process runs; a zombie waiting for init to reap it is not running."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -106,8 +98,8 @@ def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
     assert result.exit_code is None
     assert result.error is None
     child, grandchild = _pids(result)
-    assert not _alive(grandchild)
-    assert not _alive(child)
+    assert not alive(grandchild)
+    assert not alive(child)
     assert _group_members(child) == []
 
 
@@ -124,7 +116,7 @@ def test_timeout_stops_a_forked_python_grandchild(tmp_path: Path) -> None:
     result = _run(_py(code), tmp_path, timeout=0.5, grace=2.0)
     assert result.timed_out
     child, grandchild = _pids(result)
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
     assert _group_members(child) == []
 
 
@@ -155,7 +147,7 @@ def test_stop_event_from_another_thread_interrupts(tmp_path: Path) -> None:
     assert not result.timed_out
     assert result.exit_code is None
     child, grandchild = _pids(result)
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
     assert _group_members(child) == []
 
 
@@ -172,7 +164,7 @@ def test_child_ignoring_sigterm_gets_sigkill_after_grace(tmp_path: Path) -> None
     assert result.exit_code is None
     assert "got TERM, staying" in result.tail
     child, _ = _pids(result)
-    assert not _alive(child)
+    assert not alive(child)
 
 
 def test_background_processes_do_not_outlive_the_step(tmp_path: Path) -> None:
@@ -186,7 +178,7 @@ def test_background_processes_do_not_outlive_the_step(tmp_path: Path) -> None:
     assert not result.timed_out
     assert result.error is None
     child, grandchild = _pids(result)
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
     assert _group_members(child) == []
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from agent.executor import CRASH_AT_ENV
 from agent.record import Journal, RunStatus, Status, load_record
+from tests.procs import alive
 
 PY = sys.executable
 Write = Callable[..., Path]
@@ -376,15 +377,6 @@ def test_ctrl_c_at_a_manual_prompt_aborts_the_run(write_runbook: Write, tmp_path
     assert record.status == RunStatus.INTERRUPTED
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "State:\tZ" in status.read_text())
-
-
 def test_resume_stops_children_the_dead_runner_left_behind(
     write_runbook: Write, tmp_path: Path
 ) -> None:
@@ -409,14 +401,14 @@ def test_resume_stops_children_the_dead_runner_left_behind(
     runner.communicate(timeout=10)
     FAULTS.append("kill -9 with a silent child")
     orphan = int(pidfile.read_text())
-    assert _alive(orphan)  # the crash left it running
+    assert alive(orphan)  # the crash left it running
     pidfile.unlink()
     run_dir = next((tmp_path / "reports").glob("*-orphan-*"))
     resumed = _cli("resume", str(run_dir), cwd=tmp_path)
     # The resumed step starts the command again; stop that one once it has started.
     while not pidfile.exists() and time.monotonic() < deadline + 20:
         time.sleep(0.05)
-    assert not _alive(orphan)
+    assert not alive(orphan)
     events = [e["event"] for e in Journal.read(run_dir / "journal.jsonl")]
     assert "leftover_stopped" in events
     resumed.send_signal(signal.SIGINT)
