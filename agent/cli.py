@@ -275,6 +275,7 @@ def run(
             listeners=listeners,
             stop=stop,
             notify_url=notify,
+            every_line=verbose,
         )
         if only and from_:
             raise UsageError("--only and --from cannot be combined: name the steps with --only")
@@ -325,6 +326,7 @@ def resume(
             confirm=_confirm(listeners),
             listeners=listeners,
             stop=stop,
+            every_line=verbose,
         )
         record, path = resume_run(run_dir, options, force=force)
         typer.echo(str(path / "report.md"))

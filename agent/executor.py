@@ -92,6 +92,7 @@ class RunOptions:
     write_report: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
     notify_url: str | None = None  # --notify; the runbook's `notify:` is used when this is None
+    every_line: bool = False  # --verbose: output events carry every line, not the newest
 
 
 def exit_code_for(status: RunStatus | None) -> int:
@@ -323,6 +324,7 @@ class _Run:
             confirm=self.options.confirm,
             max_log_bytes=self.options.max_log_bytes,
             log_suffix=log_suffix,
+            every_line=self.options.every_line,
         )
 
     def save(self, *, final: bool = False) -> None:

@@ -36,6 +36,11 @@ def timed(fn: Callable[[], object], repeat: int = 3) -> float:
     return statistics.median(times)
 
 
+def fmt_times(times: list[float]) -> str:
+    """Every repeat's time, for the noise to show next to the median."""
+    return " ".join(f"{t:.2f}" for t in times)
+
+
 def write_steps(path: Path, n: int, command: str, *, independent: bool = False) -> Path:
     needs = ", needs: []" if independent else ""
     lines = ["version: 1", "id: bench", "title: Bench", "steps:"]
@@ -128,10 +133,6 @@ def bench_big_output(tmp: Path, rows: list[list[object]], size_mb: int) -> None:
     with data.open("wb") as fh:
         for _ in range(size_mb):
             fh.write(chunk)
-    floor = timed(
-        lambda: subprocess.run(["sh", "-c", f"cat {data} > {tmp / 'copy.bin'}"], check=True),
-        repeat=3,
-    )
     rb = write_steps(tmp / "big.yaml", 1, f"cat {data}")
     probe = (
         "import resource, sys, time\nfrom pathlib import Path\n"
@@ -142,15 +143,24 @@ def bench_big_output(tmp: Path, rows: list[list[object]], size_mb: int) -> None:
         f"run_runbook(Path({str(rb)!r}), options)\n"
         "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    times, rss = [], []
-    for _ in range(3):
-        # Like the floor, which overwrites one copy, each run replaces the last one's log:
-        # gigabytes of logs piling up would measure the disk's writeback, not the runner.
+    floors, times, rss = [], [], []
+    for _ in range(6):  # the first round warms up (page cache, allocator) and is dropped
+        # Floor and runner take turns, each after a sync and each overwriting its own last
+        # copy: otherwise one pays for the writeback of the other's gigabyte (seen: 0.5 s to
+        # 3.4 s for the same copy).
+        os.sync()
+        t0 = time.perf_counter()
+        subprocess.run(["sh", "-c", f"cat {data} > {tmp / 'copy.bin'}"], check=True)
+        floors.append(time.perf_counter() - t0)
         shutil.rmtree(tmp / "rb", ignore_errors=True)
+        os.sync()
         out = subprocess.run([PY, "-c", probe], capture_output=True, text=True, check=True)
         t, r = out.stdout.split()
         times.append(float(t))
         rss.append(int(r) / 1024)
+    print(f"  cat: {fmt_times(floors)}; runner: {fmt_times(times)}", file=sys.stderr)
+    floors, times, rss = floors[1:], times[1:], rss[1:]
+    floor = statistics.median(floors)
     t = statistics.median(times)
     peak = max(rss)
     rows.append(
@@ -239,6 +249,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100 MB instead of 1 GB of output")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this figure (repeatable): overhead, startup, output, parallel, report,"
+        " plan, verify",
+    )
     args = parser.parse_args()
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="runbook-bench-") as d:
@@ -252,13 +269,16 @@ def main() -> int:
             ("report", lambda: bench_report(rows)),
             ("plan", lambda: bench_plan(tmp, rows)),
         ):
+            if args.only and name not in args.only:
+                continue
             print(f"… {name}", file=sys.stderr, flush=True)
             fn()
         try:
             from bench.warehouse import bench_verify
 
-            print("… verify", file=sys.stderr, flush=True)
-            bench_verify(tmp, rows)
+            if not args.only or "verify" in args.only:
+                print("… verify", file=sys.stderr, flush=True)
+                bench_verify(tmp, rows)
         except ImportError:
             pass
     table = [[*r[:5], "✅ met" if r[5] else "❌ missed"] for r in rows]

@@ -280,6 +280,30 @@ def test_failed_notification_never_changes_the_result(
     assert res.returncode == 3
 
 
+def test_verbose_echoes_every_line_of_a_step_that_prints_many_at_once(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    rb = write_runbook(f"""
+        version: 1
+        id: chatty
+        title: Chatty
+        steps:
+          - id: many
+            kind: run
+            command: >-
+              {PY} -c "print(''.join(f'line {{i}}\\n' for i in range(500)), end='')"
+    """)
+    verbose = cli("run", str(rb), "-v", cwd=tmp_path)
+    plain = cli("run", str(rb), cwd=tmp_path)
+    assert verbose.returncode == plain.returncode == 0, verbose.stderr
+    echoed = [n for n in range(500) if f"line {n}\n" in verbose.stdout + verbose.stderr]
+    assert echoed == list(range(500))
+    assert "line 3\n" not in plain.stdout + plain.stderr
+    logs = sorted((tmp_path / "reports").glob("*/logs/many.log"))
+    assert len(logs) == 2
+    assert all(log.read_text().count("\nline ") == 500 for log in logs)
+
+
 def test_unknown_step_in_only(write_runbook: Write, tmp_path: Path) -> None:
     rb = _quick_runbook(write_runbook)
     res = cli("run", str(rb), "--only", "helo", cwd=tmp_path)

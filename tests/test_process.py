@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import errno
+import itertools
 import json
 import os
 import subprocess
@@ -13,8 +15,17 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agent.process import MAX_LINE_CHARS, ProcessResult, run_process, shell_quote, strip_ansi
+from agent.process import (
+    MAX_LINE_CHARS,
+    ProcessResult,
+    _Lines,
+    run_process,
+    shell_quote,
+    strip_ansi,
+)
 from agent.redact import Redactor
 from tests.procs import alive
 
@@ -279,6 +290,137 @@ def test_tail_is_bounded(tmp_path: Path) -> None:
     result = _run(_py(code), tmp_path, tail_lines=5, on_line=seen.append)
     assert result.tail == ["995", "996", "997", "998", "999"]
     assert len(seen) == 1000
+
+
+def _feed_all(chunks: list[bytes], tail: int, *, every_line: bool) -> tuple[list[str], str]:
+    """The tail, and the last line of the last block, after feeding `chunks`."""
+    blocks: list[str] = []
+    lines = _Lines(tail, None, lambda t, s, e: blocks.append(t[s:e]), every_line=every_line)
+    for chunk in chunks:
+        lines.feed(chunk)
+    lines.feed(b"", final=True)
+    return list(lines.tail), blocks[-1].rsplit("\n", 1)[-1] if blocks else ""
+
+
+_PIECES = st.sampled_from(
+    [b"a", b"line", b"\n", b"\r", b"\r\n", b"\x00", b"\x1b[31m", b"\xe2\x82\xac", b"\xe2", b"\xff"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(_PIECES, max_size=80),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+    tail=st.integers(min_value=0, max_value=4),
+)
+def test_newest_lines_only_keep_the_same_tail(
+    pieces: list[bytes], cuts: list[int], tail: int
+) -> None:
+    data = b"".join(pieces)
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    assert _feed_all(chunks, tail, every_line=False) == _feed_all(chunks, tail, every_line=True)
+
+
+def test_newest_lines_only_keep_a_long_line_split_across_chunks() -> None:
+    long = b"y" * (2 * MAX_LINE_CHARS + 5)
+    chunks = [b"a\nb\n" + long[:1000], long[1000:] + b"\nc\nd\n", b"e"]
+    for tail in (1, 2, 5):
+        assert _feed_all(chunks, tail, every_line=False) == _feed_all(chunks, tail, every_line=True)
+
+
+def test_newest_lines_only_are_decoded_for_the_block(tmp_path: Path) -> None:
+    code = "import sys\nsys.stdout.write(''.join(f'{i}\\n' for i in range(100000)))"
+    spans: list[int] = []
+
+    def on_block(text: str, start: int, end: int) -> None:
+        spans.append(text.count("\n", start, end) + 1)
+
+    newest = _run(_py(code), tmp_path, tail_lines=3, on_block=on_block, every_line=False)
+    every: list[int] = []
+    full = _run(
+        _py(code),
+        tmp_path,
+        tail_lines=3,
+        on_block=lambda t, s, e: every.append(t.count("\n", s, e) + 1),
+    )
+    assert newest.tail == full.tail == ["99997", "99998", "99999"]
+    assert sum(every) == 100000
+    assert max(spans) <= 3
+    log = (tmp_path / "logs" / "step.log").read_bytes()
+    assert log.count(b"\n") == 200000  # both runs appended every line to the log
+
+
+_MIXED_OUTPUT = (
+    "import sys, time\n"
+    "out = sys.stdout.buffer\n"
+    "for i in range(3000):\n"
+    "    out.write(b'row %d \\xe2\\x82\\xac \\x1b[1mbold\\x1b[0m 10%%\\r50%%\\r\\n' % i)\n"
+    "out.write(b'z' * 200000)\n"  # a long line spread over chunks, before the last lines
+    "out.write(b'\\n\\xe2\\x82'); out.flush(); time.sleep(0.05)\n"  # a character cut in two
+    "out.write(b'\\xac tail\\nlast\\r\\nno newline')\n"
+)
+
+
+def test_spliced_output_keeps_the_log_and_tail_of_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real_splice = os.splice
+
+    def counting_splice(*args: Any, **kwargs: Any) -> int:
+        calls.append(1)
+        return real_splice(*args, **kwargs)
+
+    read = _run(_py(_MIXED_OUTPUT), tmp_path, log_path=tmp_path / "read.log", tail_lines=6)
+    monkeypatch.setattr(os, "splice", counting_splice)
+    spliced = _run(
+        _py(_MIXED_OUTPUT),
+        tmp_path,
+        log_path=tmp_path / "spliced.log",
+        tail_lines=6,
+        on_block=lambda t, s, e: None,
+        every_line=False,
+    )
+    assert calls, "the output did not go through os.splice"
+    assert (tmp_path / "spliced.log").read_bytes() == (tmp_path / "read.log").read_bytes()
+    assert spliced.output_bytes == read.output_bytes == (tmp_path / "read.log").stat().st_size
+    assert spliced.tail == read.tail
+    assert spliced.tail[-3:] == ["\u20ac tail", "last", "no newline"]
+
+
+def test_spliced_log_is_appended_to(tmp_path: Path) -> None:
+    log = tmp_path / "step.log"
+    log.write_bytes(b"--- attempt 1\n")
+    result = _run(["/bin/sh", "-c", "echo out"], tmp_path, log_path=log, every_line=False)
+    assert result.tail == ["out"]
+    assert log.read_bytes() == b"--- attempt 1\nout\n"
+
+
+def test_splice_refused_falls_back_to_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "splice", refuse)
+    result = _run(_py("for i in range(5000): print(i)"), tmp_path, every_line=False, tail_lines=2)
+    assert result.exit_code == 0
+    assert result.error is None
+    assert result.tail == ["4998", "4999"]
+    expected = "".join(f"{i}\n" for i in range(5000))
+    assert (tmp_path / "logs" / "step.log").read_text() == expected
+
+
+def test_spliced_output_is_not_used_when_secrets_are_masked(tmp_path: Path) -> None:
+    result = _run(
+        ["/bin/sh", "-c", "echo token=hunter22"],
+        tmp_path,
+        redactor=Redactor(["hunter22"]),
+        every_line=False,
+    )
+    assert result.tail == ["token=***"]
+    assert (tmp_path / "logs" / "step.log").read_text() == "token=***\n"
 
 
 def test_long_line_without_newline_is_split(tmp_path: Path) -> None:

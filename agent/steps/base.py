@@ -60,6 +60,7 @@ class StepContext:
     max_log_bytes: int | None = None
     log_suffix: str = ""  # ".baseline" for the measurement before the run
     offline: bool = False
+    every_line: bool = False  # a listener shows every output line (--verbose)
 
     def template_context(self, **extra: Any) -> dict[str, Any]:
         """Names visible to templates: vars, env, steps, run, plus `extra`."""

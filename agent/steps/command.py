@@ -202,6 +202,8 @@ class CommandKind:
                 timeout=timeout,
                 log_path=log_path,
                 on_block=on_block,
+                # Captures and details read every line; otherwise only the newest matter.
+                every_line=ctx.every_line or bool(scanner.prefilters),
                 redactor=ctx.redactor,
                 max_log_bytes=ctx.max_log_bytes,
                 stop_event=ctx.stop,
