@@ -11,7 +11,6 @@ import re
 import select
 import shlex
 import signal
-import stat
 import subprocess
 import threading
 import time
@@ -56,14 +55,9 @@ setsid) can keep it open longer, and it must not hang the run."""
 _REAP_SECONDS = 5.0
 """How long to wait for the group to disappear after SIGKILL."""
 
-_READ_BACK = 64 * 1024
-"""How much of a spliced chunk's end is read back from the log first to find its newest lines."""
-
 _RELEASE_ON_FULL = 64 * 1024
 """When the disk fills up under a log, this much of the log's end is given back, so that the
 journal, run.json and the report (small files) can still be written and the run ends clearly."""
-
-_SPLICE_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 _ANSI_RE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement, erase
@@ -159,32 +153,28 @@ class _Lines:
         # tail's and the last one shown. Decoding the rest cost as much as the log's write.
         self._newest = None if every_line or on_line is not None else max(tail_lines, 1)
 
-    @property
-    def newest_only(self) -> int | None:
-        """How many of the newest lines of a chunk are decoded, or None for all of them."""
-        return self._newest
-
-    def _skip_old_lines(self, data: bytes) -> bytes:
-        """Drop the complete lines of `data` that are older than the newest ones kept.
+    def _newest_start(self, data: bytes | bytearray, end: int) -> int:
+        """Where the newest lines of data[:end] begin; the complete lines before are dropped.
 
         The newline before the last `_newest` ones ends every line the tail can still hold;
         after it the text starts afresh: a new line, no partial UTF-8 sequence.
         """
         assert self._newest is not None
-        cut = len(data)
+        cut = end
         for _ in range(self._newest + 1):
             cut = data.rfind(b"\n", 0, cut)
             if cut < 0:
-                return data
+                return 0
         self._decoder.reset()
         self._pending = ""
         self._split = False
-        return data[cut + 1 :]
+        return cut + 1
 
-    def feed(self, data: bytes, *, final: bool = False) -> None:
-        if self._newest is not None:
-            data = self._skip_old_lines(data)
-        text = self._decoder.decode(data, final=final)
+    def feed(self, data: bytes | bytearray, *, end: int | None = None, final: bool = False) -> None:
+        """Take data[:end] (all of it when end is None): `data` may be a buffer reused next."""
+        end = len(data) if end is None else end
+        start = 0 if self._newest is None else self._newest_start(data, end)
+        text = self._decoder.decode(memoryview(data)[start:end], final=final)
         if "\0" in text:
             text = text.replace("\0", "")
         if not text and not final:
@@ -269,7 +259,7 @@ class _Log:
         self.capped = False
         self.error: str | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self.capped or self.error is not None or not data:
             return
         if self._max is not None and self.written + len(data) >= self._max:
@@ -280,61 +270,7 @@ class _Log:
             return
         self._write_all(data)
 
-    def can_splice(self) -> bool:
-        """Whether output may go from the pipe to this log inside the kernel (os.splice).
-
-        Only into a regular file with no cap: splice refuses O_APPEND, so the file is written
-        at its end through its offset, which nothing else moves while the step runs.
-        """
-        if not hasattr(os, "splice") or self._max is not None:
-            return False
-        try:
-            fd = self._handle.fileno()
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return False
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_APPEND)
-            os.lseek(fd, 0, os.SEEK_END)
-        except OSError:
-            return False
-        return True
-
-    def splice_from(self, pipe: int) -> int | None:
-        """Move what the pipe holds (up to CHUNK_SIZE) to the log; 0 at EOF.
-
-        Returns None when the kernel refuses to splice here or the log cannot be written (the
-        error is kept, as for write()): the caller reads the pipe from then on. Raises
-        BlockingIOError when the pipe is empty after all.
-        """
-        try:
-            count = os.splice(pipe, self._handle.fileno(), CHUNK_SIZE, flags=_SPLICE_NONBLOCK)
-        except BlockingIOError:
-            raise
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                self.error = f"cannot write log {self.path}: {exc.strerror or exc}"
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    self._release()
-            return None
-        self.written += count
-        return count
-
-    def read_back(self, count: int, lines: int) -> bytes:
-        """The end of the last `count` bytes written: enough of it to hold `lines` + 1 newlines,
-        or all of it (a chunk of few, long lines)."""
-        fd = self._handle.fileno()
-        size = min(count, _READ_BACK)
-        data = os.pread(fd, size, self.written_end - size)
-        if size < count and data.count(b"\n") <= lines:
-            data = os.pread(fd, count, self.written_end - count)
-        return data
-
-    @property
-    def written_end(self) -> int:
-        """The log's size: where the next splice writes."""
-        return os.lseek(self._handle.fileno(), 0, os.SEEK_CUR)
-
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         try:
             while view:
@@ -522,8 +458,7 @@ def run_process(
         # A file where a folder should be: opening the log below says "Not a directory".
         with contextlib.suppress(FileExistsError):
             log_path.parent.mkdir(parents=True, exist_ok=True)
-        # Readable too: spliced output is read back from it (see _Log.read_back).
-        handle: BinaryIO = log_path.open("a+b", buffering=0)
+        handle: BinaryIO = log_path.open("ab", buffering=0)
     except OSError as exc:
         return _not_started(started_at, f"cannot write log {log_path}: {exc.strerror}")
     log = _Log(log_path, handle, max_log_bytes)
@@ -549,11 +484,6 @@ def run_process(
         redactor.stream() if redactor is not None and redactor.active else None
     )
     lines = _Lines(tail_lines, on_line, on_block, every_line=every_line)
-    # Output nobody reads line by line and nothing must mask goes from the pipe to the log
-    # inside the kernel; only the newest lines are read back from the log. Reading it
-    # through Python cost a copy out of the pipe and one into the log (1.5x a plain copy).
-    newest = lines.newest_only
-    splicing = newest is not None and stream is None and log.can_splice()
     pgid = proc.pid  # start_new_session: the child leads a new session and process group
     if on_spawn is not None:
         on_spawn(pgid)
@@ -568,11 +498,19 @@ def run_process(
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
 
-    def consume(data: bytes, *, final: bool = False) -> None:
+    # One buffer for every read: a fresh 1 MiB bytes object per read cost a page fault per
+    # page (os.read); the log is written from it and only the lines needed are decoded.
+    buffer = bytearray(CHUNK_SIZE)
+    view = memoryview(buffer)
+
+    def consume(count: int, *, final: bool = False) -> None:
         if stream is not None:
-            data = stream.feed(data) + (stream.flush() if final else b"")
-        log.write(data)
-        lines.feed(data, final=final)
+            data = stream.feed(bytes(view[:count])) + (stream.flush() if final else b"")
+            log.write(data)
+            lines.feed(data, final=final)
+        else:
+            log.write(view[:count])
+            lines.feed(buffer, end=count, final=final)
 
     eof = False
     stopping = False  # the group was told to stop (by us) while the child still ran
@@ -614,31 +552,16 @@ def run_process(
                 continue
             if not poller.poll(int(_POLL_SECONDS * 1000)):
                 continue
-            if splicing:
-                assert newest is not None
-                try:
-                    count = log.splice_from(fd)
-                except BlockingIOError:
-                    continue
-                if count is None:
-                    splicing = False  # refused, or the log failed: read (and drop) from now on
-                    continue
-                if not count:
-                    eof = True
-                    continue
-                output_bytes += count
-                lines.feed(log.read_back(count, newest))
-                continue
             try:
-                data = os.read(fd, CHUNK_SIZE)
+                count = os.readv(fd, [buffer])
             except (BlockingIOError, InterruptedError):
                 continue
-            if not data:
+            if not count:
                 eof = True
                 continue
-            output_bytes += len(data)
-            consume(data)
-        consume(b"", final=True)
+            output_bytes += count
+            consume(count)
+        consume(0, final=True)
     finally:
         proc.stdout.close()
         if proc.poll() is None:  # an exception (e.g. from on_line) or a child that ignores KILL

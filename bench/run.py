@@ -160,6 +160,7 @@ def bench_big_output(tmp: Path, rows: list[list[object]], size_mb: int) -> None:
         # Floor and runner take turns, each after a sync and each overwriting its own last
         # copy: otherwise one pays for the writeback of the other's gigabyte (seen: 0.5 s to
         # 3.4 s for the same copy).
+        (tmp / "copy.bin").unlink(missing_ok=True)
         os.sync()
         t0 = time.perf_counter()
         subprocess.run(["sh", "-c", f"cat {data} > {tmp / 'copy.bin'}"], check=True)
