@@ -58,7 +58,9 @@ class RunStatus(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: `plan` and `validate` import these models (through the step kinds)
+    # without making a record; building them at import cost `plan` 24 ms (-X importtime).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Attempt(_Model):

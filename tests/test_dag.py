@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agent.plan import dag
 
 
@@ -35,3 +38,39 @@ def test_find_cycle_names_the_steps_in_run_order() -> None:
     assert dag.find_cycle({"a": ["a"]}) == ["a", "a"]
     assert dag.find_cycle({"a": [], "b": ["a"], "c": ["b", "a"]}) is None
     assert dag.find_cycle({"a": ["zz"]}) is None
+
+
+def _earliest_ready_first(ids: list[str], after: dict[str, list[str]]) -> list[str]:
+    """The order's definition, spelled out slowly: among the steps whose predecessors have
+    all run, the one that comes first in the file runs next."""
+    order: list[str] = []
+    pending = list(ids)
+    while pending:
+        ready = [s for s in pending if all(d in order for d in after[s])]
+        order.append(ready[0])
+        pending.remove(ready[0])
+    return order
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_order_is_the_earliest_ready_step_first(data: st.DataObject) -> None:
+    n = data.draw(st.integers(min_value=1, max_value=12))
+    ids = [f"s{i}" for i in range(n)]
+    needs: list[list[str] | None] = []
+    for i in range(n):
+        # Needs only point at steps earlier in some fixed permutation, so there is no cycle.
+        earlier = ids[:i]
+        choice = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(earlier or ["x"]))))
+        needs.append(None if choice is None or not earlier else sorted(set(choice)))
+    perm = data.draw(st.permutations(list(range(n))))
+    file_ids = [ids[j] for j in perm]
+    file_needs = [needs[j] for j in perm]
+    after = {
+        sid: list(need) if need is not None else file_ids[i - 1 : i]
+        for i, (sid, need) in enumerate(zip(file_ids, file_needs, strict=True))
+    }
+    if dag.find_cycle(after) is not None:
+        return  # implicit previous-step edges of the shuffled file can close a cycle
+    g = dag.build_graph(file_ids, file_needs)
+    assert g.order == _earliest_ready_first(file_ids, g.after)

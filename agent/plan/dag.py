@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -74,18 +75,27 @@ def build_graph(ids: Sequence[str], needs: Sequence[list[str] | None]) -> Graph:
     for i, (sid, need) in enumerate(zip(ids, needs, strict=True)):
         explicit[sid] = list(need or [])
         after[sid] = list(need) if need is not None else ([ids[i - 1]] if i else [])
+    # Kahn's algorithm, the ready steps in a heap by file position: the earliest ready step
+    # goes first. Rescanning every pending step per pick was quadratic (26 ms of `plan` for
+    # 200 steps, cProfile).
+    waiting = {sid: len(set(after[sid])) for sid in ids}
+    dependents: dict[str, list[str]] = {sid: [] for sid in ids}
+    for sid in ids:
+        for dep in set(after[sid]):
+            dependents[dep].append(sid)
+    ready = [(i, sid) for i, sid in enumerate(ids) if not waiting[sid]]
+    heapq.heapify(ready)
     position = {sid: i for i, sid in enumerate(ids)}
     order: list[str] = []
-    done: set[str] = set()
-    pending = list(ids)
-    while pending:
-        ready = [s for s in pending if all(d in done for d in after[s])]
-        if not ready:  # a cycle; build_graph's callers check find_cycle first
-            raise ValueError(f"cycle among {pending}")
-        nxt = min(ready, key=position.__getitem__)
+    while ready:
+        _, nxt = heapq.heappop(ready)
         order.append(nxt)
-        done.add(nxt)
-        pending.remove(nxt)
+        for child in dependents[nxt]:
+            waiting[child] -= 1
+            if not waiting[child]:
+                heapq.heappush(ready, (position[child], child))
+    if len(order) < len(ids):  # a cycle; build_graph's callers check find_cycle first
+        raise ValueError(f"cycle among {[s for s in ids if waiting[s]]}")
     ancestors: dict[str, set[str]] = {}
     for sid in order:
         acc: set[str] = set()
