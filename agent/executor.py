@@ -41,6 +41,7 @@ from agent.record import (
     Session,
     Status,
     StepResult,
+    build_models,
     load_record,
     utcnow,
     write_record,
@@ -497,6 +498,7 @@ class _Run:
                     )
 
     def _execute_parallel(self, pending: list[str], workers: int) -> None:
+        build_models()
         running: dict[Future[None], str] = {}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
             while (pending or running) and not self.options.stop.is_set():

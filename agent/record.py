@@ -22,6 +22,7 @@ __all__ = [
     "RunStatus",
     "Status",
     "StepResult",
+    "build_models",
     "load_record",
     "replay_journal",
     "utcnow",
@@ -213,6 +214,20 @@ class RunRecord(_Model):
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+
+def build_models() -> None:
+    """Build every record model's validator now, before threads use them.
+
+    They are built on first use (defer_build); in some pydantic versions a second thread could
+    meanwhile use the half-built model's parent validator (pydantic#11849).
+    """
+    todo: list[type[_Model]] = [_Model]
+    while todo:
+        model = todo.pop()
+        todo.extend(model.__subclasses__())
+        if model is not _Model:
+            model.model_rebuild()
 
 
 def write_record(record: RunRecord, path: Path, *, sync: bool = True) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,3 +75,8 @@ def test_order_is_the_earliest_ready_step_first(data: st.DataObject) -> None:
         return  # implicit previous-step edges of the shuffled file can close a cycle
     g = dag.build_graph(file_ids, file_needs)
     assert g.order == _earliest_ready_first(file_ids, g.after)
+
+
+def test_unknown_need_is_named() -> None:
+    with pytest.raises(ValueError, match=r"^step 'a' needs unknown step 'zz'$"):
+        dag.build_graph(["a"], [["zz"]])

@@ -82,6 +82,8 @@ def build_graph(ids: Sequence[str], needs: Sequence[list[str] | None]) -> Graph:
     dependents: dict[str, list[str]] = {sid: [] for sid in ids}
     for sid in ids:
         for dep in set(after[sid]):
+            if dep not in dependents:  # the loader names unknown steps first; a caller may not
+                raise ValueError(f"step {sid!r} needs unknown step {dep!r}")
             dependents[dep].append(sid)
     ready = [(i, sid) for i, sid in enumerate(ids) if not waiting[sid]]
     heapq.heapify(ready)

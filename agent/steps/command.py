@@ -69,10 +69,16 @@ class Scanner:
 
     def block(self, text: str, start: int, end: int) -> None:
         """Take the complete lines text[start:end] of one chunk of output."""
-        nl = text.rfind("\n", start, end)
-        last = text[(nl + 1 if nl >= 0 else start) : end].strip()
-        if last:
-            self.last_line = last
+        # The last line that is not blank, found from the end: a chunk ending in an empty
+        # line still shows its last words.
+        stop = end
+        while stop > start:
+            nl = text.rfind("\n", start, stop)
+            last = text[(nl + 1 if nl >= 0 else start) : stop].strip()
+            if last:
+                self.last_line = last
+                break
+            stop = nl
         if not any(rx.search(text, start, end) for rx in self.prefilters):
             return
         for line in text[start:end].split("\n"):
