@@ -12,11 +12,20 @@ import pytest
 PY = sys.executable
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests' compiled templates go: never the user's ~/.cache."""
+    return tmp_path_factory.mktemp("cache-home")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _cache_home: Path
+) -> Iterator[None]:
     """Run each test in its tmp_path so a default `reports/` lands there."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RUNBOOK_OPERATOR", "tester")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
     yield
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -722,3 +724,38 @@ def test_checks_of_one_table_and_named_checks_keep_distinct_names() -> None:
         "home teams": "home teams",
         "raw.games": "games",
     }
+
+
+_PLAN_DEMO = (
+    Path(__file__).resolve().parent.parent / "runbooks" / "demo" / "backfill-game-context.yaml"
+)
+
+
+def _plan_with_cache(cache_home: Path) -> str:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "plan", str(_PLAN_DEMO), "--offline"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "## " in done.stdout, done.stderr  # the review, whatever its exit code says
+    return f"{done.returncode}\n{done.stdout}"
+
+
+def test_compiled_templates_are_kept_between_processes_and_a_bad_cache_is_skipped(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    first = _plan_with_cache(cache)
+    kept = sorted(cache.glob("runbook/templates-*/*"))
+    assert kept, "no compiled template was kept"
+    assert _plan_with_cache(cache) == first
+    for path in kept:
+        path.write_bytes(b"not bytecode")
+    assert _plan_with_cache(cache) == first
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    assert _plan_with_cache(not_a_folder) == first
