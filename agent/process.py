@@ -150,7 +150,7 @@ class _Lines:
         self._pending = ""
         self._split = False  # the last line was emitted because it reached MAX_LINE_CHARS
         # Without a reader of every line only the newest lines of a chunk are decoded: the
-        # tail's and the last one shown. Decoding the rest cost as much as the log's write.
+        # tail's and the last one shown. The rest is written to the log and nowhere else.
         self._newest = None if every_line or on_line is not None else max(tail_lines, 1)
 
     def _newest_start(self, data: bytes | bytearray, end: int) -> int:
