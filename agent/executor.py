@@ -267,23 +267,22 @@ class _Run:
         record: RunRecord,
         run_dir: Path,
         options: RunOptions,
-        redactor: Redactor | None = None,
+        context: tuple[dict[str, str], Path, Redactor],
     ) -> None:
         self.loaded = loaded
         self.values = values
         self.record = record
         self.run_dir = run_dir
         self.options = options
-        self.env, self.workdir = prepare_context(loaded, values, options.extra_env)
-        self.redactor = redactor or Redactor(
-            secret_values(loaded, values, self.env, options.notify_url)
-        )
+        # Made once by the caller (run or resume), which needed them first.
+        self.env, self.workdir, self.redactor = context
         self.steps = {s.id: s for s in loaded.runbook.steps}
         self.graph = loaded.graph
         self.journal = Journal(run_dir / "journal.jsonl")
         self.lock_mutex = threading.Lock()
         self._results = {r.id: r for r in record.steps}
         self._saved_at = float("-inf")
+        self._chosen = self._choose()
 
     def result(self, sid: str) -> StepResult:
         """The result of step `sid` (an index, not a scan: runs may have a thousand steps)."""
@@ -372,15 +371,17 @@ class _Run:
 
     # -- selection -----------------------------------------------------------------------------
     def _selected(self, sid: str) -> bool:
+        return sid in self._chosen
+
+    def _choose(self) -> set[str]:
+        """The steps --only or --from select (all of them without either), worked out once."""
         sel = self.record.selection
-        only = sel.get("only") or []
-        if only:
-            return sid in only
-        start = sel.get("from")
-        if start:
-            order = self.graph.order
-            return order.index(sid) >= order.index(start)
-        return True
+        order = self.graph.order
+        if sel.get("only"):
+            return set(sel["only"])
+        if sel.get("from"):
+            return set(order[order.index(sel["from"]) :])
+        return set(order)
 
     # -- one step ------------------------------------------------------------------------------
     def run_step(self, sid: str) -> None:
@@ -502,7 +503,8 @@ class _Run:
         running: dict[Future[None], str] = {}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
             while (pending or running) and not self.options.stop.is_set():
-                for sid in [s for s in pending if self._ready(s)]:
+                ready = [s for s in pending if self._ready(s)] if len(running) < workers else []
+                for sid in ready:
                     if len(running) >= workers:
                         break
                     pending.remove(sid)
@@ -558,12 +560,8 @@ class _Run:
         if self.options.write_report:
             from agent.report import write_report
 
-            text_path = self.run_dir / "report.md"
-            write_report(self.record, text_path)
-            # The report is written from the record; mask again in case prose quoted a secret.
-            text_path.write_text(
-                self.redactor.redact(text_path.read_text(encoding="utf-8")), encoding="utf-8"
-            )
+            # Masked again in case prose quoted a secret; written once, atomically.
+            write_report(self.record, self.run_dir / "report.md", mask=self.redactor.redact)
         self.emit(Event("run_finished", None, {"record": self.record, "run_dir": self.run_dir}))
 
     def _report_prose(self) -> None:
@@ -593,6 +591,16 @@ class _Run:
         self.record.next_steps = {
             h: [r(x.text) for x in items if keep(x)] for h, items in rep.next_steps.items()
         }
+
+
+def _lock_info(run_id: str) -> dict[str, Any]:
+    """What a lock file says of its holder (shown when another run finds it taken)."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": utcnow().isoformat(),
+        "run_id": run_id,
+    }
 
 
 def _lock_for(loaded: LoadedRunbook, values: Mapping[str, Any], reports_dir: Path) -> Lock:
@@ -671,14 +679,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
     run_id = _run_id(loaded.runbook.id)
     reports_dir = options.reports_dir.resolve()
     run_dir = reports_dir / run_id
-    lock = _lock_for(loaded, values, reports_dir)
-    info = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started_at": utcnow().isoformat(),
-        "run_id": run_id,
-    }
-    with _locked(lock, info):
+    with _locked(_lock_for(loaded, values, reports_dir), _lock_info(run_id)):
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         redactor = Redactor(secret_values(loaded, values, env, options.notify_url))
         rb = loaded.runbook
@@ -721,8 +722,9 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             sessions=[_session(redactor.redact(" ".join(sys.argv)))],
             file_hashes=_script_hashes(loaded, values, workdir),
         )
+        steps = {s.id: s for s in rb.steps}
         for sid in loaded.graph.order:
-            step = next(s for s in rb.steps if s.id == sid)
+            step = steps[sid]
             title = step.title or step.id
             with contextlib.suppress(templating.TemplateError):
                 title = templating.render(title, context)
@@ -735,7 +737,7 @@ def run_runbook(path: Path, options: RunOptions) -> tuple[RunRecord, Path]:
             json.dumps({k: MASK if k in secret_vars else v for k, v in options.overrides.items()}),
             encoding="utf-8",
         )
-        run = _Run(loaded, values, record, run_dir, options, redactor)
+        run = _Run(loaded, values, record, run_dir, options, (env, workdir, redactor))
         run.journal.append("run_started", run_id=run_id, runbook=str(loaded.path.resolve()))
         run.save()
         run.emit(Event("run_started", None, {"record": record, "run_dir": run_dir}))
@@ -867,22 +869,15 @@ def resume_run(
         with contextlib.suppress(KeyError, ValueError):
             record.sessions[-1].ended_at = datetime.fromisoformat(events[-1]["at"])
     record.sessions.append(_session(redactor.redact(" ".join(sys.argv))))
-    reports_dir = run_dir.parent
-    lock = _lock_for(loaded, values, reports_dir)
-    info = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started_at": utcnow().isoformat(),
-        "run_id": record.run_id,
-    }
+    lock = _lock_for(loaded, values, run_dir.parent)
     # The original run's choices (--parallel, --warehouse-endpoint, ...) hold for its resume.
     sel = record.selection
     options.parallel = max(options.parallel, int(sel.get("parallel") or 1))
     options.warehouse_endpoint = options.warehouse_endpoint or sel.get("warehouse_endpoint")
     options.max_log_bytes = options.max_log_bytes or sel.get("max_log_bytes")
     _add_notifier(loaded, options, {**values, "env": env, "run": {"id": record.run_id}})
-    with _locked(lock, info):
-        run = _Run(loaded, values, record, run_dir, options, redactor)
+    with _locked(lock, _lock_info(record.run_id)):
+        run = _Run(loaded, values, record, run_dir, options, (env, workdir, redactor))
         run.journal.append("run_resumed", session=len(record.sessions))
         # We hold the lock, so the runner that started these children is dead: stop whatever
         # of their process groups survived it before anything runs again.
@@ -905,7 +900,7 @@ def resume_run(
             )
             run.skip(stop_here, Status.ABORTED, reason, None)
             for sid in run.graph.order:
-                if record.step(sid).status is None:
+                if run.result(sid).status is None:
                     run.skip(
                         sid, Status.ABORTED, f"not run: {stop_here} must be checked first", None
                     )

@@ -115,18 +115,27 @@ def render_report(record: RunRecord, *, template: Path | None = None) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def write_report(record: RunRecord, path: Path, *, template: Path | None = None) -> Path:
+def write_report(
+    record: RunRecord,
+    path: Path,
+    *,
+    template: Path | None = None,
+    mask: Callable[[str], str] | None = None,
+) -> Path:
     """Render the report and write it atomically to `path` (parent folders are created).
 
     Args:
         record: The run record.
         path: Where to write the markdown.
         template: Another template file, as for `render_report`.
+        mask: applied to the rendered text before it is written (secret masking).
 
     Returns:
         `path`.
     """
     text = render_report(record, template=template)
+    if mask is not None:
+        text = mask(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
