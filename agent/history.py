@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.durations import elapsed
 from agent.markdown import plain_table
-from agent.record import RunRecord, load_record
+from agent.record import RunRecord, read_runs
 
 __all__ = ["RunRow", "find_runs", "history_table", "parse_since", "summary_text"]
 
@@ -68,13 +68,7 @@ def find_runs(
         The rows, newest first.
     """
     rows: list[RunRow] = []
-    if not reports.is_dir():
-        return rows
-    for run_json in reports.glob("*/run.json"):
-        try:
-            record = load_record(run_json)
-        except (OSError, ValueError):
-            continue
+    for run_dir, record in read_runs(reports):
         if runbook and record.runbook_id != runbook:
             continue
         st = record.status.value if record.status else "RUNNING?"
@@ -82,7 +76,7 @@ def find_runs(
             continue
         if since and record.started_at < since:
             continue
-        rows.append(RunRow(run_json.parent, record))
+        rows.append(RunRow(run_dir, record))
     rows.sort(key=lambda r: r.record.started_at, reverse=True)
     return rows
 

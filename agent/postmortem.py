@@ -15,7 +15,7 @@ from agent.incident import Action, LoadedIncident, load_incident
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
 from agent.plan.model import CommandStep, VerifyStep
-from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, load_record
+from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, read_runs
 from agent.report import template_environment, templates_dir
 from agent.steps.verify import check_key
 
@@ -110,16 +110,7 @@ def find_runs(reports: Path) -> list[tuple[Path, RunRecord]]:
     Returns:
         (run directory, record) pairs, oldest run first.
     """
-    found: list[tuple[Path, RunRecord]] = []
-    if not reports.is_dir():
-        return found
-    for run_dir in sorted(reports.iterdir()):
-        if not (run_dir / "run.json").is_file():
-            continue
-        try:
-            found.append((run_dir, load_record(run_dir)))
-        except (OSError, ValueError):
-            continue
+    found = read_runs(reports)
     found.sort(key=lambda item: (_utc(item[1].started_at), item[1].run_id))
     return found
 

@@ -24,6 +24,7 @@ __all__ = [
     "StepResult",
     "build_models",
     "load_record",
+    "read_runs",
     "replay_journal",
     "utcnow",
     "write_record",
@@ -277,6 +278,28 @@ def load_record(path: Path) -> RunRecord:
         # result made durable since. Show, report and follow-up read what really finished.
         replay_journal(record, path.parent / "journal.jsonl")
     return record
+
+
+def read_runs(reports: Path) -> list[tuple[Path, RunRecord]]:
+    """Every run record directly under `reports`; unreadable or foreign ones are passed over.
+
+    Args:
+        reports: the reports folder (each run is a folder holding run.json).
+
+    Returns:
+        (run directory, record) pairs, in folder-name order.
+    """
+    from agent.errors import RunbookError
+
+    found: list[tuple[Path, RunRecord]] = []
+    if not reports.is_dir():
+        return found
+    for run_json in sorted(reports.glob("*/run.json")):
+        try:
+            found.append((run_json.parent, load_record(run_json)))
+        except RunbookError:  # load_record's one error for what it cannot read
+            continue
+    return found
 
 
 def replay_journal(record: RunRecord, journal: Path) -> RunRecord:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 PROBE = """
 from agent.record import RunRecord, build_models, _Model
@@ -33,3 +35,32 @@ def test_record_models_are_deferred_until_built_all_at_once() -> None:
     assert int(count) >= 9
     assert before == "['MockValSer']"
     assert out[1] == "['SchemaValidator']"
+
+
+def test_read_runs_passes_over_what_is_not_a_readable_run(tmp_path: Path) -> None:
+    from agent.record import RunRecord, read_runs, write_record
+
+    good = tmp_path / "20260126T050000Z-a-0000"
+    good.mkdir()
+    at = datetime(2026, 1, 26, 5, 0, tzinfo=UTC)
+    write_record(
+        RunRecord(
+            run_id=good.name,
+            runbook_id="a",
+            runbook_path="a.yaml",
+            runbook_sha256="0" * 64,
+            title="A",
+            operator="o",
+            host="h",
+            tool_version="0",
+            started_at=at,
+            ended_at=at,
+        ),
+        good / "run.json",
+    )
+    for name, text in [("corrupt", "{not json"), ("foreign", '{"x": 1}')]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(text)
+    (tmp_path / "no-record").mkdir()
+    assert [(d.name, r.run_id) for d, r in read_runs(tmp_path)] == [(good.name, good.name)]
+    assert read_runs(tmp_path / "missing") == []
