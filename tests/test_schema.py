@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -19,11 +20,6 @@ RUNBOOKS = sorted(
     p for p in (ROOT / "runbooks").rglob("*.yaml") if not p.name.startswith("incident")
 )
 
-try:
-    import jsonschema
-except ImportError:  # not a dependency of the venv; the system python may have it
-    jsonschema = None
-
 
 def test_committed_schema_is_current() -> None:
     assert SCHEMA.read_text(encoding="utf-8") == schema_text(), (
@@ -35,8 +31,7 @@ def test_schema_is_valid_json_schema() -> None:
     schema = json.loads(schema_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["required"] == ["version", "id", "title", "steps"]
-    if jsonschema is not None:
-        jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator.check_schema(schema)
 
 
 @pytest.mark.parametrize("path", RUNBOOKS, ids=[str(p.relative_to(ROOT)) for p in RUNBOOKS])
@@ -51,10 +46,9 @@ def test_repo_runbook_points_at_schema_and_fits_it(path: Path) -> None:
         f"{path}: the $schema path should be {os.path.relpath(SCHEMA, path.parent)}"
     )
     load_runbook(path)
-    if jsonschema is not None:  # else only this one assertion is skipped
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        data = json.loads(json.dumps(data, default=str))  # dates as strings, as an editor sees them
-        jsonschema.validate(data, json.loads(schema_text()))
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = json.loads(json.dumps(data, default=str))  # dates as strings, as an editor sees them
+    jsonschema.validate(data, json.loads(schema_text()))
 
 
 def test_there_are_runbooks() -> None:

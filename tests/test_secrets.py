@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+import pytest
+
+from agent.errors import RunbookError
 from agent.executor import RunOptions, resume_run
 from agent.record import Status, load_record
 from agent.redact import MASK
@@ -255,11 +258,9 @@ def test_resume_needs_secret_vars_again_and_never_stores_them(
     assert proc.returncode == -9
     (run_dir,) = (tmp_path / "reports").glob("*-sec-*")
     assert json.loads((run_dir / "vars.json").read_text()) == {"token": MASK}
-    try:
+    with pytest.raises(RunbookError) as info:
         resume_run(run_dir, RunOptions())
-    except Exception as exc:  # noqa: BLE001 - checked below
-        message = str(exc)
-    assert message == (
+    assert str(info.value) == (
         "the run was given secret var(s) token, which are not stored in the run "
         "directory: give them again with --var to resume"
     )
