@@ -25,6 +25,8 @@ PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.warehouse import bench_verify  # noqa: E402 - needs ROOT on sys.path
+
 
 def timed(fn: Callable[[], object], repeat: int = 3) -> float:
     """Median wall time of `fn` over `repeat` runs."""
@@ -292,19 +294,12 @@ def main() -> int:
             ("parallel", lambda: bench_parallel(tmp, rows)),
             ("report", lambda: bench_report(rows)),
             ("plan", lambda: bench_plan(tmp, rows)),
+            ("verify", lambda: bench_verify(tmp, rows)),
         ):
             if args.only and name not in args.only:
                 continue
             print(f"… {name}", file=sys.stderr, flush=True)
             fn()
-        try:
-            from bench.warehouse import bench_verify
-
-            if not args.only or "verify" in args.only:
-                print("… verify", file=sys.stderr, flush=True)
-                bench_verify(tmp, rows)
-        except ImportError:
-            pass
     table = [[*r[:5], "✅ met" if r[5] else "❌ missed"] for r in rows]
     print(
         tabulate(

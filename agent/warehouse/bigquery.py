@@ -19,6 +19,7 @@ from agent.warehouse.base import CountCheck, CountOutcome, WarehouseError
 from agent.warehouse.sql import (
     CountQuery,
     PreparedCheck,
+    bind_params,
     build_count_query,
     first_line,
     parse_table,
@@ -245,13 +246,10 @@ class BigQueryWarehouse:
         *,
         dry_run: bool = False,
     ) -> Any:
-        missing = [n for n in names if n not in params]
-        if missing:
-            raise WarehouseError(
-                "unknown parameter " + ", ".join(f"@{p}" for p in missing) + " (not a var)"
-            )
         config = bigquery.QueryJobConfig(
-            query_parameters=[to_query_parameter(n, params[n]) for n in names],
+            query_parameters=[
+                to_query_parameter(n, v) for n, v in bind_params(names, params).items()
+            ],
             use_legacy_sql=False,
         )
         config.labels = sanitize_labels(labels)
@@ -395,9 +393,10 @@ class BigQueryWarehouse:
             return None
         try:
             return self._dry_run_checks(runnable, params)
-        except WarehouseError:
+        except WarehouseError as exc:
             if len(runnable) == 1:
                 raise
+            failed = exc
         # Leave out the checks that break the query on their own; `count` names them.
         good = []
         for check in runnable:
@@ -407,7 +406,7 @@ class BigQueryWarehouse:
                 continue
             good.append(check)
         if not good or len(good) == len(runnable):
-            return self._dry_run_checks(runnable, params)
+            raise failed  # the whole query's error; dry-running it again would only repeat it
         return self._dry_run_checks(good, params)
 
     def _dry_run_checks(

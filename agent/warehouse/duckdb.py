@@ -106,10 +106,7 @@ class DuckDBWarehouse:
         Raises:
             WarehouseError: a name is not a valid table name, or the file cannot be opened.
         """
-        keys = []
-        for name in tables:
-            _, dataset, table = parse_table(name)
-            keys.append((dataset.lower(), table.lower()))
+        keys = [_key(name) for name in tables]
         if not self.path.exists():
             return list(tables)
         with self._connect() as con:

@@ -245,11 +245,7 @@ def _prepare(index: int, check: CountCheck, params: Mapping[str, Any]) -> Prepar
         expected_sql = expected.sql(dialect="bigquery")
         used += [p for p in _param_names(expected) if p not in used]
         tables += [t for t in tables_in(expected) if t not in tables]
-    unknown = [p for p in used if p not in params]
-    if unknown:
-        raise WarehouseError(
-            "unknown parameter " + ", ".join(f"@{p}" for p in unknown) + " (not a var)"
-        )
+    bind_params(used, params)  # refuses a name that is not a var
     return PreparedCheck(index, check, table_sql, where_sql, expected_sql, key, used, tables)
 
 
