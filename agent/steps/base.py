@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent import preflight
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
-from agent.record import StepResult
+from agent.record import Status, StepResult
 from agent.redact import Redactor
 from agent.warehouse.base import Warehouse
 
-__all__ = ["REGISTRY", "Event", "StepContext", "StepKind", "StepReview", "register", "sql_params"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "REGISTRY",
+    "Event",
+    "StepContext",
+    "StepKind",
+    "StepReview",
+    "display",
+    "program_missing",
+    "register",
+    "review_program",
+    "sql_params",
+    "step_env",
+    "step_timeout",
+]
+
+DEFAULT_TIMEOUT = 3600.0
+"""Seconds a command or wait step may take when neither it nor the runbook's defaults say."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,58 @@ class StepContext:
         if self.run_dir is None:
             return None
         return self.run_dir / "logs" / f"{self.result.id}{self.log_suffix}.log"
+
+
+# --- what the kinds that start a program share (run, validate, export, wait) ---------------
+
+
+def display(argv: list[str], shell: bool) -> str:
+    """The command as it is shown: a shell script as written, else the quoted argv."""
+    if shell and len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
+        return argv[2]
+    return shlex.join(argv)
+
+
+def step_env(extra: Mapping[str, str], ctx: StepContext) -> dict[str, str]:
+    """The program's environment: the run's, plus the step's `env` rendered."""
+    return dict(ctx.env) | {k: ctx.render(v) for k, v in extra.items()}
+
+
+def step_timeout(timeout: float | None, ctx: StepContext) -> float:
+    """The step's `timeout`, else the runbook's default, else DEFAULT_TIMEOUT."""
+    return timeout or ctx.loaded.runbook.defaults.timeout or DEFAULT_TIMEOUT
+
+
+def review_program(
+    review: StepReview, argv: list[str], *, cwd: Path, env: Mapping[str, str]
+) -> None:
+    """For `plan`: name the program the command needs when it is not there, and alternatives."""
+    found = preflight.lookup(argv, workdir=cwd, env=env)
+    if found is not None and not found.found:
+        review.missing.append(found.message)
+        review.alternatives = list(found.alternatives)
+
+
+def program_missing(
+    ctx: StepContext, argv: list[str], shell: bool, *, cwd: Path, env: Mapping[str, str]
+) -> bool:
+    """Record the command in the result; when its program is not there the step is NOT_FOUND.
+
+    Returns:
+        True when the program is missing (the result then says what, and the alternatives).
+    """
+    res = ctx.result
+    res.command = [ctx.redactor.redact(a) for a in argv]
+    res.command_display = ctx.redactor.redact(display(argv, shell))
+    found = preflight.lookup(argv, workdir=cwd, env=env)
+    if found is None or found.found:
+        return False
+    res.status = Status.NOT_FOUND
+    # The path it names may hold a substituted secret: mask it like the command.
+    res.missing = ctx.redactor.redact(found.target)
+    res.reason = ctx.redactor.redact(found.message)
+    res.alternatives = [ctx.redactor.redact(a) for a in found.alternatives]
+    return True
 
 
 def sql_params(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 from typing import Any
 
-from agent import preflight
 from agent.durations import setting
 from agent.plan import templating
 from agent.plan.model import Capture, CommandStep
 from agent.process import process_start_ticks, run_process
 from agent.record import Attempt, DetailLine, ExpectResult, Status, utcnow
-from agent.steps.base import Event, StepContext, StepReview, register
+from agent.steps.base import (
+    Event,
+    StepContext,
+    StepReview,
+    display,
+    program_missing,
+    register,
+    review_program,
+    step_env,
+    step_timeout,
+)
 
 __all__ = ["CommandKind", "Scanner", "convert_capture"]
 
@@ -22,7 +30,6 @@ MAX_ALL = 1000
 # The pipeline's log prefix: `2026-01-26 05:14:35,123 - name - INFO - message`.
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+-\s+[\w.]+\s+-\s+[A-Z]+\s+-\s+")
 _MARKS = re.compile(r"^\s*(?:✓|✅|⚠️|⚠|❌|✗|△|○|•)\ufe0f?\s*")
-DEFAULT_TIMEOUT = 3600.0
 
 
 def convert_capture(spec: Capture, raw: Any) -> Any:
@@ -119,13 +126,6 @@ class Scanner:
         return out
 
 
-def _env_for(step: CommandStep, ctx: StepContext) -> dict[str, str]:
-    env = dict(ctx.env)
-    for k, v in step.env.items():
-        env[k] = ctx.render(v)
-    return env
-
-
 def _workdir(step: CommandStep, ctx: StepContext) -> Path:
     return (ctx.workdir / ctx.render(step.workdir)).resolve() if step.workdir else ctx.workdir
 
@@ -143,11 +143,8 @@ class CommandKind:
         """Render the command and look up the program it names."""
         review = StepReview()
         argv = render_argv(step, ctx)
-        review.command = _display(argv, step.shell)
-        found = preflight.lookup(argv, workdir=_workdir(step, ctx), env=_env_for(step, ctx))
-        if found is not None and not found.found:
-            review.missing.append(found.message)
-            review.alternatives = list(found.alternatives)
+        review.command = display(argv, step.shell)
+        review_program(review, argv, cwd=_workdir(step, ctx), env=step_env(step.env, ctx))
         return review
 
     def run(self, step: CommandStep, ctx: StepContext) -> None:
@@ -158,20 +155,12 @@ class CommandKind:
         res.captures = {n: ([] if c.all else c.default) for n, c in step.capture.items()}
         try:
             argv = render_argv(step, ctx)
-            env = _env_for(step, ctx)
+            env = step_env(step.env, ctx)
             cwd = _workdir(step, ctx)
         except templating.TemplateError as exc:
             res.status, res.reason = Status.FAILED, str(exc)
             return
-        res.command = [ctx.redactor.redact(a) for a in argv]
-        res.command_display = ctx.redactor.redact(_display(argv, step.shell))
-        found = preflight.lookup(argv, workdir=cwd, env=env)
-        if found is not None and not found.found:
-            res.status = Status.NOT_FOUND
-            # The path it names may hold a substituted secret: mask it like the command.
-            res.missing = ctx.redactor.redact(found.target)
-            res.reason = ctx.redactor.redact(found.message)
-            res.alternatives = [ctx.redactor.redact(a) for a in found.alternatives]
+        if program_missing(ctx, argv, step.shell, cwd=cwd, env=env):
             return
         log_path = ctx.log_path()
         assert log_path is not None
@@ -179,7 +168,7 @@ class CommandKind:
         retries = step.retries or ctx.loaded.runbook.defaults.retries
         attempts = retries.attempts if retries else 1
         backoff = retries.backoff if retries else 0.0
-        timeout = step.timeout or ctx.loaded.runbook.defaults.timeout or DEFAULT_TIMEOUT
+        timeout = step_timeout(step.timeout, ctx)
         scanner = Scanner(step)
         for number in range(1, attempts + 1):
             scanner = Scanner(step)
@@ -291,12 +280,6 @@ def _redact_value(ctx: StepContext, value: Any) -> Any:
     if isinstance(value, list):
         return [_redact_value(ctx, v) for v in value]
     return value
-
-
-def _display(argv: list[str], shell: bool) -> str:
-    if shell and len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
-        return argv[2]
-    return shlex.join(argv)
 
 
 def _tail_hint(tail: list[str]) -> str:

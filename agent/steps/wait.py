@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass
 
-from agent import preflight
 from agent.durations import elapsed, setting
 from agent.plan import templating
 from agent.plan.model import WaitStep
 from agent.process import run_process
 from agent.record import Poll, Status, utcnow
-from agent.steps.base import Event, StepContext, StepReview, register, sql_params
+from agent.steps.base import (
+    Event,
+    StepContext,
+    StepReview,
+    display,
+    program_missing,
+    register,
+    review_program,
+    sql_params,
+    step_env,
+    step_timeout,
+)
 from agent.warehouse.base import WarehouseError
 
 __all__ = ["WaitKind"]
 
-DEFAULT_TIMEOUT = 3600.0
 MIN_POLL_SECONDS = 0.1  # the least a command poll gets, even when the step's time is up
-
-
-def _display(argv: list[str], shell: bool) -> str:
-    """The command as command steps show it: a shell script as written, else quoted argv."""
-    if shell and len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
-        return argv[2]
-    return shlex.join(argv)
 
 
 @dataclass
@@ -41,12 +42,7 @@ def _condition(step: WaitStep, ctx: StepContext) -> _Condition:
     if step.until:
         return _Condition(sql=templating.render_sql(step.until, ctx.template_context()))
     argv = templating.render_command(step.command or "", ctx.template_context(), shell=step.shell)
-    env = dict(ctx.env) | {k: ctx.render(v) for k, v in step.env.items()}
-    return _Condition(argv=argv, env=env)
-
-
-def _timeout(step: WaitStep, ctx: StepContext) -> float:
-    return step.timeout or ctx.loaded.runbook.defaults.timeout or DEFAULT_TIMEOUT
+    return _Condition(argv=argv, env=step_env(step.env, ctx))
 
 
 @register("wait")
@@ -60,14 +56,10 @@ class WaitKind:
         if cond.sql is not None:
             review.lines.append(f"until `{cond.sql.strip()}`")
         elif cond.argv is not None:
-            review.command = _display(cond.argv, step.shell)
-            found = preflight.lookup(cond.argv, workdir=ctx.workdir, env=cond.env or {})
-            if found is not None and not found.found:
-                review.missing.append(found.message)
-                review.alternatives = list(found.alternatives)
-        review.lines.append(
-            f"polls every {setting(step.every)} for at most {setting(_timeout(step, ctx))}"
-        )
+            review.command = display(cond.argv, step.shell)
+            review_program(review, cond.argv, cwd=ctx.workdir, env=cond.env or {})
+        most = setting(step_timeout(step.timeout, ctx))
+        review.lines.append(f"polls every {setting(step.every)} for at most {most}")
         return review
 
     def _poll(self, step: WaitStep, ctx: StepContext, cond: _Condition, left: float) -> Poll:
@@ -103,31 +95,18 @@ class WaitKind:
             error = "interrupted"
         return Poll(at=at, value=proc.exit_code, ok=proc.exit_code == 0, error=error)
 
-    def _not_found(self, step: WaitStep, ctx: StepContext, cond: _Condition) -> bool:
-        """Look up the program the command names; a missing one makes the step NOT_FOUND."""
-        res = ctx.result
-        assert cond.argv is not None
-        res.command = [ctx.redactor.redact(a) for a in cond.argv]
-        res.command_display = ctx.redactor.redact(_display(cond.argv, step.shell))
-        found = preflight.lookup(cond.argv, workdir=ctx.workdir, env=cond.env or {})
-        if found is None or found.found:
-            return False
-        res.status = Status.NOT_FOUND
-        res.missing = ctx.redactor.redact(found.target)
-        res.reason = ctx.redactor.redact(found.message)
-        res.alternatives = [ctx.redactor.redact(a) for a in found.alternatives]
-        return True
-
     def run(self, step: WaitStep, ctx: StepContext) -> None:
         """Poll until true, timeout or interrupt; every poll is recorded."""
         res = ctx.result
-        timeout = _timeout(step, ctx)
+        timeout = step_timeout(step.timeout, ctx)
         try:
             cond = _condition(step, ctx)
         except templating.TemplateError as exc:
             res.status, res.reason = Status.FAILED, str(exc)
             return
-        if cond.argv is not None and self._not_found(step, ctx, cond):
+        if cond.argv is not None and program_missing(
+            ctx, cond.argv, step.shell, cwd=ctx.workdir, env=cond.env or {}
+        ):
             return
         start = time.monotonic()
         log = ctx.log_path()
