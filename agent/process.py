@@ -35,8 +35,8 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1024 * 1024
-_PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ: fewer, larger reads for chatty steps
 """Bytes read from the child's pipe at a time."""
+_PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ: fewer, larger reads for chatty steps
 
 MAX_LINE_CHARS = 64 * 1024
 """A partial line this long is emitted as a line: output without newlines stays bounded."""
@@ -330,15 +330,21 @@ def _group_alive(pgid: int) -> bool:
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(")") + 2 :].split()
+        fields = _stat_fields(entry / "stat")
         if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             return True
     return False
+
+
+def _stat_fields(path: Path) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ... ([] when
+    the process is gone). The name may hold spaces and parentheses: fields resume after the
+    last ')'."""
+    try:
+        stat = path.read_text()
+    except OSError:
+        return []
+    return stat[stat.rfind(")") + 2 :].split()
 
 
 def _wait_group_gone(pgid: int, seconds: float) -> bool:
@@ -361,12 +367,7 @@ def _stop_group(pgid: int, grace: float) -> bool:
 
 def process_start_ticks(pid: int) -> int | None:
     """When a process started (clock ticks since boot, /proc), to tell it from a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: fields resume after the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     try:
         return int(fields[19])
     except (IndexError, ValueError):
