@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,16 @@ from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
 from agent.plan.model import CommandStep, VerifyStep
 from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, read_runs
-from agent.report import template_environment, templates_dir
+from agent.report import (
+    _AUTO_PRIORITY,
+    _PRIORITIES,
+    _is_number,
+    _pct,
+    _ts,
+    _utc,
+    template_environment,
+    templates_dir,
+)
 from agent.steps.verify import check_key
 
 __all__ = [
@@ -42,15 +51,6 @@ _MANUAL_STATUS = {
     "partially done": "PARTIALLY COMPLETE",
     "failed": "FAILED",
     "not started": "NOT STARTED",
-}
-_PRIORITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
-_AUTO_PRIORITY = {
-    Status.FAILED: "HIGH",
-    Status.TIMED_OUT: "HIGH",
-    Status.ABORTED: "HIGH",
-    Status.PARTIAL: "MEDIUM",
-    Status.SKIPPED: "MEDIUM",
-    Status.NOT_FOUND: "LOW",
 }
 _MERMAID_UNSAFE = re.compile(r"[:;#\n\r]+")
 
@@ -265,19 +265,6 @@ def _criteria(incident: LoadedIncident, entries: list[ActionRuns]) -> list[Crite
 
 def _delta(delta: timedelta) -> str:
     return elapsed(delta.total_seconds())
-
-
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _ts(dt: datetime) -> str:
-    return _utc(dt).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _pct(value: float) -> str:
-    text = f"{value:.1f}"
-    return (text[:-2] if text.endswith(".0") else text) + "%"
 
 
 def _short(table: str) -> str:
@@ -584,10 +571,6 @@ def _data_rows(entries: list[ActionRuns]) -> list[DataRow]:
     return rows
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _value_rows(entries: list[ActionRuns]) -> list[ValueRow]:
     rows: list[ValueRow] = []
     for e in entries:
@@ -620,7 +603,7 @@ def _value_rows(entries: list[ActionRuns]) -> list[ValueRow]:
 
 def _issue_of(step: StepResult) -> tuple[str, str, str | None, list[str]]:
     status = step.status
-    priority = _AUTO_PRIORITY.get(status, "HIGH") if status else "HIGH"
+    priority = _AUTO_PRIORITY.get(status, "HIGH")
     sf = step.shortfall
     if sf:
         action = sf.get("action") or []
@@ -664,14 +647,8 @@ def _issues(entries: list[ActionRuns]) -> list[IssueView]:
             view.seen_in.append(where)
             view.impact = view.impact or impact
             view.actions += [a for a in actions if a not in view.actions]
-    order = list(found)
-    return sorted(
-        found.values(), key=lambda v: (_PRIORITIES.index(v.priority), order.index(_key(v)))
-    )
-
-
-def _key(view: IssueView) -> str:
-    return " ".join(view.issue.casefold().split())
+    # sorted() is stable: issues of one priority keep the order they were found in.
+    return sorted(found.values(), key=lambda v: _PRIORITIES.index(v.priority))
 
 
 def _overview(entries: list[ActionRuns], criteria: list[CriterionView]) -> str:
