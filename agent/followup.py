@@ -18,7 +18,7 @@ from agent.plan.loader import LoadedRunbook, load_runbook, load_text
 from agent.plan.model import CommandStep
 from agent.plan.vars import resolve_vars
 from agent.preflight import lookup
-from agent.record import RunRecord, Status, StepResult, load_record
+from agent.record import RunRecord, Status, StepResult, load_record, write_atomic
 
 __all__ = ["FOLLOWUP_SUFFIX", "default_followup_path", "followup", "write_followup"]
 
@@ -113,7 +113,10 @@ def default_followup_path(run_dir: Path) -> Path:
         ``<runbook folder>/<runbook stem>.followup.yaml`` (the stem without an earlier
         ``.followup``, so a follow-up of a follow-up replaces it).
     """
-    record = load_record(run_dir)
+    return _default_path(load_record(run_dir))
+
+
+def _default_path(record: RunRecord) -> Path:
     original = Path(record.runbook_path)
     stem = original.name.removesuffix(".yaml").removesuffix(".yml").removesuffix(".followup")
     return original.with_name(f"{stem}.followup.yaml")
@@ -222,8 +225,11 @@ def followup(run_dir: Path, *, out: Path | None = None) -> str:
         RunbookError: when the run completed (nothing to follow up) or its runbook is gone.
     """
     record = load_record(run_dir)
+    return _followup(record, out if out is not None else _default_path(record))
+
+
+def _followup(record: RunRecord, target: Path) -> str:
     original = Path(record.runbook_path)
-    target = out if out is not None else default_followup_path(run_dir)
     if not original.is_file():
         raise RunbookError(f"the runbook of run {record.run_id} is gone: {original}")
     short = [s for s in record.steps if not _fine(s)]
@@ -436,10 +442,7 @@ def write_followup(run_dir: Path, out: Path | None = None) -> Path:
     Returns:
         The path written.
     """
-    target = out if out is not None else default_followup_path(run_dir)
-    text = followup(run_dir, out=target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    record = load_record(run_dir)
+    target = out if out is not None else _default_path(record)
+    write_atomic(target, _followup(record, target))
     return target

@@ -27,6 +27,7 @@ __all__ = [
     "read_runs",
     "replay_journal",
     "utcnow",
+    "write_atomic",
     "write_record",
 ]
 
@@ -231,6 +232,24 @@ def build_models() -> None:
             model.model_rebuild()
 
 
+def write_atomic(path: Path, text: str, *, sync: bool = False) -> None:
+    """Write a file through a temporary one and a rename: a crash never leaves half of it.
+
+    Args:
+        path: the file; its parent folders are created.
+        text: what it holds (UTF-8).
+        sync: fsync before the rename.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
 def write_record(record: RunRecord, path: Path, *, sync: bool = True) -> None:
     """Write run.json atomically, so a crash mid-write never leaves half a file.
 
@@ -240,13 +259,7 @@ def write_record(record: RunRecord, path: Path, *, sync: bool = True) -> None:
         sync: fsync before the rename (the final write); snapshots during a run skip it, since
             the journal, not run.json, is what a resume trusts.
     """
-    tmp = path.with_suffix(".json.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(record.model_dump_json(indent=2))
-        if sync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    tmp.replace(path)
+    write_atomic(path, record.model_dump_json(indent=2), sync=sync)
 
 
 def load_record(path: Path) -> RunRecord:

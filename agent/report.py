@@ -19,7 +19,15 @@ import jinja2
 import agent
 from agent import markdown
 from agent.durations import elapsed
-from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, utcnow
+from agent.record import (
+    CheckResult,
+    RunRecord,
+    RunStatus,
+    Status,
+    StepResult,
+    utcnow,
+    write_atomic,
+)
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -134,12 +142,7 @@ def write_report(
         `path`.
     """
     text = render_report(record, template=template)
-    if mask is not None:
-        text = mask(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, mask(text) if mask is not None else text)
     return path
 
 
