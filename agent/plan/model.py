@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -206,22 +207,25 @@ class Defaults(_Strict):
     retries: RetriesField | None = None
 
 
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+"""A string that must compile as a Python regular expression."""
+
+
 class Capture(_Strict):
     """A named value read from a step's output by a regular expression."""
 
-    pattern: str
+    pattern: Regex
     type: Literal["int", "float", "string", "bool", "auto"] = "auto"
     all: bool = False
     default: Any = None
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
 
 
 def _short_form(key: str) -> Any:
@@ -243,17 +247,8 @@ CaptureField = Annotated[
 class Detail(_Strict):
     """Output lines matching `match` are quoted under "Details" in the report with a mark."""
 
-    match: str
+    match: Regex
     mark: Literal["ok", "warn", "error", "info"] = "info"
-
-    @field_validator("match")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
 
 
 class Shortfall(_Strict):
