@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Graph", "build_graph", "find_cycle"]
+__all__ = ["Graph", "build_graph", "find_cycle", "implied_after"]
 
 
 @dataclass
@@ -60,6 +60,24 @@ def find_cycle(after: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
+def implied_after(
+    ids: Sequence[str], needs: Sequence[list[str] | None]
+) -> dict[str, list[str]]:
+    """What each step runs after: its `needs`, or, without them, the step before it in the file.
+
+    Args:
+        ids: step ids in file order.
+        needs: each step's `needs` (None when the step does not say).
+
+    Returns:
+        {step id: the steps it waits for}.
+    """
+    return {
+        sid: list(need) if need is not None else list(ids[i - 1 : i])
+        for i, (sid, need) in enumerate(zip(ids, needs, strict=True))
+    }
+
+
 def build_graph(ids: Sequence[str], needs: Sequence[list[str] | None]) -> Graph:
     """Build the graph of steps given in file order (ids unique, needs known, no cycle).
 
@@ -70,11 +88,8 @@ def build_graph(ids: Sequence[str], needs: Sequence[list[str] | None]) -> Graph:
     Returns:
         The graph, with a topological order that keeps file order where it can.
     """
-    explicit: dict[str, list[str]] = {}
-    after: dict[str, list[str]] = {}
-    for i, (sid, need) in enumerate(zip(ids, needs, strict=True)):
-        explicit[sid] = list(need or [])
-        after[sid] = list(need) if need is not None else ([ids[i - 1]] if i else [])
+    explicit = {sid: list(need or []) for sid, need in zip(ids, needs, strict=True)}
+    after = implied_after(ids, needs)
     # Kahn's algorithm, the ready steps in a heap by file position: the earliest ready step
     # goes first. Rescanning every pending step per pick was quadratic (26 ms of `plan` for
     # 200 steps, cProfile).

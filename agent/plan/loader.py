@@ -545,10 +545,7 @@ def _structure(data: dict[str, Any], b: _Builder, problems: _Problems) -> dag.Gr
     if not sound:
         return None
     step_ids = [str(s) for s in raw_ids]
-    after = {
-        sid: (list(n) if n is not None else ([step_ids[i - 1]] if i else []))
-        for i, (sid, n) in enumerate(zip(step_ids, needs, strict=True))
-    }
+    after = dag.implied_after(step_ids, needs)
     cycle = dag.find_cycle(after)
     if cycle is not None:
         i = seen[cycle[0]]
