@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -33,6 +32,7 @@ from agent.plan.loader import (
     _compose as _compose_yaml,
 )
 from agent.plan.model import ID_PATTERN
+from agent.plan.schema import schema_text
 from agent.plan.vars import resolve_vars
 
 __all__ = [
@@ -194,13 +194,7 @@ def incident_schema_text() -> str:
     Returns:
         The schema, ending with a newline (committed as runbooks/incident.schema.json).
     """
-    schema = Incident.model_json_schema()
-    schema = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://github.com/runbook-agent/runbook/runbooks/incident.schema.json",
-        **schema,
-    }
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return schema_text(Incident, "incident")
 
 
 # --- loading ---------------------------------------------------------------------------------

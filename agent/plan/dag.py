@@ -60,9 +60,7 @@ def find_cycle(after: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def implied_after(
-    ids: Sequence[str], needs: Sequence[list[str] | None]
-) -> dict[str, list[str]]:
+def implied_after(ids: Sequence[str], needs: Sequence[list[str] | None]) -> dict[str, list[str]]:
     """What each step runs after: its `needs`, or, without them, the step before it in the file.
 
     Args:
