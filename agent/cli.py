@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +22,9 @@ from agent.errors import (
     RunbookError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from agent.executor import RunOptions
 
 __all__ = ["app", "main"]
 
@@ -229,6 +232,28 @@ def _listeners(quiet: bool, verbose: bool) -> list[Callable[..., None]]:
     return [make_console(quiet=quiet, verbose=verbose)]
 
 
+def _options(
+    var: list[str] | None, *, yes: bool, quiet: bool, verbose: bool, **more: Any
+) -> RunOptions:
+    """The RunOptions `run` and `resume` share: vars, the console, signals, prompts."""
+    from agent.executor import RunOptions
+    from agent.plan.vars import parse_var_args
+
+    stop = threading.Event()
+    _install_signals(stop)
+    listeners = _listeners(quiet, verbose)
+    return RunOptions(
+        overrides=parse_var_args(var or []),
+        yes=yes,
+        interactive=sys.stdin.isatty(),
+        confirm=_confirm(listeners),
+        listeners=listeners,
+        stop=stop,
+        every_line=verbose,
+        **more,
+    )
+
+
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="The runbook.")],
@@ -255,30 +280,23 @@ def run(
     """
 
     def go() -> int:
-        from agent.executor import RunOptions, run_runbook
-        from agent.plan.vars import parse_var_args
+        from agent.executor import run_runbook
 
-        stop = threading.Event()
-        _install_signals(stop)
-        listeners = _listeners(quiet, verbose)
-        options = RunOptions(
-            overrides=parse_var_args(var or []),
+        if only and from_:
+            raise UsageError("--only and --from cannot be combined: name the steps with --only")
+        options = _options(
+            var,
+            yes=yes,
+            quiet=quiet,
+            verbose=verbose,
             reports_dir=reports,
             parallel=parallel,
-            yes=yes,
             only=only or [],
             start_from=from_,
             warehouse_endpoint=warehouse_endpoint,
-            interactive=sys.stdin.isatty(),
-            confirm=_confirm(listeners),
             max_log_bytes=max_log_bytes,
-            listeners=listeners,
-            stop=stop,
             notify_url=notify,
-            every_line=verbose,
         )
-        if only and from_:
-            raise UsageError("--only and --from cannot be combined: name the steps with --only")
         record, run_dir = run_runbook(file, options)
         if (run_dir / "notify.log").is_file():
             # A failed notification never changes the run's result, but it is not silent.
@@ -313,21 +331,9 @@ def resume(
     """
 
     def go() -> int:
-        from agent.executor import RunOptions, resume_run
-        from agent.plan.vars import parse_var_args
+        from agent.executor import resume_run
 
-        stop = threading.Event()
-        _install_signals(stop)
-        listeners = _listeners(quiet, verbose)
-        options = RunOptions(
-            overrides=parse_var_args(var or []),
-            yes=yes,
-            interactive=sys.stdin.isatty(),
-            confirm=_confirm(listeners),
-            listeners=listeners,
-            stop=stop,
-            every_line=verbose,
-        )
+        options = _options(var, yes=yes, quiet=quiet, verbose=verbose)
         record, path = resume_run(run_dir, options, force=force)
         typer.echo(str(path / "report.md"))
         return record.exit_code or 0
