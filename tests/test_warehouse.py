@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
+import http.server
+import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import google.auth.credentials
 import pytest
 import sqlglot
-from google.api_core import exceptions as gexc
+from google.api_core.client_options import ClientOptions
+from google.cloud import bigquery
 
 _PLUGGED_IN = "tests.bqemu" in sys.modules  # tests/conftest.py may load it as a plugin
 
@@ -278,108 +282,178 @@ def test_bigquery_endpoint_from_the_environment(
     assert wh.scalar("SELECT COUNT(*) FROM nba_raw.schedule", {}, {}) == 9
 
 
-# -- BigQuery errors and retries (a scripted client; no sleeping) ---------------------------------
+# -- BigQuery errors and retries: the real client against a scripted REST server ------------------
 
 
-class FakeRow:
-    def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values
+class ScriptedBigQuery:
+    """A local HTTP server speaking the few BigQuery REST calls a count makes.
 
-    def items(self) -> Any:
-        return self._values.items()
+    jobs.insert answers with the scripted errors in order (Google's JSON error body, which the
+    real client turns into its exceptions), then with a finished job; getQueryResults answers
+    one row `f0_ = 7`, or "not complete" while `running` is set; tables.get answers any table.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[int, str, str]] = []  # (HTTP status, reason, message)
+        self.running = False
+        self.inserts = 0
+        scripted = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                del format, args
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # jobs.insert
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                scripted.inserts += 1
+                if scripted.errors:
+                    # A rejected token stays rejected: 401 answers every try of it.
+                    code, reason, message = scripted.errors[0]
+                    if code != 401:
+                        scripted.errors.pop(0)
+                    error = {"reason": reason, "message": message}
+                    self._send(
+                        code, {"error": {"code": code, "message": message, "errors": [error]}}
+                    )
+                    return
+                state = "RUNNING" if scripted.running else "DONE"
+                self._send(200, {"jobReference": body["jobReference"], "status": {"state": state}})
+
+            def do_GET(self) -> None:
+                if "/queries/" in self.path:  # getQueryResults
+                    job = self.path.split("/queries/")[1].split("?")[0]
+                    done: dict[str, Any] = {
+                        "schema": {"fields": [{"name": "f0_", "type": "INTEGER"}]},
+                        "rows": [{"f": [{"v": "7"}]}],
+                        "totalRows": "1",
+                    }
+                    self._send(
+                        200,
+                        {
+                            "jobReference": {"projectId": "p", "jobId": job},
+                            "jobComplete": not scripted.running,
+                            **({} if scripted.running else done),
+                        },
+                    )
+                    return
+                if "/jobs/" in self.path:  # jobs.get, while a job is polled
+                    job = self.path.split("/jobs/")[1].split("?")[0]
+                    state = "RUNNING" if scripted.running else "DONE"
+                    ref = {"projectId": "p", "jobId": job}
+                    self._send(200, {"jobReference": ref, "status": {"state": state}})
+                    return
+                ref = {"projectId": "p", "datasetId": "nba_raw", "tableId": "schedule"}
+                self._send(200, {"tableReference": ref})  # tables.get: the table is there
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def warehouse(self, sleeps: list[float]) -> BigQueryWarehouse:
+        """The warehouse on the real client; the client's own retries off, so that each
+        scripted error is one attempt, and waits recorded instead of slept."""
+        client = bigquery.Client(
+            project="p",
+            credentials=_Token(),
+            client_options=ClientOptions(api_endpoint=self.url),
+        )
+        return BigQueryWarehouse(
+            project="p", client=client, sleep=sleeps.append, api_timeout=0, timeout=0.3
+        )
 
 
-class FakeJob:
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-        self.labels: dict[str, str] = {}
-        self.total_bytes_processed = 1234
+class _Token(google.auth.credentials.Credentials):
+    """A bearer token that refreshes without a network: anonymous credentials cannot refresh,
+    so a 401 would read as "no credentials" instead of "credentials rejected"."""
 
-    def result(self, **_: Any) -> list[FakeRow]:
-        return [FakeRow(r) for r in self.rows]
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = "token"
 
-
-class FakeClient:
-    """Raises the scripted exceptions, one per query, then answers."""
-
-    def __init__(self, failures: list[Exception], rows: list[dict[str, Any]] | None = None) -> None:
-        self.failures = failures
-        self.rows = rows if rows is not None else [{"f0_": 7}]
-        self.queries = 0
-
-    def query(self, sql: str, **_: Any) -> FakeJob:
-        self.queries += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return FakeJob(self.rows)
-
-    def get_table(self, name: str, **_: Any) -> None:
-        return None
+    def refresh(self, request: Any) -> None:
+        del request
+        self.token = "token"
 
 
-def fake_warehouse(client: FakeClient, sleeps: list[float]) -> Any:
-    return BigQueryWarehouse(project="p", client=client, sleep=sleeps.append)
+@pytest.fixture
+def scripted() -> Iterator[ScriptedBigQuery]:
+    server = ScriptedBigQuery()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
 
 
-def test_quota_is_retried_with_backoff_then_succeeds() -> None:
+def test_quota_is_retried_with_backoff_then_succeeds(scripted: ScriptedBigQuery) -> None:
     sleeps: list[float] = []
-    client = FakeClient([gexc.TooManyRequests("slow down"), gexc.ServiceUnavailable("busy")])
-    assert fake_warehouse(client, sleeps).scalar("SELECT 7", {}, {}) == 7
-    assert client.queries == 3
+    scripted.errors = [(429, "rateLimitExceeded", "slow down"), (503, "backendError", "busy")]
+    assert scripted.warehouse(sleeps).scalar("SELECT 7", {}, {}) == 7
+    assert scripted.inserts == 3
     assert sleeps == [1.0, 2.0]
 
 
-def test_quota_gives_up_after_three_tries() -> None:
+def test_quota_gives_up_after_three_tries(scripted: ScriptedBigQuery) -> None:
     sleeps: list[float] = []
-    quota = gexc.Forbidden(
-        "Quota exceeded",
-        errors=[{"reason": "quotaExceeded", "message": "Quota exceeded: too many"}],
-    )
-    client = FakeClient([quota, gexc.TooManyRequests("x"), gexc.InternalServerError("boom")])
-    wh = fake_warehouse(client, sleeps)
+    scripted.errors = [
+        (403, "quotaExceeded", "Quota exceeded: too many"),
+        (429, "rateLimitExceeded", "x"),
+        (500, "backendError", "boom"),
+    ]
     with pytest.raises(WarehouseError, match=r"gave up after 3 tries"):
-        wh.scalar("SELECT 7", {}, {})
-    assert client.queries == 3
+        scripted.warehouse(sleeps).scalar("SELECT 7", {}, {})
+    assert scripted.inserts == 3
     assert sleeps == [1.0, 2.0]
 
 
-def test_timeout_is_retried_then_fails_the_checks_not_the_run() -> None:
+def test_timeout_is_retried_then_fails_the_checks_not_the_run(scripted: ScriptedBigQuery) -> None:
     sleeps: list[float] = []
-    client = FakeClient([concurrent.futures.TimeoutError()] * 3)
-    (outcome,) = fake_warehouse(client, sleeps).count([CountCheck("all", SCHEDULE)], {}, {})
+    scripted.running = True  # the job never finishes: each wait for it times out
+    (outcome,) = scripted.warehouse(sleeps).count([CountCheck("all", SCHEDULE)], {}, {})
     assert outcome.error == "timed out waiting for BigQuery (gave up after 3 tries)"
     assert sleeps == [1.0, 2.0]
 
 
 @pytest.mark.parametrize(
-    ("error", "line"),
+    ("status", "reason", "message", "line"),
     [
-        ("forbidden", "permission denied: Access Denied: Table p:nba_raw.schedule"),
-        ("bad_request", "bad SQL: Unrecognized name: game_dat at [1:45]"),
-        ("not_found", "Not found: Dataset p:nba_raw"),
-        ("unauthorized", "credentials rejected: Request had invalid authentication credentials."),
+        (
+            403,
+            "accessDenied",
+            "Access Denied: Table p:nba_raw.schedule",
+            "permission denied: Access Denied: Table p:nba_raw.schedule",
+        ),
+        (
+            400,
+            "invalidQuery",
+            "Unrecognized name: game_dat at [1:45]",
+            "bad SQL: Unrecognized name: game_dat at [1:45]",
+        ),
+        (404, "notFound", "Not found: Dataset p:nba_raw", "Not found: Dataset p:nba_raw"),
+        (
+            401,
+            "unauthorized",
+            "Request had invalid authentication credentials.\nmore",
+            "credentials rejected: Request had invalid authentication credentials.",
+        ),
     ],
 )
-def test_errors_are_one_clear_line_and_not_retried(error: str, line: str) -> None:
-    exc = {
-        "forbidden": gexc.Forbidden(
-            "x",
-            errors=[
-                {"reason": "accessDenied", "message": "Access Denied: Table p:nba_raw.schedule"}
-            ],
-        ),
-        "bad_request": gexc.BadRequest(
-            "x",
-            errors=[{"reason": "invalidQuery", "message": "Unrecognized name: game_dat at [1:45]"}],
-        ),
-        "not_found": gexc.NotFound("Not found: Dataset p:nba_raw"),
-        "unauthorized": gexc.Unauthorized("Request had invalid authentication credentials.\nmore"),
-    }[error]
+def test_errors_are_one_clear_line_and_not_retried(
+    scripted: ScriptedBigQuery, status: int, reason: str, message: str, line: str
+) -> None:
     sleeps: list[float] = []
-    client = FakeClient([exc])
-    (outcome,) = fake_warehouse(client, sleeps).count([CountCheck("all", SCHEDULE)], {}, {})
+    scripted.errors = [(status, reason, message)]
+    (outcome,) = scripted.warehouse(sleeps).count([CountCheck("all", SCHEDULE)], {}, {})
     assert outcome.error == line
-    assert client.queries == 1
+    # Not retried by the warehouse; on a 401 the client's auth layer refreshes the token and
+    # sends the request again, twice (google-auth's max_refresh_attempts).
+    assert scripted.inserts == (3 if status == 401 else 1)
     assert sleeps == []
 
 

@@ -92,11 +92,6 @@ def to_query_parameter(name: str, value: Any) -> Any:
     return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
 
 
-def _api_retry() -> Any:
-    """The client's retry of one API call, kept short: quota and 5xx are retried here."""
-    return bigquery.DEFAULT_RETRY.with_timeout(_API_TIMEOUT)
-
-
 def _reasons(exc: gexc.GoogleAPICallError) -> set[str]:
     return {str(e.get("reason", "")) for e in (exc.errors or []) if isinstance(e, dict)}
 
@@ -163,6 +158,7 @@ class BigQueryWarehouse:
         backoff: Callable[[int], float] = lambda attempt: 2.0**attempt,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 300.0,
+        api_timeout: float = _API_TIMEOUT,
     ) -> None:
         """Describe the warehouse; the client is made on first use.
 
@@ -176,6 +172,8 @@ class BigQueryWarehouse:
             backoff: seconds to wait after failed attempt n (0-based).
             sleep: the sleep function (injectable for tests).
             timeout: seconds to wait for one query job.
+            api_timeout: seconds the client itself retries one API call (429, 5xx) before
+                the attempts above count it as failed.
         """
         self.project = project
         self.location = location
@@ -187,6 +185,8 @@ class BigQueryWarehouse:
         self._backoff = backoff
         self._sleep = sleep
         self._timeout = timeout
+        # The client's retry of one API call, kept short: quota and 5xx are retried here.
+        self._api_retry = bigquery.DEFAULT_RETRY.with_timeout(api_timeout)
 
     # -- client and calls ---------------------------------------------------------------------
 
@@ -267,10 +267,14 @@ class BigQueryWarehouse:
         def attempt() -> list[dict[str, Any]]:
             self.queries_run += 1
             job = client.query(
-                sql, job_config=config, location=self.location, retry=_api_retry(), job_retry=None
+                sql,
+                job_config=config,
+                location=self.location,
+                retry=self._api_retry,
+                job_retry=None,
             )
             self.last_job = job
-            rows = job.result(retry=_api_retry(), timeout=self._timeout)
+            rows = job.result(retry=self._api_retry, timeout=self._timeout)
             return [dict(row.items()) for row in rows]
 
         return self._call(attempt)
@@ -281,7 +285,11 @@ class BigQueryWarehouse:
 
         def attempt() -> int | None:
             job = client.query(
-                sql, job_config=config, location=self.location, retry=_api_retry(), job_retry=None
+                sql,
+                job_config=config,
+                location=self.location,
+                retry=self._api_retry,
+                job_retry=None,
             )
             total = job.total_bytes_processed
             return None if total is None else int(total)
@@ -310,7 +318,7 @@ class BigQueryWarehouse:
 
             def exists(name: str = name) -> bool:
                 try:
-                    client.get_table(name, retry=_api_retry())
+                    client.get_table(name, retry=self._api_retry)
                 except gexc.NotFound:
                     return False
                 return True
