@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,14 +47,15 @@ def touch(root: Path, *paths: str, executable: bool = False, text: str = "") -> 
             path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def fake_python(
-    bin_dir: Path, site: Path, *, name: str = "python", calls: Path | None = None
-) -> Path:
-    """A stand-in interpreter: answers the sys.path probe with `site`, runs nothing else."""
+def venv_python(bin_dir: Path, *, name: str = "python", calls: Path | None = None) -> Path:
+    """A real interpreter of a fresh venv, on PATH in `bin_dir` as `name` (its arguments logged
+    to `calls`); returns the venv's site-packages, which its sys.path holds."""
+    venv = bin_dir.parent / f"venv-{name}"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     log = f'echo "$@" >> "{calls}"\n' if calls else ""
-    answer = json.dumps({"path": [str(site), str(bin_dir / "missing")], "user": None})
-    touch(bin_dir, name, executable=True, text=f"#!/bin/sh\n{log}echo '{answer}'\n")
-    return bin_dir / name
+    touch(bin_dir, name, executable=True, text=f'#!/bin/sh\n{log}exec "{venv}/bin/python" "$@"\n')
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return venv / "lib" / version / "site-packages"
 
 
 # --- the incident: a missing export script ---------------------------------------------------
@@ -151,7 +152,7 @@ def test_absolute_script_path(tmp_path: Path) -> None:
 )
 def test_interpreter_flags_before_the_script(tmp_path: Path, argv: list[str]) -> None:
     bin_dir = tmp_path / "bin"
-    fake_python(bin_dir, tmp_path / "site", name=argv[0])
+    venv_python(bin_dir, name=argv[0])
     touch(tmp_path, "job.py")
 
     found = lookup(argv, workdir=tmp_path, env={"PATH": str(bin_dir)})
@@ -493,8 +494,8 @@ def test_module_installed_for_the_interpreter(tmp_path: Path) -> None:
 
 
 def test_interpreter_sys_path_is_asked_once_and_in_isolated_mode(tmp_path: Path) -> None:
-    bin_dir, site, calls = tmp_path / "bin", tmp_path / "site", tmp_path / "calls.txt"
-    fake_python(bin_dir, site, calls=calls)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    site = venv_python(bin_dir, calls=calls)
     touch(site, "vendor_tool/__init__.py", "vendor_tool/__main__.py")
     env = {"PATH": str(bin_dir)}
 
@@ -511,8 +512,8 @@ def test_interpreter_sys_path_is_asked_once_and_in_isolated_mode(tmp_path: Path)
 
 
 def test_setuptools_editable_mapping_is_read_not_run(tmp_path: Path) -> None:
-    bin_dir, site, src = tmp_path / "bin", tmp_path / "site", tmp_path / "checkout/src/mytool"
-    fake_python(bin_dir, site)
+    bin_dir, src = tmp_path / "bin", tmp_path / "checkout/src/mytool"
+    site = venv_python(bin_dir)
     marker = tmp_path / "finder-ran.marker"
     finder = (
         f"open({str(marker)!r}, 'w').close()\n"
@@ -613,7 +614,7 @@ def test_program_missing_from_path_offers_a_script_of_that_name(tmp_path: Path) 
 
 def test_the_interpreter_is_not_asked_for_the_users_own_module(tmp_path: Path) -> None:
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
-    fake_python(bin_dir, tmp_path / "site", calls=calls)
+    venv_python(bin_dir, calls=calls)
     touch(tmp_path, "pipeline/team_context.py")
 
     found = lookup(
