@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -10,18 +9,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from jinja2 import Environment, TemplateSyntaxError, nodes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.errors import RunbookError, ValidationError, display_path
 from agent.plan import templating
 from agent.plan.loader import (
+    _PATTERNS,
     LoadedRunbook,
     Path_,
     _Builder,
     _clean,
-    _data_path,
-    _dedupe,
+    _located_errors,
     _model_at,
     _Problems,
     _suggest,
@@ -58,9 +56,8 @@ _HINTS = {
         " (criteria read it as actions.<id>)"
     ),
     SEVERITY_PATTERN: "write SEV0 to SEV5, or P0 to P4",
-    ID_PATTERN: "use lowercase letters, digits, '_' and '-', starting with a letter or digit",
+    ID_PATTERN: _PATTERNS[ID_PATTERN],
 }
-_PLAIN = Environment(autoescape=False)  # noqa: S701 - only parsed, never rendered
 
 Priority = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
 
@@ -225,80 +222,36 @@ def _where(path: Path_, data: Mapping[str, Any]) -> str:
 
 
 def _message(err: dict[str, Any]) -> str:
-    if err["type"] == "string_pattern_mismatch":
-        hint = _HINTS.get(str((err.get("ctx") or {}).get("pattern")), "")
-        return f"invalid value '{err.get('input')}'" + (f": {hint}" if hint else "")
-    return _clean(err["msg"], err)
+    return _clean(err["msg"], err, _HINTS)
 
 
 def _model_problems(
     exc: pydantic.ValidationError, data: dict[str, Any], b: _Builder, problems: _Problems
 ) -> None:
-    grouped: dict[Path_, list[tuple[tuple[int | str, ...], dict[str, Any]]]] = {}
-    for detail in exc.errors(include_url=False):
-        found, rest = _data_path(tuple(detail["loc"]), data)
-        grouped.setdefault(found, []).append((rest, {**detail}))
-    hinted: set[Path_] = set()  # `severty:` next to a missing `severity`: one message says it
-    for found, errs in grouped.items():
-        for _, e in errs:
-            if e["type"] == "extra_forbidden" and found:
-                owner = _model_at(found[:-1], data, Incident)
-                options = list(owner.model_fields) if owner else []
-                close = difflib.get_close_matches(str(found[-1]), options, n=1, cutoff=0.6)
-                hinted.update((*found[:-1], c) for c in close)
-    for found, errs in grouped.items():
-        if any(found[: len(p)] == p for p in b.bad):
-            continue
-        for rest, err in _dedupe(errs):
-            value_mark = b.value_marks.get(found, (1, 1))
-            if err["type"] == "extra_forbidden":
-                owner = _model_at(found[:-1], data, Incident)
-                options = list(owner.model_fields) if owner else []
-                key = str(found[-1]) if found else "?"
-                problems.add(
-                    b.key_marks.get(found, value_mark),
-                    f"unknown key '{key}' in {_where(found[:-1], data)}{_suggest(key, options)}",
-                )
-            elif err["type"] == "missing":
-                key = str(rest[0]) if rest else "?"
-                if (*found, key) not in hinted:
-                    problems.add(value_mark, f"missing key '{key}' in {_where(found, data)}")
-            elif len(found) == 2 and str(found[0]) in _NAMED:
-                problems.add(value_mark, f"{_where(found, data)}: {_message(err)}")
-            elif found:
-                last = found[-1]
-                if isinstance(last, int):
-                    label = f"item {last + 1} of '{found[-2]}' in {_where(found[:-2], data)}"
-                else:
-                    label = f"'{last}' of {_where(found[:-1], data)}"
-                problems.add(value_mark, f"{label}: {_message(err)}")
+    for found, rest, err in _located_errors(exc, data, b, Incident):
+        value_mark = b.value_marks.get(found, (1, 1))
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(found[:-1], data, Incident)
+            options = list(owner.model_fields) if owner else []
+            key = str(found[-1]) if found else "?"
+            problems.add(
+                b.key_marks.get(found, value_mark),
+                f"unknown key '{key}' in {_where(found[:-1], data)}{_suggest(key, options)}",
+            )
+        elif err["type"] == "missing":
+            key = str(rest[0]) if rest else "?"
+            problems.add(value_mark, f"missing key '{key}' in {_where(found, data)}")
+        elif len(found) == 2 and str(found[0]) in _NAMED:
+            problems.add(value_mark, f"{_where(found, data)}: {_message(err)}")
+        elif found:
+            last = found[-1]
+            if isinstance(last, int):
+                label = f"item {last + 1} of '{found[-2]}' in {_where(found[:-2], data)}"
             else:
-                problems.add(value_mark, f"the incident: {_message(err)}")
-
-
-def _action_refs(expr: str) -> set[tuple[str, ...]]:
-    """`actions.a.steps.x.status` -> ('a', 'steps', 'x', 'status'); constant keys only."""
-    tree = _PLAIN.parse("{{ " + expr + " }}")
-    chains: set[tuple[str, ...]] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        keys: list[str] = []
-        cur: nodes.Node = node
-        while True:
-            if isinstance(cur, nodes.Getattr):
-                keys.append(cur.attr)
-                cur = cur.node
-            elif (
-                isinstance(cur, nodes.Getitem)
-                and isinstance(cur.arg, nodes.Const)
-                and isinstance(cur.arg.value, str)
-            ):
-                keys.append(cur.arg.value)
-                cur = cur.node
-            else:
-                break
-        if isinstance(cur, nodes.Name) and cur.name == "actions" and keys:
-            chains.add(tuple(reversed(keys)))
-    return chains
+                label = f"'{last}' of {_where(found[:-1], data)}"
+            problems.add(value_mark, f"{label}: {_message(err)}")
+        else:
+            problems.add(value_mark, f"the incident: {_message(err)}")
 
 
 ACTION_FIELDS = ("id", "title", "state", "status", "run_id", "runs", "steps", "captures", "counts")
@@ -317,8 +270,8 @@ def _check_criteria(
             what = f"'{key}' of criterion {i + 1}"
             try:
                 names = templating.expression_names(expr)
-                refs = _action_refs(expr)
-            except (templating.TemplateError, TemplateSyntaxError) as exc:
+                refs = templating.step_paths(expr, expression=True, root="actions")
+            except templating.TemplateError as exc:
                 problems.add(mark, f"{what}: {exc}")
                 continue
             for name in sorted(names - set(CRITERIA_NAMES)):

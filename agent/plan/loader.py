@@ -378,7 +378,7 @@ _SHORTER = (
 )
 
 
-def _clean(msg: str, err: dict[str, Any]) -> str:
+def _clean(msg: str, err: dict[str, Any], hints: dict[str, str] = _PATTERNS) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     msg = re.sub(
@@ -387,14 +387,20 @@ def _clean(msg: str, err: dict[str, Any]) -> str:
     for long, short in _SHORTER:
         msg = msg.replace(long, short)
     if err["type"] == "string_pattern_mismatch":
-        hint = _PATTERNS.get(str((err.get("ctx") or {}).get("pattern")), "")
+        hint = hints.get(str((err.get("ctx") or {}).get("pattern")), "")
         msg = f"invalid value '{err.get('input')}'" + (f": {hint}" if hint else "")
     return msg[:1].lower() + msg[1:]
 
 
-def _pydantic_problems(
-    exc: pydantic.ValidationError, data: dict[str, Any], b: _Builder, problems: _Problems
-) -> None:
+def _located_errors(
+    exc: pydantic.ValidationError,
+    data: dict[str, Any],
+    b: _Builder,
+    root: type[BaseModel] = Runbook,
+) -> Iterator[tuple[Path_, tuple[int | str, ...], dict[str, Any]]]:
+    """Pydantic's errors of a document of `root`, each as (the path in the data that exists,
+    the rest of its location, the error): grouped by place, without duplicates, without those
+    under a value already reported, and without a missing key an unknown key's hint names."""
     grouped: dict[Path_, ErrList] = {}
     for detail in exc.errors(include_url=False):
         found, rest = _data_path(tuple(detail["loc"]), data)
@@ -404,7 +410,7 @@ def _pydantic_problems(
     for found, errs in grouped.items():
         for _, e in errs:
             if e["type"] == "extra_forbidden" and found:
-                owner = _model_at(found[:-1], data)
+                owner = _model_at(found[:-1], data, root)
                 options = list(owner.model_fields) if owner else []
                 close = difflib.get_close_matches(str(found[-1]), options, n=1, cutoff=0.6)
                 hinted.update((*found[:-1], c) for c in close)
@@ -414,7 +420,14 @@ def _pydantic_problems(
         for rest, err in _dedupe(errs):
             if err["type"] == "missing" and rest and (*found, rest[0]) in hinted:
                 continue
-            _one_problem(found, rest, err, data=data, b=b, problems=problems)
+            yield found, rest, err
+
+
+def _pydantic_problems(
+    exc: pydantic.ValidationError, data: dict[str, Any], b: _Builder, problems: _Problems
+) -> None:
+    for found, rest, err in _located_errors(exc, data, b):
+        _one_problem(found, rest, err, data=data, b=b, problems=problems)
 
 
 def _one_problem(

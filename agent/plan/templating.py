@@ -313,46 +313,49 @@ def _access(node: nodes.Node) -> tuple[nodes.Node, str] | None:
     return None
 
 
-def _chain(node: nodes.Node) -> tuple[str, ...] | None:
-    """`steps.a.captures.x` -> ('a', 'captures', 'x'); None when it does not start at `steps`."""
+def _chain(node: nodes.Node, root: str) -> tuple[str, ...] | None:
+    """`steps.a.captures.x` -> ('a', 'captures', 'x'); None when it does not start at `root`."""
     keys: list[str] = []
     while (acc := _access(node)) is not None:
         node, key = acc
         keys.append(key)
-    if isinstance(node, nodes.Name) and node.name == "steps" and keys:
+    if isinstance(node, nodes.Name) and node.name == root and keys:
         return tuple(reversed(keys))
     return None
 
 
-def _step_paths(tree: nodes.Template) -> set[tuple[str, ...]]:
+def _step_paths(tree: nodes.Template, root: str = "steps") -> set[tuple[str, ...]]:
     chains: set[tuple[str, ...]] = set()
     for node in _walk(tree):
-        chain = _chain(node)
+        chain = _chain(node, root)
         if chain is not None:
             chains.add(chain)
     # Keep the longest reading of each place: `steps.a.status` also walks `steps.a`.
     return {c for c in chains if not any(len(o) > len(c) and o[: len(c)] == c for o in chains)}
 
 
-def step_paths(source: str, *, expression: bool = False) -> set[tuple[str, ...]]:
+def step_paths(
+    source: str, *, expression: bool = False, root: str = "steps"
+) -> set[tuple[str, ...]]:
     """Return every `steps.<id>.<field>...` a template or expression reads, as key tuples.
 
     Args:
         source: the template or expression.
         expression: `source` is an expression (`expect`, `when`), not a template.
+        root: the name the paths start at (`actions` for an incident's criteria).
 
     Returns:
         Tuples such as `('verify_counts', 'status')`; only constant keys are followed.
     """
     if not expression and not is_template(source):
         return set()
-    return set(_cached_step_paths(source, expression))
+    return set(_cached_step_paths(source, expression, root))
 
 
 @lru_cache(maxsize=4096)
-def _cached_step_paths(source: str, expression: bool) -> frozenset[tuple[str, ...]]:
+def _cached_step_paths(source: str, expression: bool, root: str) -> frozenset[tuple[str, ...]]:
     tree = _parse_expression(source) if expression else _parse(source)
-    return frozenset(_step_paths(tree))
+    return frozenset(_step_paths(tree, root))
 
 
 def step_references(source: str, *, expression: bool = False) -> set[str]:
