@@ -781,13 +781,13 @@ def resume_run(
     run_dir = run_dir.resolve()
     if not (run_dir / "run.json").is_file():
         raise UsageError(f"{run_dir} is not a run directory (no run.json)")
-    record = load_record(run_dir)
     # The journal is the truth: every step_finished was made durable before the next began.
+    events = Journal.read(run_dir / "journal.jsonl")
+    record = load_record(run_dir, events=events)
     finished: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
     started: set[str] = set()
     spawned: list[tuple[Any, Any, Any]] = []
-    events = Journal.read(run_dir / "journal.jsonl")
     for ev in events:
         if ev.get("event") == "step_finished":
             finished[ev["step"]] = ev["result"]

@@ -262,8 +262,10 @@ def write_record(record: RunRecord, path: Path, *, sync: bool = True) -> None:
     write_atomic(path, record.model_dump_json(indent=2), sync=sync)
 
 
-def load_record(path: Path) -> RunRecord:
+def load_record(path: Path, *, events: list[dict[str, Any]] | None = None) -> RunRecord:
     """Read run.json (a run directory or the file itself).
+
+    `events`: the run's journal, when the caller has read it already (resume does).
 
     Raises:
         RunbookError: when there is no run.json or it is not a run record of this tool.
@@ -289,7 +291,7 @@ def load_record(path: Path) -> RunRecord:
     if record.ended_at is None:
         # A run that crashed (or still runs): run.json is a snapshot, the journal holds every
         # result made durable since. Show, report and follow-up read what really finished.
-        replay_journal(record, path.parent / "journal.jsonl")
+        replay_journal(record, path.parent / "journal.jsonl", events=events)
     return record
 
 
@@ -315,18 +317,21 @@ def read_runs(reports: Path) -> list[tuple[Path, RunRecord]]:
     return found
 
 
-def replay_journal(record: RunRecord, journal: Path) -> RunRecord:
+def replay_journal(
+    record: RunRecord, journal: Path, *, events: list[dict[str, Any]] | None = None
+) -> RunRecord:
     """Apply the journal's finished results and baselines onto a run.json snapshot.
 
     Args:
         record: the snapshot, changed in place.
         journal: the run's journal.jsonl.
+        events: its lines, when already read.
 
     Returns:
         The same record.
     """
     index = {s.id: i for i, s in enumerate(record.steps)}
-    for ev in Journal.read(journal):
+    for ev in Journal.read(journal) if events is None else events:
         sid = ev.get("step")
         if sid not in index:
             continue
