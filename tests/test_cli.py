@@ -17,6 +17,7 @@ import pytest
 
 from agent.cli import main
 from agent.plan.schema import schema_text
+from tests.procs import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_EXAMPLE = ROOT / "runbooks" / "examples" / "spec-example.yaml"
@@ -25,29 +26,18 @@ PY = sys.executable
 Write = Callable[..., Path]
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PY, "-m", "agent", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-        timeout=120,
-    )
-
-
 def test_validate_ok_and_broken(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nid: x\ntitle: T\nsteps:\n  - {id: a, kind: run, comand: ls}\n")
-    ok = cli("validate", str(SPEC_EXAMPLE), str(DEMO), cwd=tmp_path)
+    ok = run_cli("validate", str(SPEC_EXAMPLE), str(DEMO), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.count(": ok") == 2
-    res = cli("validate", "bad.yaml", cwd=tmp_path)
+    res = run_cli("validate", "bad.yaml", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr == (
         "bad.yaml:5:24: unknown key 'comand' in step 'a'; did you mean 'command'?\n"
     )
-    js = cli("validate", "bad.yaml", "--format", "json", cwd=tmp_path)
+    js = run_cli("validate", "bad.yaml", "--format", "json", cwd=tmp_path)
     assert js.returncode == 2
     assert json.loads(js.stdout) == [
         {
@@ -71,12 +61,12 @@ def test_plan_finds_missing_script_and_names_alternative(tmp_path: Path) -> None
     shutil.copy(SPEC_EXAMPLE, tmp_path / "rb.yaml")
     (tmp_path / "bin" / "operations").mkdir(parents=True)
     (tmp_path / "bin" / "operations" / "export_bigquery_tables.sh").write_text("echo\n")
-    res = cli("plan", "rb.yaml", "--var", "date=2026-01-25", "--offline", cwd=tmp_path)
+    res = run_cli("plan", "rb.yaml", "--var", "date=2026-01-25", "--offline", cwd=tmp_path)
     assert res.returncode == 3, res.stderr
     assert "- ❌ **Missing:** script bin/export_api_data.py does not exist" in res.stdout
     assert "- Closest existing files: `bin/operations/export_bigquery_tables.sh`" in res.stdout
     assert "python bin/export_api_data.py --date 2026-01-25" in res.stdout
-    js = cli(
+    js = run_cli(
         "plan", "rb.yaml", "--var", "date=2026-01-25", "--offline", "--format", "json", cwd=tmp_path
     )
     data = json.loads(js.stdout)
@@ -99,7 +89,7 @@ def test_plan_of_demo_shows_current_counts(tmp_path: Path) -> None:
 
     folder = lay_out_demo(tmp_path / "demo")
     out = tmp_path / "plan.md"
-    res = cli("plan", str(folder / "backfill-game-context.yaml"), "-o", str(out))
+    res = run_cli("plan", str(folder / "backfill-game-context.yaml"), "-o", str(out))
     text = out.read_text()
     assert res.returncode == 3  # the export script is missing
     assert "- Now: `nba_analytics.upcoming_team_game_context`: 0 rows" in text
@@ -111,15 +101,15 @@ def test_plan_of_demo_shows_current_counts(tmp_path: Path) -> None:
 
 def test_bad_var_and_missing_required_var(tmp_path: Path) -> None:
     shutil.copy(SPEC_EXAMPLE, tmp_path / "rb.yaml")
-    res = cli("plan", "rb.yaml", "--offline", cwd=tmp_path)
+    res = run_cli("plan", "rb.yaml", "--offline", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr == "error: missing required var 'date': pass --var date=<date>\n"
-    res = cli("plan", "rb.yaml", "--offline", "--var", "date=yesterday", cwd=tmp_path)
+    res = run_cli("plan", "rb.yaml", "--offline", "--var", "date=yesterday", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr == (
         "error: var 'date' is of type date: 'yesterday' is not a date (YYYY-MM-DD)\n"
     )
-    res = cli("plan", "rb.yaml", "--offline", "--var", "dat=2026-01-25", cwd=tmp_path)
+    res = run_cli("plan", "rb.yaml", "--offline", "--var", "dat=2026-01-25", cwd=tmp_path)
     assert res.stderr.startswith("error: unknown var 'dat'; did you mean 'date'?")
 
 
@@ -161,10 +151,10 @@ def test_light_commands_do_not_import_warehouse_clients(args: list[str], tmp_pat
 
 
 def test_init_writes_a_runbook_that_validates(tmp_path: Path) -> None:
-    res = cli("init", "starter.yaml", cwd=tmp_path)
+    res = run_cli("init", "starter.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert cli("validate", "starter.yaml", cwd=tmp_path).returncode == 0
-    again = cli("init", "starter.yaml", cwd=tmp_path)
+    assert run_cli("validate", "starter.yaml", cwd=tmp_path).returncode == 0
+    again = run_cli("init", "starter.yaml", cwd=tmp_path)
     assert again.returncode == 2
     assert again.stderr == "error: starter.yaml exists; choose another name\n"
 
@@ -197,7 +187,7 @@ def _quick_runbook(write_runbook: Write, notify: str | None = None) -> Path:
 
 def test_run_history_show_report_and_junit(write_runbook: Write, tmp_path: Path) -> None:
     rb = _quick_runbook(write_runbook)
-    res = cli("run", str(rb), "--junit", "junit.xml", cwd=tmp_path)
+    res = run_cli("run", str(rb), "--junit", "junit.xml", cwd=tmp_path)
     assert res.returncode == 3, res.stderr
     run_dir = Path(res.stdout.strip()).parent
     assert run_dir.parent == tmp_path / "reports"
@@ -209,22 +199,26 @@ def test_run_history_show_report_and_junit(write_runbook: Write, tmp_path: Path)
     assert cases[1].find("failure").get("message") == "expectation not met: n == 3"
     assert cases[2].find("failure").get("type") == "NOT_FOUND"
     assert root.find("testsuite").get("failures") == "2"
-    hist = cli("history", cwd=tmp_path)
+    hist = run_cli("history", cwd=tmp_path)
     assert hist.returncode == 0
     assert run_dir.name in hist.stdout and "PARTIALLY COMPLETE" in hist.stdout
-    js = json.loads(cli("history", "--format", "json", "--status", "partial", cwd=tmp_path).stdout)
+    js = json.loads(
+        run_cli("history", "--format", "json", "--status", "partial", cwd=tmp_path).stdout
+    )
     assert [r["run_id"] for r in js] == [run_dir.name]
     assert (
-        json.loads(cli("history", "--format", "json", "--runbook", "other", cwd=tmp_path).stdout)
+        json.loads(
+            run_cli("history", "--format", "json", "--runbook", "other", cwd=tmp_path).stdout
+        )
         == []
     )
-    show = cli("show", str(run_dir), cwd=tmp_path)
+    show = run_cli("show", str(run_dir), cwd=tmp_path)
     assert "status:   PARTIALLY COMPLETE" in show.stdout
-    again = cli("report", str(run_dir), cwd=tmp_path)
+    again = run_cli("report", str(run_dir), cwd=tmp_path)
     assert again.stdout == (run_dir / "report.md").read_text()
     custom = tmp_path / "mine.md.j2"
     custom.write_text("# {{ r.heading }}\n{% for s in r.steps %}- {{ s.title }}\n{% endfor %}")
-    mine = cli("report", str(run_dir), "--template", str(custom), cwd=tmp_path)
+    mine = run_cli("report", str(run_dir), "--template", str(custom), cwd=tmp_path)
     assert mine.returncode == 0, mine.stderr
     assert mine.stdout.splitlines()[1:] == ["- hello", "- short", "- gone"]
 
@@ -258,7 +252,7 @@ def webhook() -> Iterator[str]:
 
 def test_notification_posts_summary(write_runbook: Write, tmp_path: Path, webhook: str) -> None:
     rb = _quick_runbook(write_runbook, notify=webhook)
-    res = cli("run", str(rb), "--quiet", cwd=tmp_path)
+    res = run_cli("run", str(rb), "--quiet", cwd=tmp_path)
     assert res.returncode == 3
     assert len(_Hook.bodies) == 1
     body = _Hook.bodies[0]
@@ -272,11 +266,11 @@ def test_failed_notification_never_changes_the_result(
 ) -> None:
     _Hook.status = 500
     rb = _quick_runbook(write_runbook)
-    res = cli("run", str(rb), "--quiet", "--notify", webhook, cwd=tmp_path)
+    res = run_cli("run", str(rb), "--quiet", "--notify", webhook, cwd=tmp_path)
     assert res.returncode == 3
     run_dir = Path(res.stdout.strip()).parent
     assert (run_dir / "notify.log").read_text() == "notification failed: HTTP 500\n"
-    res = cli("run", str(rb), "--quiet", "--notify", "http://127.0.0.1:9/none", cwd=tmp_path)
+    res = run_cli("run", str(rb), "--quiet", "--notify", "http://127.0.0.1:9/none", cwd=tmp_path)
     assert res.returncode == 3
 
 
@@ -293,8 +287,8 @@ def test_verbose_echoes_every_line_of_a_step_that_prints_many_at_once(
             command: >-
               {PY} -c "print(''.join(f'line {{i}}\\n' for i in range(500)), end='')"
     """)
-    verbose = cli("run", str(rb), "-v", cwd=tmp_path)
-    plain = cli("run", str(rb), cwd=tmp_path)
+    verbose = run_cli("run", str(rb), "-v", cwd=tmp_path)
+    plain = run_cli("run", str(rb), cwd=tmp_path)
     assert verbose.returncode == plain.returncode == 0, verbose.stderr
     echoed = [n for n in range(500) if f"line {n}\n" in verbose.stdout + verbose.stderr]
     assert echoed == list(range(500))
@@ -306,7 +300,7 @@ def test_verbose_echoes_every_line_of_a_step_that_prints_many_at_once(
 
 def test_unknown_step_in_only(write_runbook: Write, tmp_path: Path) -> None:
     rb = _quick_runbook(write_runbook)
-    res = cli("run", str(rb), "--only", "helo", cwd=tmp_path)
+    res = run_cli("run", str(rb), "--only", "helo", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr == "error: unknown step 'helo' (steps: hello, short, gone)\n"
 
@@ -315,10 +309,10 @@ def test_import_writes_a_draft_that_validates(tmp_path: Path) -> None:
     plan = next((ROOT / "tests" / "plans").glob("*.md"))
     sub = tmp_path / "runbooks" / "incident"
     sub.mkdir(parents=True)
-    res = cli("import", str(plan), "-o", str(sub / "draft.yaml"), cwd=tmp_path)
+    res = run_cli("import", str(plan), "-o", str(sub / "draft.yaml"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert cli("validate", str(sub / "draft.yaml"), cwd=tmp_path).returncode == 0
-    missing = cli("import", "nope.md", cwd=tmp_path)
+    assert run_cli("validate", str(sub / "draft.yaml"), cwd=tmp_path).returncode == 0
+    missing = run_cli("import", "nope.md", cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: cannot read nope.md:")
 
@@ -330,6 +324,6 @@ def test_validate_recognises_an_incident_file_without_its_schema_line(tmp_path: 
             shutil.copy(f, tmp_path / f.name)
     text = (tmp_path / "incident.yaml").read_text().splitlines(keepends=True)[1:]
     (tmp_path / "incident.yaml").write_text("".join(text))
-    res = cli("validate", "incident.yaml", "backfill-game-context.yaml", cwd=tmp_path)
+    res = run_cli("validate", "incident.yaml", "backfill-game-context.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "incident.yaml: ok\nbackfill-game-context.yaml: ok\n"

@@ -16,6 +16,7 @@ import pyte
 from agent.console import PlainConsole, make_console
 from agent.record import RunRecord, RunStatus, Status, StepResult
 from agent.steps.base import Event
+from tests.procs import run_cli
 
 PY = sys.executable
 Write = Callable[..., Path]
@@ -100,7 +101,6 @@ def test_verbose_echoes_every_line_and_quiet_only_the_end() -> None:
 
 
 def test_non_tty_run_prints_plain_lines(write_runbook: Write, tmp_path: Path) -> None:
-    import subprocess
 
     rb = write_runbook(f"""
         version: 1
@@ -109,13 +109,7 @@ def test_non_tty_run_prints_plain_lines(write_runbook: Write, tmp_path: Path) ->
         steps:
           - {{id: a, kind: run, command: {PY} -c "print(1)"}}
     """)
-    res = subprocess.run(
-        [PY, "-m", "agent", "run", str(rb)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
+    res = run_cli("run", str(rb), cwd=tmp_path)
     assert res.returncode == 0
     assert "\x1b" not in res.stderr
     lines = res.stderr.splitlines()

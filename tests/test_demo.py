@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.demo import run_demo
 from agent.record import RunStatus, Status, load_record
+from tests.procs import run_cli
 
 GOLDEN = Path(__file__).parent / "golden" / "demo_report.md"
 EXAMPLE = Path(__file__).resolve().parent.parent / "reports" / "example-demo-report.md"
@@ -101,13 +100,7 @@ def test_committed_example_is_a_demo_report() -> None:
 
 
 def test_demo_command_prints_report_path(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "demo", "--dir", str(tmp_path / "d"), "--quiet"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    out = run_cli("demo", "--dir", str(tmp_path / "d"), "--quiet")
     # The demo command succeeds when its run finished; the run's own status is partial.
     assert out.returncode == 0, out.stderr
     assert "The demo's incident run ended PARTIALLY COMPLETE (`runbook run` would exit 3)" in (
@@ -121,13 +114,7 @@ def test_demo_command_prints_report_path(tmp_path: Path) -> None:
 
 def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     run_demo(tmp_path / "d")
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "demo", "--dir", str(tmp_path / "d")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    out = run_cli("demo", "--dir", str(tmp_path / "d"), timeout=60)
     assert out.returncode == 2
     assert (
         out.stderr.strip()

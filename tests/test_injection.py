@@ -16,6 +16,7 @@ from agent.errors import RunbookError
 from agent.executor import RunOptions, run_runbook
 from agent.process import run_process
 from agent.record import Status, load_record
+from tests.procs import run_cli
 
 PY = sys.executable
 Write = Callable[..., Path]
@@ -116,14 +117,7 @@ def test_hostile_values_through_the_command_line(write_runbook: Write, tmp_path:
             command: {PY} argv.py got.json {{{{ v }}}}
     """)
     for value in ["--flag", "; touch pwned", "$(touch pwned)", "-v", "a=b"]:
-        proc = subprocess.run(
-            [PY, "-m", "agent", "run", str(rb), "-q", "--var", f"v={value}"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        proc = run_cli("run", str(rb), "-q", "--var", f"v={value}", cwd=tmp_path, timeout=30)
         assert proc.returncode == 0, proc.stderr
         assert json.loads((tmp_path / "got.json").read_text()) == [value]
     assert not list(tmp_path.rglob("pwned*"))
@@ -261,14 +255,7 @@ def test_max_log_bytes_caps_the_log_and_the_report_says_so(
             kind: run
             command: {PY} -c "import sys; sys.stdout.write(('x' * 99 + '\\\\n') * 20000)"
     """)
-    proc = subprocess.run(
-        [PY, "-m", "agent", "run", str(rb), "-q", "--max-log-bytes", "10000"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = run_cli("run", str(rb), "-q", "--max-log-bytes", "10000", cwd=tmp_path, timeout=30)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "reports").glob("*-big-*")
     record = load_record(run_dir)
@@ -315,14 +302,7 @@ def test_full_disk_fails_the_step_clearly_and_the_journal_stays_readable(
             kind: run
             command: {PY} -c "print('after')"
     """)
-    proc = subprocess.run(
-        [PY, "-m", "agent", "run", str(rb), "-q", "--reports", str(tiny_disk)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli("run", str(rb), "-q", "--reports", str(tiny_disk), cwd=tmp_path, timeout=60)
     (run_dir,) = tiny_disk.glob("*-full-*")
     assert "Traceback" not in proc.stderr
     assert "internal error" not in proc.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from agent.cli import main
 from agent.errors import ValidationError
 from agent.plan.loader import MAX_BYTES, load_runbook, load_text
+from tests.procs import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "corpus" / "broken"
@@ -102,14 +102,8 @@ def test_missing_file(
 
 @pytest.mark.parametrize("name", ["unknown_step_key_typo", "yaml_bomb", "non_utf8", "cycle_three"])
 def test_real_subprocess(name: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "validate", f"{name}.yaml"],
-        cwd=CORPUS,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    proc = run_cli(
+        "validate", f"{name}.yaml", cwd=CORPUS, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     assert proc.returncode == 2
     assert proc.stdout == ""

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +31,7 @@ from agent.record import (
     StepResult,
 )
 from agent.report import render_report, templates_dir, write_report
+from tests.procs import run_cli
 
 GOLDEN = Path(__file__).parent / "golden" / "report_reference_like.md"
 T0 = datetime(2026, 1, 26, 5, 14, 32, tzinfo=UTC)
@@ -733,14 +732,7 @@ _PLAN_DEMO = (
 
 def _plan_with_cache(cache_home: Path) -> str:
     env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "plan", str(_PLAN_DEMO), "--offline"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("plan", str(_PLAN_DEMO), "--offline", env=env, timeout=60)
     assert "## " in done.stdout, done.stderr  # the review, whatever its exit code says
     return f"{done.returncode}\n{done.stdout}"
 

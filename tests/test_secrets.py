@@ -18,6 +18,7 @@ from agent.errors import RunbookError
 from agent.executor import RunOptions, resume_run
 from agent.record import Status, load_record
 from agent.redact import MASK
+from tests.procs import run_cli
 
 PY = sys.executable
 Write = Callable[..., Path]
@@ -206,14 +207,8 @@ def test_short_and_absent_secrets_do_not_break_output(write_runbook: Write, tmp_
           - {{id: s, kind: run, command: {PY} -c "print('ok ab ok')"}}
     """)
     env = {k: v for k, v in os.environ.items() if k != "UNSET_SECRET_FOR_TEST"}
-    proc = subprocess.run(
-        [PY, "-m", "agent", "run", str(rb), "--reports", "reports", "-q"],
-        cwd=tmp_path,
-        env={**env, "TINY": "ab"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    proc = run_cli(
+        "run", str(rb), "--reports", "reports", "-q", cwd=tmp_path, env={**env, "TINY": "ab"}
     )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "reports").glob("*-short-*")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import duckdb
 from agent.executor import RunOptions, run_runbook
 from agent.record import Status
 from agent.steps.base import Event
+from tests.procs import run_cli
 
 PY = sys.executable
 Write = Callable[..., Path]
@@ -113,14 +113,7 @@ def test_plan_lists_the_missing_program_and_quotes_the_command(
             kind: wait
             command: [{PY}, check_redy.py, "a b"]
     """)
-    proc = subprocess.run(
-        [PY, "-m", "agent", "plan", str(rb), "--offline"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli("plan", str(rb), "--offline", cwd=tmp_path, timeout=60)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert f"{PY} check_redy.py 'a b'" in proc.stdout
     assert "check_redy.py" in proc.stdout
