@@ -18,11 +18,17 @@ from agent.plan.loader import LoadedRunbook, load_runbook, load_text
 from agent.plan.model import CommandStep
 from agent.plan.vars import resolve_vars
 from agent.preflight import lookup
-from agent.record import RunRecord, Status, StepResult, load_record, write_atomic
+from agent.record import (
+    FOLLOWUP_SUFFIX,
+    RunRecord,
+    Status,
+    StepResult,
+    load_record,
+    write_atomic,
+)
 
 __all__ = ["FOLLOWUP_SUFFIX", "default_followup_path", "followup", "write_followup"]
 
-FOLLOWUP_SUFFIX = "-followup"
 WAIT_EVERY = "5m"
 WAIT_TIMEOUT = "2h"
 _SCHEMA_LINE = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)\s*$")

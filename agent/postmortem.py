@@ -15,7 +15,15 @@ from agent.incident import Action, LoadedIncident, load_incident
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
 from agent.plan.model import CommandStep, VerifyStep
-from agent.record import CheckResult, RunRecord, RunStatus, Status, StepResult, read_runs
+from agent.record import (
+    FOLLOWUP_SUFFIX,
+    CheckResult,
+    RunRecord,
+    RunStatus,
+    Status,
+    StepResult,
+    read_runs,
+)
 from agent.report import (
     _AUTO_PRIORITY,
     _PRIORITIES,
@@ -38,7 +46,6 @@ __all__ = [
 ]
 
 POSTMORTEM_TEMPLATE = "postmortem.md.j2"
-FOLLOWUP_SUFFIX = "-followup"
 _STATE_MARK = {"done": "✅", "partially done": "⚠️", "failed": "❌", "not started": "⬜"}
 _RUN_STATE = {
     RunStatus.COMPLETE: "done",

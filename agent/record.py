@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "FOLLOWUP_SUFFIX",
     "Attempt",
     "CheckResult",
     "DetailLine",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 RECORD_FORMAT = 1
+
+FOLLOWUP_SUFFIX = "-followup"
+"""A follow-up runbook's id: the id of the runbook it follows up, plus this."""
 
 
 def utcnow() -> datetime:

@@ -115,7 +115,7 @@ class Scanner:
                     self.detail_lines.append(DetailLine(mark=mark, text=text))
                     break
 
-    def result(self, step: CommandStep) -> dict[str, Any]:
+    def result(self) -> dict[str, Any]:
         """The captures, with defaults for those that never matched."""
         out: dict[str, Any] = {}
         for name, (_, spec) in self.captures.items():
@@ -169,8 +169,7 @@ class CommandKind:
         attempts = retries.attempts if retries else 1
         backoff = retries.backoff if retries else 0.0
         timeout = step_timeout(step.timeout, ctx)
-        scanner = Scanner(step)
-        for number in range(1, attempts + 1):
+        for number in range(1, attempts + 1):  # at least one: the model refuses attempts < 1
             scanner = Scanner(step)
 
             def on_block(text: str, start: int, end: int, scanner: Scanner = scanner) -> None:
@@ -247,7 +246,7 @@ class CommandKind:
                 if ctx.stop.wait(delay):
                     res.status, res.reason = Status.ABORTED, "interrupted during retry back-off"
                     break
-        res.captures = {k: _redact_value(ctx, v) for k, v in scanner.result(step).items()}
+        res.captures = {k: _redact_value(ctx, v) for k, v in scanner.result().items()}
         res.details = [
             DetailLine(mark=d.mark, text=ctx.redactor.redact(d.text)) for d in scanner.detail_lines
         ]
