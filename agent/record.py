@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -352,6 +353,9 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fh = path.open("a", encoding="utf-8")
+        # Step threads (--parallel) append their step_started and spawned lines on their own;
+        # a text file object is not safe to write from two threads at once.
+        self._lock = threading.Lock()
 
     def append(self, event: str, *, sync: bool = True, **fields: Any) -> None:
         """Append one event; with `sync` (the default) make it durable before returning.
@@ -360,10 +364,11 @@ class Journal:
         the runner (kill -9), though not through a crash of the machine.
         """
         line = json.dumps({"event": event, "at": utcnow().isoformat(), **fields}, default=str)
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        if sync:
-            os.fsync(self._fh.fileno())
+        with self._lock:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+            if sync:
+                os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         """Close the file."""

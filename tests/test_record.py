@@ -64,3 +64,28 @@ def test_read_runs_passes_over_what_is_not_a_readable_run(tmp_path: Path) -> Non
     (tmp_path / "no-record").mkdir()
     assert [(d.name, r.run_id) for d, r in read_runs(tmp_path)] == [(good.name, good.name)]
     assert read_runs(tmp_path / "missing") == []
+
+
+def test_journal_lines_stay_whole_when_threads_append_at_once(tmp_path: Path) -> None:
+    import threading
+
+    from agent.record import Journal
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    payload = "x" * 5000  # long lines: a torn write would show
+
+    def append(n: int) -> None:
+        for i in range(200):
+            journal.append("spawned", sync=False, step=f"s{n}", i=i, payload=payload)
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    journal.close()
+    events = Journal.read(tmp_path / "journal.jsonl")
+    assert len(events) == 1600
+    assert sorted((e["step"], e["i"]) for e in events) == sorted(
+        (f"s{n}", i) for n in range(8) for i in range(200)
+    )
