@@ -21,6 +21,7 @@ from agent.errors import (
     EXIT_USAGE,
     RunbookError,
     UsageError,
+    ValidationError,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def _guard(fn: Callable[[], int]) -> int:
     try:
         return fn()
     except RunbookError as exc:
-        typer.echo(f"error: {exc}" if not hasattr(exc, "problems") else str(exc), err=True)
+        typer.echo(str(exc) if isinstance(exc, ValidationError) else f"error: {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -79,7 +80,8 @@ def _is_incident(path: Path) -> bool:
     import re
 
     try:
-        text = path.read_bytes()[: 1 << 20]
+        with path.open("rb") as fh:
+            text = fh.read(1 << 20)
     except OSError:
         return False
     if b"incident.schema.json" in text[:2048]:
@@ -108,7 +110,6 @@ def validate(
     """
 
     def go() -> int:
-        from agent.errors import ValidationError
         from agent.plan.loader import load_runbook
 
         code = EXIT_OK
