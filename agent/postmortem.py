@@ -31,8 +31,7 @@ from agent.report import (
     _pct,
     _ts,
     _utc,
-    template_environment,
-    templates_dir,
+    render_template,
 )
 from agent.steps.verify import check_key
 
@@ -776,6 +775,4 @@ def postmortem(incident_path: Path, reports: Path) -> str:
         ValidationError: when the incident file (or a runbook it names) does not load.
     """
     incident = load_incident(incident_path)
-    tpl = template_environment((str(templates_dir()),)).get_template(POSTMORTEM_TEMPLATE)
-    text = tpl.render(p=_build(incident, reports))
-    return text if text.endswith("\n") else text + "\n"
+    return render_template(POSTMORTEM_TEMPLATE, p=_build(incident, reports))

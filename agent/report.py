@@ -32,6 +32,7 @@ from agent.record import (
 __all__ = [
     "DEFAULT_TEMPLATE",
     "render_report",
+    "render_template",
     "template_environment",
     "templates_dir",
     "write_report",
@@ -114,12 +115,19 @@ def render_report(record: RunRecord, *, template: Path | None = None) -> str:
         The report as markdown, ending with a newline.
     """
     if template is None:
-        tpl = template_environment((str(templates_dir()),)).get_template(DEFAULT_TEMPLATE)
-    else:
-        path = template.resolve()
-        env = template_environment((str(path.parent), str(templates_dir())))
-        tpl = env.get_template(path.name)
-    text = tpl.render(r=_build(record))
+        return render_template(DEFAULT_TEMPLATE, r=_build(record))
+    path = template.resolve()
+    return render_template(path.name, path.parent, r=_build(record))
+
+
+def render_template(name: str, folder: Path | None = None, **context: Any) -> str:
+    """Render a template of templates/ (or of `folder`, which may extend those by name).
+
+    Returns:
+        The text, ending with a newline.
+    """
+    search = (str(folder), str(templates_dir())) if folder else (str(templates_dir()),)
+    text = template_environment(search).get_template(name).render(**context)
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -940,14 +948,14 @@ def _as_list(value: Any) -> list[str]:
     return [_fmt(value)]
 
 
-def _issues(record: RunRecord) -> list[Issue]:
+def _issues(record: RunRecord, facts_of: Mapping[str, list[str]]) -> list[Issue]:
     issues: list[Issue] = []
     for number, step in enumerate(record.steps, 1):
         if step.status == Status.SUCCESS or _skipped_by_when(step):
             continue
         status_words = "NOT FINISHED" if step.status is None else step.status.replace("_", " ")
         where = f"{step.title} (step {number}, {status_words})"
-        facts = _step_facts(step, record.vars)
+        facts = facts_of[step.id]
         sf = dict(step.shortfall or {})
         if sf:
             priority = str(sf.pop("priority", _AUTO_PRIORITY[step.status])).upper()
@@ -1211,9 +1219,10 @@ def _flowchart(record: RunRecord) -> str:
 def _build(record: RunRecord) -> ReportView:
     heading, action_label = _heading(record)
     variables = record.vars
-    shortfalls = [f for s in record.steps for f in _step_facts(s, variables)]
+    facts_of = {s.id: _step_facts(s, variables) for s in record.steps}
+    shortfalls = [f for s in record.steps for f in facts_of[s.id]]
     run_stats, stats = _stats(record)
-    issues = _issues(record)
+    issues = _issues(record, facts_of)
     conclusion, recommendation = _conclusion(record, issues)
     generated = record.ended_at or utcnow()
     incident_ref = record.incident.get("reference") or None

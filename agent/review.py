@@ -200,7 +200,7 @@ def render_review(review: PlanReview) -> str:
     """The review as markdown, through `templates/plan.md.j2`."""
     from agent.errors import display_path
     from agent.markdown import table
-    from agent.report import template_environment, templates_dir
+    from agent.report import render_template
 
     rb = review.loaded.runbook
     rows = [
@@ -215,8 +215,8 @@ def render_review(review: PlanReview) -> str:
         else f"bigquery project {w.project or '(default)'}"
     )
     order = " → ".join(s.id for s in review.steps)
-    env = template_environment((str(templates_dir()),))
-    text = env.get_template("plan.md.j2").render(
+    text = render_template(
+        "plan.md.j2",
         p=review,
         path=display_path(review.loaded.path),
         vars_table=vars_table,
@@ -225,8 +225,7 @@ def render_review(review: PlanReview) -> str:
         flowchart=_flowchart(review),
     )
     # Everything the review shows passes the mask once (titles, messages, rendered commands).
-    text = review.redactor.redact(text)
-    return text if text.endswith("\n") else text + "\n"
+    return review.redactor.redact(text)
 
 
 def review_json(review: PlanReview) -> dict[str, Any]:
