@@ -493,8 +493,6 @@ def show(run_dir: Annotated[Path, typer.Argument(help="The run directory.")]) ->
         from agent.history import summary_text
         from agent.record import load_record
 
-        if not (run_dir / "run.json").is_file():
-            raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
         typer.echo(summary_text(load_record(run_dir), run_dir), nl=False)
         return EXIT_OK
 

@@ -279,7 +279,8 @@ def load_record(path: Path, *, events: list[dict[str, Any]] | None = None) -> Ru
 
     from agent.errors import RunbookError
 
-    if path.is_dir():
+    # A run directory, or its run.json; a folder that does not exist is named as it was given.
+    if path.name != "run.json" or path.is_dir():
         path = path / "run.json"
     try:
         record = RunRecord.model_validate_json(path.read_text(encoding="utf-8"))

@@ -89,3 +89,15 @@ def test_journal_lines_stay_whole_when_threads_append_at_once(tmp_path: Path) ->
     assert sorted((e["step"], e["i"]) for e in events) == sorted(
         (f"s{n}", i) for n in range(8) for i in range(200)
     )
+
+
+def test_load_record_names_the_folder_it_was_given(tmp_path: Path) -> None:
+    import pytest
+
+    from agent.errors import RunbookError
+    from agent.record import load_record
+
+    for given in (tmp_path / "gone", tmp_path / "gone" / "run.json"):
+        with pytest.raises(RunbookError) as info:
+            load_record(given)
+        assert str(info.value) == f"{tmp_path / 'gone'} is not a run directory (no run.json)"
