@@ -66,18 +66,10 @@ def junit_xml(record: RunRecord) -> str:
             time=f"{step.duration_s or 0.0:.3f}",
         )
         reason = _clean(step.reason or (step.status.value if step.status else "not finished"))
-        if step.status in _FAILURES:
-            node = ET.SubElement(
-                case, "failure", message=reason, type=step.status.value if step.status else ""
-            )
-            node.text = _clean("\n".join(step.output_tail[-20:]))
-        elif step.status in _ERRORS or step.status is None:
-            node = ET.SubElement(
-                case,
-                "error",
-                message=reason,
-                type=step.status.value if step.status else "UNFINISHED",
-            )
+        if step.status in _FAILURES or step.status in _ERRORS or step.status is None:
+            tag = "failure" if step.status in _FAILURES else "error"
+            kind = step.status.value if step.status else "UNFINISHED"
+            node = ET.SubElement(case, tag, message=reason, type=kind)
             node.text = _clean("\n".join(step.output_tail[-20:]))
         elif step.status == Status.SKIPPED:
             ET.SubElement(case, "skipped", message=reason)
