@@ -33,6 +33,7 @@ from agent.plan import templating
 from agent.plan.loader import LoadedRunbook, load_runbook
 from agent.plan.model import CommandStep, VerifyStep
 from agent.plan.vars import resolve_vars
+from agent.process import process_start_ticks, stop_leftover_group
 from agent.record import (
     Baseline,
     Journal,
@@ -290,9 +291,6 @@ class _Run:
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
-        if event.kind == "spawned":
-            # Durable before the child gets far: after a crash, resume stops this group.
-            self.journal.append("spawned", sync=False, step=event.step_id, **dict(event.data))
         for listener in self.options.listeners:
             try:
                 listener(event)
@@ -325,7 +323,14 @@ class _Run:
             max_log_bytes=self.options.max_log_bytes,
             log_suffix=log_suffix,
             every_line=self.options.every_line,
+            on_spawn=lambda pgid: self._spawned(result.id, pgid),
         )
+
+    def _spawned(self, sid: str, pgid: int) -> None:
+        """Journal a program's process group before it gets far: after a crash of this runner,
+        resume stops what the group left running."""
+        ticks = process_start_ticks(pgid)
+        self.journal.append("spawned", sync=False, step=sid, pgid=pgid, ticks=ticks)
 
     def save(self, *, final: bool = False) -> None:
         """Write the run.json snapshot: at most twice a second during a run, always at the end.
@@ -881,8 +886,6 @@ def resume_run(
         run.journal.append("run_resumed", session=len(record.sessions))
         # We hold the lock, so the runner that started these children is dead: stop whatever
         # of their process groups survived it before anything runs again.
-        from agent.process import stop_leftover_group
-
         for sid, pgid, ticks in spawned:
             if sid in finished or not isinstance(pgid, int):
                 continue

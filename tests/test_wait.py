@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 
 from agent.executor import RunOptions, run_runbook
-from agent.record import Status
+from agent.record import Journal, Status
 from agent.steps.base import Event
 from tests.procs import run_cli
 
@@ -47,6 +47,10 @@ def test_a_command_that_holds_on_the_third_poll(write_runbook: Write, tmp_path: 
     assert (tmp_path / "count.txt").read_text() == "3"
     assert wait.command_display == f"{PY} ready.py"
     assert "poll 3: value=0 ok=True" in (run_dir / "logs" / "wait.log").read_text()
+    # Each poll's process group is journaled, so a resume after a crash can stop its leftovers.
+    spawned = [e for e in Journal.read(run_dir / "journal.jsonl") if e["event"] == "spawned"]
+    assert [e["step"] for e in spawned] == ["wait"] * 3
+    assert all(isinstance(e["pgid"], int) and isinstance(e["ticks"], int) for e in spawned)
 
 
 def test_a_poll_gets_only_the_time_left(write_runbook: Write, tmp_path: Path) -> None:

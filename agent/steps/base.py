@@ -80,6 +80,8 @@ class StepContext:
     log_suffix: str = ""  # ".baseline" for the measurement before the run
     offline: bool = False
     every_line: bool = False  # a listener shows every output line (--verbose)
+    on_spawn: Callable[[int], None] = lambda pgid: None
+    """Called with the process group of every program the step starts (the run journals it)."""
 
     def template_context(self, **extra: Any) -> dict[str, Any]:
         """Names visible to templates: vars, env, steps, run, plus `extra`."""

@@ -9,7 +9,7 @@ from typing import Any
 from agent.durations import setting
 from agent.plan import templating
 from agent.plan.model import Capture, CommandStep
-from agent.process import process_start_ticks, run_process
+from agent.process import run_process
 from agent.record import Attempt, DetailLine, ExpectResult, Status, utcnow
 from agent.steps.base import (
     Event,
@@ -201,9 +201,7 @@ class CommandKind:
                 redactor=ctx.redactor,
                 max_log_bytes=ctx.max_log_bytes,
                 stop_event=ctx.stop,
-                on_spawn=lambda pgid: ctx.emit(
-                    Event("spawned", res.id, {"pgid": pgid, "ticks": process_start_ticks(pgid)})
-                ),
+                on_spawn=ctx.on_spawn,
             )
             attempt.ended_at = proc.ended_at
             attempt.exit_code = proc.exit_code

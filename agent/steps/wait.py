@@ -87,6 +87,7 @@ class WaitKind:
             log_path=log,
             redactor=ctx.redactor,
             stop_event=ctx.stop,
+            on_spawn=ctx.on_spawn,
         )
         error = proc.error
         if proc.timed_out:
