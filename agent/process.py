@@ -427,6 +427,7 @@ def run_process(
     grace: float = 5.0,
     on_spawn: Callable[[int], None] | None = None,
     every_line: bool = True,
+    header: bytes = b"",
 ) -> ProcessResult:
     """Run a program in its own process group, streaming its output to a log.
 
@@ -458,6 +459,7 @@ def run_process(
         every_line: False when ``on_block`` only needs the newest lines of each chunk (the
             last one, for a progress display): the older ones are then written to the log but
             never decoded. Ignored when ``on_line`` is given.
+        header: written to the log before the program's output (the attempt's heading).
 
     Returns:
         The ``ProcessResult``; ``exit_code`` is None when the program never started or was
@@ -472,6 +474,12 @@ def run_process(
             log_path.parent.mkdir(parents=True, exist_ok=True)
         handle: BinaryIO = log_path.open("ab", buffering=0)
     except OSError as exc:
+        return _not_started(started_at, f"cannot write log {log_path}: {exc.strerror}")
+    try:
+        if header:  # outside max_log_bytes, which counts the program's output
+            handle.write(header)
+    except OSError as exc:
+        handle.close()
         return _not_started(started_at, f"cannot write log {log_path}: {exc.strerror}")
     log = _Log(log_path, handle, max_log_bytes)
     try:

@@ -498,3 +498,12 @@ def test_helpers() -> None:
     assert shell_quote(["echo", "a b", "$x"]) == "echo 'a b' '$x'"
     assert strip_ansi("\x1b[0;32mok\x1b[0m") == "ok"
     assert strip_ansi("plain") == "plain"
+
+
+def test_header_goes_first_and_outside_the_cap(tmp_path: Path) -> None:
+    result = _run(
+        _py("print('x' * 99)"), tmp_path, header=b"--- attempt 1 of 1: x\n", max_log_bytes=50
+    )
+    assert result.log_capped
+    log = (tmp_path / "logs" / "step.log").read_bytes()
+    assert log.startswith(b"--- attempt 1 of 1: x\n" + b"x" * 50 + b"\n[runbook] log capped")

@@ -185,8 +185,6 @@ class CommandKind:
                     )
                 )
 
-            with log_path.open("ab") as fh:
-                fh.write(f"--- attempt {number} of {attempts}: {res.command_display}\n".encode())
             attempt = Attempt(number=number, started_at=utcnow())
             res.attempts.append(attempt)
             proc = run_process(
@@ -202,6 +200,7 @@ class CommandKind:
                 max_log_bytes=ctx.max_log_bytes,
                 stop_event=ctx.stop,
                 on_spawn=ctx.on_spawn,
+                header=f"--- attempt {number} of {attempts}: {res.command_display}\n".encode(),
             )
             attempt.ended_at = proc.ended_at
             attempt.exit_code = proc.exit_code
