@@ -646,3 +646,11 @@ def test_open_warehouse_is_lazy_and_checks_the_backend(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_result_without_the_count_columns_is_an_error_not_a_crash(
+    scripted: ScriptedBigQuery,
+) -> None:
+    # The scripted server answers every query with one column f0_.
+    (outcome,) = scripted.warehouse([]).count([CountCheck("all", SCHEDULE)], {}, {})
+    assert outcome.error == "the count query's result has no column c0_count"

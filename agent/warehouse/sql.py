@@ -319,7 +319,14 @@ def read_count_row(query: CountQuery, row: Mapping[str, Any]) -> list[CountOutco
 
     Returns:
         One outcome per check of the query, in its order.
+
+    Raises:
+        WarehouseError: the row lacks a column the query asked for.
     """
+    wanted = [f"c{i}_count" for i in range(len(query.checks))]
+    absent = [c for c in wanted if c not in row]
+    if absent:
+        raise WarehouseError(f"the count query's result has no column {absent[0]}")
     outcomes: list[CountOutcome] = []
     for i, check in enumerate(query.checks):
         outcome = CountOutcome(name=check.check.name, count=int(row[f"c{i}_count"]))
