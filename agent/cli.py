@@ -25,7 +25,7 @@ from agent.errors import (
 )
 
 if TYPE_CHECKING:
-    from agent.executor import RunOptions
+    from agent.run.options import RunOptions
 
 __all__ = ["app", "main"]
 
@@ -117,7 +117,7 @@ def validate(
         for f in files:
             try:
                 if _is_incident(f):
-                    from agent.incident import load_incident
+                    from agent.incident.incident import load_incident
 
                     load_incident(f)
                 else:
@@ -165,15 +165,15 @@ def plan(
     """
 
     def go() -> int:
+        from agent.output.review import render_review, review_plan
         from agent.plan.loader import load_runbook
         from agent.plan.vars import parse_var_args, resolve_vars
-        from agent.review import render_review, review_plan
 
         loaded = load_runbook(file)
         values = resolve_vars(loaded.runbook, parse_var_args(var or []))
         review = review_plan(loaded, values, offline=offline, endpoint=warehouse_endpoint)
         if fmt == "json":
-            from agent.review import review_json
+            from agent.output.review import review_json
 
             text = review.redactor.redact(json.dumps(review_json(review), indent=2, default=str))
             text += "\n"
@@ -208,7 +208,7 @@ def _confirm(listeners: list[Callable[..., None]]) -> Callable[[str], bool | Non
     """Ask on the terminal (the live view paused meanwhile); None when interrupted."""
 
     def ask(question: str) -> bool | None:
-        from agent.console import LiveConsole
+        from agent.output.console import LiveConsole
 
         live = next((x for x in listeners if isinstance(x, LiveConsole)), None)
         _PROMPTING.set()
@@ -228,7 +228,7 @@ def _confirm(listeners: list[Callable[..., None]]) -> Callable[[str], bool | Non
 
 
 def _listeners(quiet: bool, verbose: bool) -> list[Callable[..., None]]:
-    from agent.console import make_console
+    from agent.output.console import make_console
 
     return [make_console(quiet=quiet, verbose=verbose)]
 
@@ -237,8 +237,8 @@ def _options(
     var: list[str] | None, *, yes: bool, quiet: bool, verbose: bool, **more: Any
 ) -> RunOptions:
     """The RunOptions `run` and `resume` share: vars, the console, signals, prompts."""
-    from agent.executor import RunOptions
     from agent.plan.vars import parse_var_args
+    from agent.run.options import RunOptions
 
     stop = threading.Event()
     _install_signals(stop)
@@ -281,7 +281,7 @@ def run(
     """
 
     def go() -> int:
-        from agent.executor import run_runbook
+        from agent.workflow import run_runbook
 
         if only and from_:
             raise UsageError("--only and --from cannot be combined: name the steps with --only")
@@ -298,16 +298,12 @@ def run(
             max_log_bytes=max_log_bytes,
             notify_url=notify,
         )
-        record, run_dir = run_runbook(file, options)
-        if (run_dir / "notify.log").is_file():
+        outcome = run_runbook(file, options, junit=junit)
+        for warning in outcome.warnings:
             # A failed notification never changes the run's result, but it is not silent.
-            typer.echo(f"warning: {(run_dir / 'notify.log').read_text().strip()}", err=True)
-        if junit:
-            from agent.junit import write_junit
-
-            write_junit(record, junit)
-        typer.echo(str(run_dir / "report.md"))
-        return record.exit_code or 0
+            typer.echo(f"warning: {warning}", err=True)
+        typer.echo(str(outcome.report))
+        return outcome.exit_code
 
     _finish(_guard(go))
 
@@ -332,12 +328,12 @@ def resume(
     """
 
     def go() -> int:
-        from agent.executor import resume_run
+        from agent.workflow import resume_runbook
 
         options = _options(var, yes=yes, quiet=quiet, verbose=verbose)
-        record, path = resume_run(run_dir, options, force=force)
-        typer.echo(str(path / "report.md"))
-        return record.exit_code or 0
+        outcome = resume_runbook(run_dir, options, force=force)
+        typer.echo(str(outcome.report))
+        return outcome.exit_code
 
     _finish(_guard(go))
 
@@ -354,8 +350,8 @@ def report(
     """
 
     def go() -> int:
+        from agent.output.report import render_report
         from agent.record import load_record
-        from agent.report import render_report
 
         if not (run_dir / "run.json").is_file():
             raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
@@ -416,8 +412,8 @@ def demo(
         from agent.demo import run_demo
 
         if incident:
-            from agent.incident_demo import run_incident_demo
-            from agent.postmortem import postmortem as render
+            from agent.demo import run_incident_demo
+            from agent.incident.postmortem import postmortem as render
 
             folder = run_incident_demo(directory)
             out = folder / "reports" / "postmortem.md"
@@ -457,7 +453,7 @@ def history(
     """
 
     def go() -> int:
-        from agent.history import find_runs, history_table, parse_since
+        from agent.output.history import find_runs, history_table, parse_since
         from agent.record import utcnow
 
         statuses = ("COMPLETE", "PARTIAL", "PARTIALLY COMPLETE", "FAILED", "INTERRUPTED")
@@ -490,7 +486,7 @@ def show(run_dir: Annotated[Path, typer.Argument(help="The run directory.")]) ->
     """
 
     def go() -> int:
-        from agent.history import summary_text
+        from agent.output.history import summary_text
         from agent.record import load_record
 
         typer.echo(summary_text(load_record(run_dir), run_dir), nl=False)
@@ -511,8 +507,8 @@ def init(
     """
 
     def go() -> int:
+        from agent.output.report import templates_dir
         from agent.plan.schema import schema_text
-        from agent.report import templates_dir
 
         if path.exists():
             raise UsageError(f"{path} exists; choose another name")
@@ -545,7 +541,7 @@ def import_(
     """
 
     def go() -> int:
-        from agent.importer import import_plan
+        from agent.incident.importer import import_plan
 
         try:
             text = plan_file.read_text(encoding="utf-8")
@@ -574,7 +570,7 @@ def postmortem(
     """
 
     def go() -> int:
-        from agent.postmortem import postmortem as render
+        from agent.incident.postmortem import postmortem as render
 
         text = render(incident, reports)
         if output:
@@ -601,7 +597,7 @@ def followup(
     """
 
     def go() -> int:
-        from agent.followup import write_followup
+        from agent.incident.followup import write_followup
 
         path = write_followup(run_dir, output)
         typer.echo(str(path))

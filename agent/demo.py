@@ -1,4 +1,4 @@
-"""`runbook demo`: lay the bundled incident pipeline out in a folder, seed its warehouse, run it."""
+"""`runbook demo`: lay the bundled pipeline out in a folder, seed its warehouse, run the demo."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ import agent
 from agent.errors import RunbookError, UsageError
 from agent.record import RunRecord
 
-__all__ = ["DEMO_RUNBOOK", "demo_source", "lay_out_demo", "run_demo"]
+__all__ = [
+    "DEMO_RUNBOOK",
+    "INCIDENT_FILE",
+    "INCIDENT_RUNS",
+    "demo_source",
+    "lay_out_demo",
+    "run_demo",
+    "run_incident_demo",
+]
 
 DEMO_RUNBOOK = "backfill-game-context.yaml"
 DEMO_DATE = "2026-01-25"
@@ -83,7 +91,8 @@ def run_demo(
     Returns:
         The run record and its run directory.
     """
-    from agent.executor import RunOptions, run_runbook
+    from agent.run.options import RunOptions
+    from agent.workflow import run_runbook
 
     target = lay_out_demo(directory)
     options = RunOptions(
@@ -95,3 +104,33 @@ def run_demo(
         **extra,
     )
     return run_runbook(target / DEMO_RUNBOOK, options)
+
+
+INCIDENT_FILE = "incident.yaml"
+# The actions the demo runs, in order: one completes, one is partial; player-context.yaml
+# (and the manual action) are left for the report to show as not started / done by hand.
+INCIDENT_RUNS = ("restart-scheduler.yaml", "backfill-game-context.yaml")
+
+
+def run_incident_demo(directory: Path | None = None) -> Path:
+    """Lay out and seed the demo, then run the incident's complete and partial actions.
+
+    Args:
+        directory: where to lay the demo out (default: a new temporary folder).
+
+    Returns:
+        The folder: `incident.yaml` is in it and the runs are under its `reports/`, so
+        `postmortem(folder / "incident.yaml", folder / "reports")` reports on the incident.
+    """
+    from agent.run.options import RunOptions
+    from agent.workflow import run_runbook
+
+    target = lay_out_demo(directory)
+    for name in INCIDENT_RUNS:
+        options = RunOptions(
+            overrides={"date": DEMO_DATE},
+            reports_dir=target / "reports",
+            extra_env=demo_env(),
+        )
+        run_runbook(target / name, options)
+    return target

@@ -146,6 +146,9 @@ class StepResult(_Model):
     # needs did not succeed), "selection" (--only/--from left it out) or "manual" (a manual
     # step nobody confirmed). None for other statuses, or when the runner did not say.
     skipped_by: str | None = None
+    # Who confirmed a step that asks for confirmation: "operator" (a person at the prompt) or
+    # "unattended" (--yes said yes for everyone). None when nothing was confirmed.
+    confirmed_by: str | None = None
     command: list[str] | None = None  # argv as run (secrets masked)
     command_display: str | None = None  # the same, quoted for a POSIX shell
     started_at: datetime | None = None

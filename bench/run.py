@@ -52,10 +52,11 @@ def write_steps(path: Path, n: int, command: str, *, independent: bool = False) 
 
 
 def run_in_process(runbook: Path, reports: Path, parallel: int = 1) -> float:
-    from agent.executor import RunOptions, run_runbook
+    from agent.run.options import RunOptions
+    from agent.workflow import run_runbook
 
     t0 = time.perf_counter()
-    run_runbook(runbook, RunOptions(reports_dir=reports, parallel=parallel, write_report=False))
+    run_runbook(runbook, RunOptions(reports_dir=reports, parallel=parallel), report=False)
     return time.perf_counter() - t0
 
 
@@ -151,10 +152,10 @@ def bench_big_output(tmp: Path, rows: list[list[object]], size_mb: int) -> None:
     probe = (
         "import resource, sys, time\nfrom pathlib import Path\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from agent.executor import RunOptions, run_runbook\n"
+        "from agent.run.options import RunOptions\nfrom agent.workflow import run_runbook\n"
         "t0 = time.perf_counter()\n"
-        f"options = RunOptions(reports_dir=Path({str(tmp / 'rb')!r}), write_report=False)\n"
-        f"run_runbook(Path({str(rb)!r}), options)\n"
+        f"options = RunOptions(reports_dir=Path({str(tmp / 'rb')!r}))\n"
+        f"run_runbook(Path({str(rb)!r}), options, report=False)\n"
         "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     floors, pipes, times, rss = [], [], [], []
@@ -218,8 +219,8 @@ def bench_parallel(tmp: Path, rows: list[list[object]]) -> None:
 
 
 def bench_report(rows: list[list[object]]) -> None:
+    from agent.output.report import render_report
     from agent.record import RunRecord, Status, StepResult
-    from agent.report import render_report
 
     t0 = datetime(2026, 1, 26, 5, 0, tzinfo=UTC)
     rec = RunRecord(

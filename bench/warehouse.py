@@ -75,10 +75,11 @@ def _verify_runbook(path: Path, warehouse: str) -> Path:
 
 def _step_seconds(runbook: Path, reports: Path, endpoint: str | None = None) -> tuple[float, Any]:
     """Run the one-step verify runbook through the executor; the step's own time and counts."""
-    from agent.executor import RunOptions, run_runbook
+    from agent.run.options import RunOptions
+    from agent.workflow import run_runbook
 
     record, _ = run_runbook(
-        runbook, RunOptions(reports_dir=reports, write_report=False, warehouse_endpoint=endpoint)
+        runbook, RunOptions(reports_dir=reports, warehouse_endpoint=endpoint), report=False
     )
     (step,) = record.steps
     if step.started_at is None or step.ended_at is None:

@@ -17,10 +17,11 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 from agent.demo import DEMO_DATE, DEMO_RUNBOOK, demo_env, lay_out_demo
-from agent.executor import RunOptions, run_runbook
+from agent.output.report import render_report
 from agent.record import RunRecord, Status
-from agent.report import render_report
+from agent.run.options import RunOptions
 from agent.warehouse import ENDPOINT_ENV
+from agent.workflow import run_runbook
 from tests import bqemu
 
 pytestmark = pytest.mark.bigquery

@@ -13,7 +13,7 @@ from pathlib import Path
 import pexpect
 import pyte
 
-from agent.console import PlainConsole, make_console
+from agent.output.console import PlainConsole, make_console
 from agent.record import RunRecord, RunStatus, Status, StepResult
 from agent.steps.base import Event
 from tests.procs import run_cli

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.durations import elapsed, setting
+from agent.plan.durations import elapsed, setting
 
 
 @pytest.mark.parametrize(

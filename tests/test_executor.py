@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.executor import RunOptions, run_runbook
 from agent.record import RunStatus, Status, load_record
+from agent.run.options import RunOptions
+from agent.workflow import run_runbook
 from tests.procs import alive
 
 PY = sys.executable
@@ -250,7 +251,8 @@ def test_large_output_memory_stays_flat(write_runbook: Write, tmp_path: Path) ->
     probe = textwrap.dedent(f"""
         import resource, json, sys
         from pathlib import Path
-        from agent.executor import RunOptions, run_runbook
+        from agent.run.options import RunOptions
+        from agent.workflow import run_runbook
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         options = RunOptions(reports_dir=Path({str(tmp_path / "reports")!r}))
         record, run_dir = run_runbook(Path({str(rb)!r}), options)

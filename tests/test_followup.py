@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.demo import demo_env
+from agent.demo import demo_env, run_incident_demo
 from agent.errors import RunbookError
-from agent.executor import RunOptions, run_runbook
-from agent.followup import default_followup_path, followup, write_followup
-from agent.incident_demo import run_incident_demo
+from agent.incident.followup import default_followup_path, followup, write_followup
+from agent.incident.postmortem import postmortem
 from agent.plan.loader import load_text
-from agent.postmortem import postmortem
 from agent.record import RunStatus, Status, load_record
+from agent.run.options import RunOptions
+from agent.workflow import run_runbook
 from tests.test_postmortem import normalise
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "followup_backfill-game-context.yaml"

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from agent.errors import UsageError
-from agent.importer import PlanImportError, import_plan
+from agent.incident.importer import PlanImportError, import_plan
 from agent.plan.loader import LoadedRunbook, load_runbook
 from agent.plan.templating import render, render_command
 

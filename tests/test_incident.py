@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ValidationError
-from agent.incident import incident_schema_text, load_incident
+from agent.incident.incident import incident_schema_text, load_incident
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "runbooks" / "incident.schema.json"

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from agent.errors import RunbookError
-from agent.executor import RunOptions, run_runbook
-from agent.process import run_process
+from agent.proc.process import run_process
 from agent.record import Status, load_record
+from agent.run.options import RunOptions
+from agent.workflow import run_runbook
 from tests.procs import run_cli
 
 PY = sys.executable

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from agent.errors import RunbookError
-from agent.executor import Lock
 from agent.record import RunStatus, load_record
+from agent.run.lock import Lock
 
 PY = sys.executable
 Write = Callable[..., Path]

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from agent import markdown
-from agent.markdown import clean, code, fence, inline, link, plain, table
+from agent.output import markdown
+from agent.output.markdown import clean, code, fence, inline, link, plain, table
 
 
 def test_clean_removes_ansi_nul_and_controls() -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.incident import load_incident
-from agent.incident_demo import run_incident_demo
-from agent.postmortem import action_namespace, collect_runs, postmortem
+from agent.demo import run_incident_demo
+from agent.incident.incident import load_incident
+from agent.incident.postmortem import action_namespace, collect_runs, postmortem
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "postmortem_demo.md"
 

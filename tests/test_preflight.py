@@ -1,4 +1,4 @@
-"""Tests for agent.preflight: what a command names, whether it is there, and what is closest."""
+"""Tests for agent.proc.preflight: what a command names, whether it is there, what is closest."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import preflight
-from agent.preflight import Lookup, closest_files, list_files, lookup
+from agent.proc import preflight
+from agent.proc.preflight import Lookup, closest_files, list_files, lookup
 
 VENV_BIN = str(Path(sys.executable).parent)
 

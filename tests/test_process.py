@@ -1,4 +1,4 @@
-"""Tests for agent.process: real child processes, their groups, logs, tails and limits."""
+"""Tests for agent.proc.process: real child processes, their groups, logs, tails and limits."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.process import (
+from agent.proc.process import (
     MAX_LINE_CHARS,
     ProcessResult,
     _Lines,
@@ -25,7 +25,7 @@ from agent.process import (
     shell_quote,
     strip_ansi,
 )
-from agent.redact import Redactor
+from agent.proc.redact import Redactor
 from tests.procs import alive
 
 PY = sys.executable
@@ -453,8 +453,8 @@ def test_output_of_200_mb_keeps_memory_flat(tmp_path: Path) -> None:
         """
 import json, os, resource, sys
 from pathlib import Path
-from agent.process import run_process
-from agent.redact import Redactor
+from agent.proc.process import run_process
+from agent.proc.redact import Redactor
 
 CHILD = '''
 import sys

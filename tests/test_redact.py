@@ -1,4 +1,4 @@
-"""Tests for agent.redact: every form of a secret is masked, in text and in chunked bytes."""
+"""Tests for agent.proc.redact: every form of a secret is masked, in text and in chunked bytes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import random
 from urllib.parse import quote, quote_plus
 
-from agent.redact import MASK, Redactor, secret_forms
+from agent.proc.redact import MASK, Redactor, secret_forms
 
 SECRET = "hunter2/s3cr+et word"
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from agent import report
+from agent.output import report
+from agent.output.report import render_report, templates_dir, write_report
 from agent.record import (
     Attempt,
     Baseline,
@@ -30,7 +31,6 @@ from agent.record import (
     Status,
     StepResult,
 )
-from agent.report import render_report, templates_dir, write_report
 from tests.procs import run_cli
 
 GOLDEN = Path(__file__).parent / "golden" / "report_reference_like.md"
@@ -708,8 +708,8 @@ def test_thousand_steps_are_fast() -> None:
 
 
 def test_checks_of_one_table_and_named_checks_keep_distinct_names() -> None:
+    from agent.output.report import _display_names
     from agent.record import CheckResult
-    from agent.report import _display_names
 
     checks = [
         ("nba.ctx", CheckResult(table="nba.ctx")),

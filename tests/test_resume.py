@@ -20,8 +20,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from agent.executor import CRASH_AT_ENV
 from agent.record import Journal, RunStatus, Status, load_record
+from agent.run.executor import CRASH_AT_ENV
 from tests.procs import alive
 
 PY = sys.executable
@@ -229,6 +229,33 @@ def test_resume_refuses_when_runbook_or_script_changed(
     forced = _resume(run_dir, tmp_path, "--force")
     assert forced.returncode == 0, forced.stderr
     assert dict(_effects(tmp_path)) == {"a": 1, "b": 1, "c": 1}
+
+
+def test_resume_refuses_when_a_script_named_through_env_changed(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    """The script's path comes from the runbook's `env`: it is hashed with that env, not {}."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "step.py").write_text(STEP_SCRIPT, encoding="utf-8")
+    rb = write_runbook(f"""
+        version: 1
+        id: crashy
+        title: Crashy
+        env:
+          SCRIPTS: scripts
+        steps:
+          - {{id: a, kind: run, command: "{PY} {{{{ env.SCRIPTS }}}}/step.py a"}}
+          - {{id: b, kind: run, command: "{PY} {{{{ env.SCRIPTS }}}}/step.py b"}}
+    """)
+    run_dir = _crash(rb, tmp_path, "started:b")
+    assert "scripts/step.py" in load_record(run_dir).file_hashes
+    script = tmp_path / "scripts" / "step.py"
+    script.write_text(script.read_text() + "\n# edited during the incident\n")
+
+    refused = _resume(run_dir, tmp_path)
+    assert refused.returncode == 1
+    assert "refusing to resume: scripts/step.py changed since the run began" in refused.stderr
+    assert dict(_effects(tmp_path)) == {"a": 1}  # nothing ran
 
 
 def test_resume_of_a_finished_run_is_refused(write_runbook: Write, tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from agent.errors import RunbookError
-from agent.executor import RunOptions, resume_run
+from agent.proc.redact import MASK
 from agent.record import Status, load_record
-from agent.redact import MASK
+from agent.run.options import RunOptions
+from agent.workflow import resume_runbook as resume_run
 from tests.procs import run_cli
 
 PY = sys.executable

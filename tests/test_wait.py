@@ -9,9 +9,10 @@ from pathlib import Path
 
 import duckdb
 
-from agent.executor import RunOptions, run_runbook
 from agent.record import Journal, Status
+from agent.run.options import RunOptions
 from agent.steps.base import Event
+from agent.workflow import run_runbook
 from tests.procs import run_cli
 
 PY = sys.executable

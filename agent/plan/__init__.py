@@ -1,0 +1,1 @@
+"""The runbook as written: model, vars, graph, templates, loading and checking."""

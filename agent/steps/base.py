@@ -8,13 +8,13 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from agent import preflight
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
-from agent.record import Status, StepResult
-from agent.redact import Redactor
+from agent.proc import preflight
+from agent.proc.redact import Redactor
+from agent.record import Baseline, Status, StepResult
 from agent.warehouse.base import Warehouse
 
 __all__ = [
@@ -165,16 +165,28 @@ def sql_params(values: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class StepKind(Protocol):
-    """A kind of step: it reviews itself for `plan` and runs for `run`."""
+class StepKind:
+    """A kind of step: how it reviews itself for `plan`, runs, measures a baseline and names the
+    scripts it runs. The executor and the review call only these; no other module names a kind.
+    """
 
     def review(self, step: Any, ctx: StepContext) -> StepReview:
         """Describe what the step would do; start nothing."""
-        ...
+        raise NotImplementedError
 
     def run(self, step: Any, ctx: StepContext) -> None:
         """Run the step and fill `ctx.result` (status, reason, captures, counts, ...)."""
-        ...
+        raise NotImplementedError
+
+    def take_baseline(self, step: Any, ctx: StepContext, base: Baseline) -> None:
+        """Measure what `baseline: true` compares against, before any step runs.
+
+        A kind with nothing to measure leaves `base` empty.
+        """
+
+    def scripts(self, step: Any, names: Mapping[str, Any]) -> list[str]:
+        """The script files the step's program names, so that `resume` can see them edited."""
+        return []
 
 
 REGISTRY: dict[str, StepKind] = {}

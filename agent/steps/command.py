@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.durations import setting
 from agent.plan import templating
+from agent.plan.durations import setting
 from agent.plan.model import Capture, CommandStep
-from agent.process import run_process
-from agent.record import Attempt, DetailLine, ExpectResult, Status, utcnow
+from agent.proc.process import run_process
+from agent.record import Attempt, Baseline, DetailLine, ExpectResult, Status, utcnow
 from agent.steps.base import (
     Event,
     StepContext,
+    StepKind,
     StepReview,
     display,
     program_missing,
@@ -136,8 +138,24 @@ def render_argv(step: CommandStep, ctx: StepContext) -> list[str]:
 
 
 @register("run", "validate", "export")
-class CommandKind:
+class CommandKind(StepKind):
     """Run a command, read its output, decide its status."""
+
+    def scripts(self, step: CommandStep, names: Mapping[str, Any]) -> list[str]:
+        """The interpreter's script argument (``python x.py``, ``bash x.sh``), as rendered."""
+        try:
+            argv = templating.render_command(step.command, dict(names), shell=step.shell)
+        except templating.TemplateError:
+            return []
+        return argv[1:3]
+
+    def take_baseline(self, step: CommandStep, ctx: StepContext, base: Baseline) -> None:
+        """Run the command once before the run; its captures are the baseline."""
+        self.run(step, ctx)
+        base.captures = ctx.result.captures
+        base.status = ctx.result.status
+        if ctx.result.status not in (Status.SUCCESS, Status.PARTIAL):
+            base.error = ctx.result.reason
 
     def review(self, step: CommandStep, ctx: StepContext) -> StepReview:
         """Render the command and look up the program it names."""

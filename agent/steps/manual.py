@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from agent.plan.model import ManualStep
 from agent.record import Status
-from agent.steps.base import StepContext, StepReview, register
+from agent.steps.base import StepContext, StepKind, StepReview, register
 
 __all__ = ["ManualKind"]
 
 
 @register("manual")
-class ManualKind:
+class ManualKind(StepKind):
     """SUCCESS when confirmed; without a terminal and without --yes it is not run."""
 
     def review(self, step: ManualStep, ctx: StepContext) -> StepReview:
@@ -27,12 +27,14 @@ class ManualKind:
         question = ctx.render(step.prompt or f"{step.label}: done?")
         if ctx.yes:
             res.status, res.reason = Status.SUCCESS, "confirmed by --yes"
+            res.confirmed_by = "unattended"
         elif ctx.interactive and ctx.confirm is not None:
             answer = ctx.confirm(question)
             if answer is None or ctx.stop.is_set():
                 res.status, res.reason = Status.ABORTED, "interrupted at the prompt"
             elif answer:
                 res.status, res.reason = Status.SUCCESS, "confirmed at the prompt"
+                res.confirmed_by = "operator"
             else:
                 res.status, res.reason = Status.FAILED, "declined at the prompt"
         else:

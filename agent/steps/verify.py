@@ -6,8 +6,8 @@ from typing import Any
 
 from agent.plan import templating
 from agent.plan.model import Check, VerifyStep
-from agent.record import CheckResult, Status
-from agent.steps.base import StepContext, StepReview, register, sql_params
+from agent.record import Baseline, CheckResult, Status
+from agent.steps.base import StepContext, StepKind, StepReview, register, sql_params
 from agent.steps.command import evaluate_expectations
 from agent.warehouse.base import CountCheck, CountOutcome, WarehouseError
 
@@ -148,8 +148,12 @@ def _shortfall_text(name: str, r: CheckResult) -> str:
 
 
 @register("verify")
-class VerifyKind:
+class VerifyKind(StepKind):
     """Count rows; PARTIAL when a count or coverage falls short, FAILED when a check cannot run."""
+
+    def take_baseline(self, step: VerifyStep, ctx: StepContext, base: Baseline) -> None:
+        """Count every check once before the run."""
+        base.counts = measure(step, ctx)
 
     def review(self, step: VerifyStep, ctx: StepContext) -> StepReview:
         """Say what each check counts; with a warehouse at hand, what it counts now."""

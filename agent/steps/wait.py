@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from agent.durations import elapsed, setting
 from agent.plan import templating
+from agent.plan.durations import elapsed, setting
 from agent.plan.model import WaitStep
-from agent.process import run_process
+from agent.proc.process import run_process
 from agent.record import Poll, Status, utcnow
 from agent.steps.base import (
     Event,
     StepContext,
+    StepKind,
     StepReview,
     display,
     program_missing,
@@ -46,7 +47,7 @@ def _condition(step: WaitStep, ctx: StepContext) -> _Condition:
 
 
 @register("wait")
-class WaitKind:
+class WaitKind(StepKind):
     """Poll every `every` seconds; SUCCESS when the condition holds, TIMED_OUT otherwise."""
 
     def review(self, step: WaitStep, ctx: StepContext) -> StepReview:

@@ -17,8 +17,8 @@ from typing import Any, TypeGuard
 import jinja2
 
 import agent
-from agent import markdown
-from agent.durations import elapsed
+from agent.output import markdown
+from agent.plan.durations import elapsed
 from agent.record import (
     CheckResult,
     RunRecord,
@@ -99,7 +99,7 @@ def templates_dir() -> Path:
     bundled = Path(agent.__file__).resolve().parent / "_data" / "templates"
     if bundled.is_dir():
         return bundled
-    return Path(__file__).resolve().parent.parent / "templates"
+    return Path(agent.__file__).resolve().parent.parent / "templates"
 
 
 def render_report(record: RunRecord, *, template: Path | None = None) -> str:
@@ -670,9 +670,13 @@ def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
             bullets.append(Bullet(f"{label}:", _capped(items, str)))
         else:
             bullets.append(Bullet(f"{label}: {_fmt(value)}"))
-    if step.kind == "manual" and step.reason and step.status == Status.SUCCESS:
+    if step.confirmed_by and step.reason and step.status == Status.SUCCESS:
         # Say who confirmed: a person at the prompt, or nobody (--yes).
-        who = "nobody confirmed it by hand" if "--yes" in step.reason else "a person confirmed it"
+        who = (
+            "nobody confirmed it by hand"
+            if step.confirmed_by == "unattended"
+            else "a person confirmed it"
+        )
         bullets.append(Bullet(f"{step.reason[:1].upper()}{step.reason[1:]} ({who})"))
     if step.polls:
         last = step.polls[-1]

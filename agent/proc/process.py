@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from agent.redact import Redactor, StreamRedactor
+from agent.proc.redact import Redactor, StreamRedactor
 
 __all__ = [
     "CHUNK_SIZE",

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from agent.durations import elapsed
+from agent.plan.durations import elapsed
 from agent.record import RunRecord, Status
 from agent.steps.base import Event
 

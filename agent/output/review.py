@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.durations import setting
 from agent.plan import templating
+from agent.plan.durations import setting
 from agent.plan.loader import LoadedRunbook
 from agent.plan.model import CommandStep
+from agent.proc.redact import Redactor
 from agent.record import StepResult
-from agent.redact import Redactor
 from agent.steps import REGISTRY, StepContext, StepReview
 
 __all__ = ["PlanReview", "StepPlan", "review_plan"]
@@ -97,20 +96,20 @@ def review_plan(
     Returns:
         The review.
     """
-    from agent.executor import open_warehouse_for, prepare_context, secret_values
+    from agent.run.context import build_context
 
-    env, workdir = prepare_context(loaded, values)
+    run_context = build_context(loaded, values)
+    env, workdir = run_context.env, run_context.workdir
     rb = loaded.runbook
-    base = {**values, "env": env, "run": {"id": ""}}
     review = PlanReview(
         loaded=loaded,
-        title=templating.render(rb.title, base),
-        summary=templating.render(rb.summary, base) if rb.summary else None,
+        title=templating.render(rb.title, run_context.names()),
+        summary=templating.render(rb.summary, run_context.names()) if rb.summary else None,
         vars=values,
         workdir=workdir,
         offline=offline,
     )
-    redactor = Redactor(secret_values(loaded, values, env))
+    redactor = run_context.redactor
     review.redactor = redactor
     steps = {s.id: s for s in rb.steps}
     # Steps that have not run read as having succeeded; what they will capture or count shows
@@ -138,9 +137,7 @@ def review_plan(
             redactor=redactor,
             stop=threading.Event(),
             emit=lambda e: None,
-            open_warehouse=lambda: open_warehouse_for(
-                loaded, workdir, endpoint or os.environ.get("RUNBOOK_BIGQUERY_ENDPOINT")
-            ),
+            open_warehouse=lambda: run_context.open_warehouse(endpoint),
             offline=offline,
         )
         retries = step.retries or rb.defaults.retries
@@ -199,8 +196,8 @@ def _flowchart(review: PlanReview) -> str:
 def render_review(review: PlanReview) -> str:
     """The review as markdown, through `templates/plan.md.j2`."""
     from agent.errors import display_path
-    from agent.markdown import table
-    from agent.report import render_template
+    from agent.output.markdown import table
+    from agent.output.report import render_template
 
     rb = review.loaded.runbook
     rows = [

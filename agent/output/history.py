@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.durations import elapsed
-from agent.markdown import plain_table
+from agent.output.markdown import plain_table
+from agent.plan.durations import elapsed
 from agent.record import RunRecord, read_runs
 
 __all__ = ["RunRow", "find_runs", "history_table", "parse_since", "summary_text"]

@@ -12,12 +12,11 @@ from typing import Any
 import yaml
 
 from agent.errors import RunbookError, ValidationError
-from agent.executor import prepare_context
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook, load_runbook, load_text
 from agent.plan.model import CommandStep
 from agent.plan.vars import resolve_vars
-from agent.preflight import lookup
+from agent.proc.preflight import lookup
 from agent.record import (
     FOLLOWUP_SUFFIX,
     RunRecord,
@@ -26,6 +25,7 @@ from agent.record import (
     load_record,
     write_atomic,
 )
+from agent.run.context import build_context
 
 __all__ = ["FOLLOWUP_SUFFIX", "default_followup_path", "followup", "write_followup"]
 
@@ -149,8 +149,8 @@ def _still_missing(
     if not result.command:
         return True, list(result.alternatives)
     try:
-        env, workdir = prepare_context(loaded, values)
-        found = lookup(list(result.command), workdir=workdir, env=env)
+        context = build_context(loaded, values)
+        found = lookup(list(result.command), workdir=context.workdir, env=context.env)
     except (RunbookError, OSError):
         return True, list(result.alternatives)
     if found is None or found.found:

@@ -10,9 +10,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.durations import elapsed
-from agent.incident import Action, LoadedIncident, load_incident
+from agent.incident.incident import Action, LoadedIncident, load_incident
+from agent.output.report import (
+    _AUTO_PRIORITY,
+    _PRIORITIES,
+    _is_number,
+    _pct,
+    _ts,
+    _utc,
+    render_template,
+)
 from agent.plan import templating
+from agent.plan.durations import elapsed
 from agent.plan.loader import LoadedRunbook
 from agent.plan.model import CommandStep, VerifyStep
 from agent.record import (
@@ -23,15 +32,6 @@ from agent.record import (
     Status,
     StepResult,
     read_runs,
-)
-from agent.report import (
-    _AUTO_PRIORITY,
-    _PRIORITIES,
-    _is_number,
-    _pct,
-    _ts,
-    _utc,
-    render_template,
 )
 from agent.steps.verify import check_key
 

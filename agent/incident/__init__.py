@@ -1,0 +1,1 @@
+"""After the run: incidents, postmortems, follow-up runbooks, and importing procedures."""

@@ -1,0 +1,1 @@
+"""How a child process is found, started, watched and masked."""

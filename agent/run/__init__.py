@@ -1,0 +1,1 @@
+"""Running a plan: executor, context, lock and resume; it writes the record, never a report."""

@@ -1,0 +1,204 @@
+"""Resume: replay a crashed or interrupted run's journal, then finish what it had not."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agent.errors import RunbookError, UsageError
+from agent.plan.loader import load_runbook
+from agent.plan.vars import resolve_vars
+from agent.proc.process import stop_leftover_group
+from agent.proc.redact import MASK
+from agent.record import (
+    Journal,
+    RunRecord,
+    RunStatus,
+    Status,
+    StepResult,
+    load_record,
+)
+from agent.run.context import RunContext, build_context
+from agent.run.executor import FINISHED, Runner, new_session
+from agent.run.lock import lock_for, locked
+from agent.run.options import RunOptions
+from agent.steps import Event
+
+__all__ = ["Resumption", "continue_run", "prepare_resume"]
+
+
+@dataclass
+class Resumption:
+    """A run ready to go on: its context, its record as the journal left it, what to stop."""
+
+    context: RunContext
+    record: RunRecord
+    run_dir: Path
+    finished: set[str] = field(default_factory=set)
+    spawned: list[tuple[Any, Any, Any]] = field(default_factory=list)
+    stop_here: str | None = None  # a `resume: never` step that was running
+
+
+@dataclass
+class _Progress:
+    """What the journal says happened: steps started and finished, process groups spawned."""
+
+    started: set[str] = field(default_factory=set)
+    finished: set[str] = field(default_factory=set)
+    spawned: list[tuple[Any, Any, Any]] = field(default_factory=list)
+
+
+def _progress(events: list[dict[str, Any]]) -> _Progress:
+    out = _Progress()
+    for ev in events:
+        kind = ev.get("event")
+        if kind == "step_finished":
+            out.finished.add(ev["step"])
+        elif kind == "step_started":
+            out.started.add(ev["step"])
+        elif kind == "spawned":
+            out.spawned.append((ev.get("step"), ev.get("pgid"), ev.get("ticks")))
+    return out
+
+
+def _overrides(run_dir: Path, secret_vars: set[str], given: dict[str, str]) -> dict[str, Any]:
+    """The vars the run was given, with the secret ones given again now."""
+    path = run_dir / "vars.json"
+    overrides = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    overrides.update({k: v for k, v in given.items() if k in secret_vars})
+    unknown = sorted(k for k, v in overrides.items() if k in secret_vars and v == MASK)
+    if unknown:
+        raise UsageError(
+            f"the run was given secret var(s) {', '.join(unknown)}, which are not "
+            f"stored in the run directory: give them again with --var to resume"
+        )
+    return dict(overrides)
+
+
+def prepare_resume(run_dir: Path, options: RunOptions, *, force: bool = False) -> Resumption:
+    """Read a run directory and decide what its resume does; run nothing.
+
+    Args:
+        run_dir: the run directory (holds run.json and journal.jsonl).
+        options: what the command line said (reports dir and overrides are taken from the run).
+        force: resume although the runbook or a script changed.
+
+    Returns:
+        The run, ready for `continue_run`.
+    """
+    run_dir = run_dir.resolve()
+    if not (run_dir / "run.json").is_file():
+        raise UsageError(f"{run_dir} is not a run directory (no run.json)")
+    # The journal is the truth: every step_finished was made durable before the next began.
+    # load_record has applied its results and baselines; only the progress is read here.
+    events = Journal.read(run_dir / "journal.jsonl")
+    record = load_record(run_dir, events=events)
+    journal = _progress(events)
+    if (
+        record.status is not None
+        and record.status != RunStatus.INTERRUPTED
+        and len(journal.finished) == len(record.steps)
+    ):
+        raise RunbookError(
+            f"run {record.run_id} already finished ({record.status.value}); nothing to resume"
+        )
+    path = Path(record.runbook_path)
+    loaded = load_runbook(path)
+    secret_vars = {n for n, spec in loaded.runbook.vars.items() if spec.secret}
+    values = resolve_vars(loaded.runbook, _overrides(run_dir, secret_vars, dict(options.overrides)))
+    context = build_context(loaded, values, extra_env=options.extra_env)
+    changes = []
+    if loaded.sha256 != record.runbook_sha256:
+        changes.append(f"the runbook {path} changed")
+    changes += [f"{rel} changed" for rel in context.changed_scripts(record.file_hashes)]
+    if changes and not force:
+        raise RunbookError(
+            "refusing to resume: "
+            + "; ".join(changes)
+            + " since the run began (use --force to resume anyway)"
+        )
+    results = {r.id: r for r in record.steps}
+    steps = {s.id: s for s in loaded.runbook.steps}
+    stop_here: str | None = None
+    for sid, r in results.items():
+        if sid in journal.finished and r.status in FINISHED:
+            continue
+        was_running = sid in journal.started
+        fresh = StepResult(
+            id=sid,
+            kind=r.kind,
+            title=r.title,
+            baseline=r.baseline,
+            sessions=r.sessions + (1 if was_running else 0),
+        )
+        if r.status == Status.ABORTED and sid not in journal.started:
+            fresh.sessions = r.sessions
+        results[sid] = fresh
+        if was_running and steps[sid].resume == "never" and stop_here is None and not force:
+            stop_here = sid
+    record.steps = [results[r.id] for r in record.steps]
+    record.status, record.ended_at, record.exit_code = None, None, None
+    if record.sessions and record.sessions[-1].ended_at is None and events:
+        # The session before crashed: it ended, as far as anyone can tell, at its last durable
+        # journal line; the report then shows both sessions' timings.
+        with contextlib.suppress(KeyError, ValueError):
+            record.sessions[-1].ended_at = datetime.fromisoformat(events[-1]["at"])
+    record.sessions.append(new_session(context.redactor.redact))
+    return Resumption(
+        context=context,
+        record=record,
+        run_dir=run_dir,
+        finished=set(journal.finished),
+        spawned=journal.spawned,
+        stop_here=stop_here,
+    )
+
+
+def continue_run(res: Resumption, options: RunOptions) -> tuple[RunRecord, Path]:
+    """Finish a prepared resume: finished steps are kept, not re-run.
+
+    Returns:
+        The finished record and its run directory.
+    """
+    record, run_dir = res.record, res.run_dir
+    lock = lock_for(res.context.loaded, res.context.values, run_dir.parent)
+    # The original run's choices (--parallel, --warehouse-endpoint, ...) hold for its resume.
+    sel = record.selection
+    options.parallel = max(options.parallel, int(sel.get("parallel") or 1))
+    options.warehouse_endpoint = options.warehouse_endpoint or sel.get("warehouse_endpoint")
+    options.max_log_bytes = options.max_log_bytes or sel.get("max_log_bytes")
+    with locked(lock, record.run_id):
+        run = Runner(res.context, record, run_dir, options)
+        run.journal.append("run_resumed", session=len(record.sessions))
+        # We hold the lock, so the runner that started these children is dead: stop whatever
+        # of their process groups survived it before anything runs again.
+        for sid, pgid, ticks in res.spawned:
+            if sid in res.finished or not isinstance(pgid, int):
+                continue
+            if stop_leftover_group(pgid, ticks if isinstance(ticks, int) else None, grace=2.0):
+                run.journal.append("leftover_stopped", step=sid, pgid=pgid)
+        run.emit(
+            Event("run_started", None, {"record": record, "run_dir": run_dir, "resumed": True})
+        )
+        if res.stop_here is not None:
+            # Nothing runs: the run stays interrupted (exit 130) and resumable once a person
+            # has looked; `resume --force` then runs the step again.
+            reason = (
+                "was running when the run stopped, and it says `resume: never`: check what it "
+                f"did, then `runbook resume --force {run_dir}` runs it again"
+            )
+            run.skip(res.stop_here, Status.ABORTED, reason, None)
+            for sid in run.graph.order:
+                if run.result(sid).status is None:
+                    run.skip(
+                        sid, Status.ABORTED, f"not run: {res.stop_here} must be checked first", None
+                    )
+        else:
+            run.baseline()
+            run.execute()
+        run.finish()
+    return record, run_dir
