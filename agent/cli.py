@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
 import typer
 
@@ -42,20 +43,37 @@ app = typer.Typer(
 VarOpt = Annotated[
     list[str] | None, typer.Option("--var", help="Set a var: name=value (repeatable).")
 ]
+EndpointOpt = Annotated[str | None, typer.Option(help="BigQuery API endpoint (emulator).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q")]
+OutputOpt = Annotated[Path | None, typer.Option("-o", "--output")]
 
 
-def _guard(fn: Callable[[], int]) -> int:
-    """The one boundary: known errors become one clear message and an exit code."""
-    try:
-        return fn()
-    except RunbookError as exc:
-        typer.echo(str(exc) if isinstance(exc, ValidationError) else f"error: {exc}", err=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the boundary: one line, the traceback in a file
-        return _crash(exc)
+P = ParamSpec("P")
+
+
+def _command(body: Callable[P, int]) -> Callable[P, None]:
+    """The one error boundary of a command whose body returns its exit code.
+
+    Known errors become one clear line and their exit code, Ctrl-C becomes 130, anything else
+    a line and a traceback file (`_crash`). `functools.wraps` keeps the body's signature, which
+    is what typer reads the command's arguments and options from.
+    """
+
+    @functools.wraps(body)
+    def command(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            code = body(*args, **kwargs)
+        except RunbookError as exc:
+            typer.echo(str(exc) if isinstance(exc, ValidationError) else f"error: {exc}", err=True)
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            code = EXIT_INTERRUPTED
+        except Exception as exc:  # noqa: BLE001 - the boundary: one line, the traceback in a file
+            code = _crash(exc)
+        raise typer.Exit(code)
+
+    return command
 
 
 def _crash(exc: BaseException) -> int:
@@ -95,58 +113,52 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _finish(code: int) -> None:
-    raise typer.Exit(code)
-
-
 @app.command()
+@_command
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Runbook files to check.")],
     fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
-) -> None:
+) -> int:
     """Check runbooks without running anything; each problem as FILE:LINE:COL: message.
 
     Example: runbook validate runbooks/*.yaml
     """
+    from agent.plan.loader import load_runbook
 
-    def go() -> int:
-        from agent.plan.loader import load_runbook
+    code = EXIT_OK
+    results: list[dict[str, Any]] = []
+    for f in files:
+        try:
+            if _is_incident(f):
+                from agent.incident.incident import load_incident
 
-        code = EXIT_OK
-        results: list[dict[str, Any]] = []
-        for f in files:
-            try:
-                if _is_incident(f):
-                    from agent.incident.incident import load_incident
-
-                    load_incident(f)
-                else:
-                    load_runbook(f)
-                results.append({"file": str(f), "valid": True, "problems": []})
-                if fmt != "json":
-                    typer.echo(f"{f}: ok")
-            except ValidationError as exc:
-                results.append(
-                    {
-                        "file": str(f),
-                        "valid": False,
-                        "problems": [
-                            {"file": p.file, "line": p.line, "column": p.col, "message": p.message}
-                            for p in exc.problems
-                        ],
-                    }
-                )
-                if fmt != "json":
-                    typer.echo(str(exc), err=True)
-                code = EXIT_USAGE
-        if fmt == "json":
-            typer.echo(json.dumps(results, indent=2))
-        return code
-
-    _finish(_guard(go))
+                load_incident(f)
+            else:
+                load_runbook(f)
+            results.append({"file": str(f), "valid": True, "problems": []})
+            if fmt != "json":
+                typer.echo(f"{f}: ok")
+        except ValidationError as exc:
+            results.append(
+                {
+                    "file": str(f),
+                    "valid": False,
+                    "problems": [
+                        {"file": p.file, "line": p.line, "column": p.col, "message": p.message}
+                        for p in exc.problems
+                    ],
+                }
+            )
+            if fmt != "json":
+                typer.echo(str(exc), err=True)
+            code = EXIT_USAGE
+    if fmt == "json":
+        typer.echo(json.dumps(results, indent=2))
+    return code
 
 
 @app.command()
+@_command
 def plan(
     file: Annotated[Path, typer.Argument(help="The runbook.")],
     var: VarOpt = None,
@@ -154,39 +166,33 @@ def plan(
         Path | None, typer.Option("-o", "--output", help="Write the review here.")
     ] = None,
     offline: Annotated[bool, typer.Option(help="Do not query the warehouse.")] = False,
-    warehouse_endpoint: Annotated[
-        str | None, typer.Option(help="BigQuery API endpoint (emulator).")
-    ] = None,
+    warehouse_endpoint: EndpointOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="markdown or json")] = "markdown",
-) -> None:
+) -> int:
     """Dry-run review: every rendered command, the order, what is missing; starts no command.
 
     Example: runbook plan runbooks/demo/backfill-game-context.yaml --var date=2026-01-25 -o plan.md
     """
+    from agent.output.review import render_review, review_plan
+    from agent.plan.loader import load_runbook
+    from agent.plan.vars import parse_var_args, resolve_vars
 
-    def go() -> int:
-        from agent.output.review import render_review, review_plan
-        from agent.plan.loader import load_runbook
-        from agent.plan.vars import parse_var_args, resolve_vars
+    loaded = load_runbook(file)
+    values = resolve_vars(loaded.runbook, parse_var_args(var or []))
+    review = review_plan(loaded, values, offline=offline, endpoint=warehouse_endpoint)
+    if fmt == "json":
+        from agent.output.review import review_json
 
-        loaded = load_runbook(file)
-        values = resolve_vars(loaded.runbook, parse_var_args(var or []))
-        review = review_plan(loaded, values, offline=offline, endpoint=warehouse_endpoint)
-        if fmt == "json":
-            from agent.output.review import review_json
-
-            text = review.redactor.redact(json.dumps(review_json(review), indent=2, default=str))
-            text += "\n"
-        else:
-            text = render_review(review)
-        if output:
-            _write(output, text)
-            typer.echo(f"plan written to {output}", err=True)
-        else:
-            typer.echo(text, nl=False)
-        return EXIT_OK if review.ok else EXIT_PARTIAL
-
-    _finish(_guard(go))
+        text = review.redactor.redact(json.dumps(review_json(review), indent=2, default=str))
+        text += "\n"
+    else:
+        text = render_review(review)
+    if output:
+        _write(output, text)
+        typer.echo(f"plan written to {output}", err=True)
+    else:
+        typer.echo(text, nl=False)
+    return EXIT_OK if review.ok else EXIT_PARTIAL
 
 
 _PROMPTING = threading.Event()
@@ -215,12 +221,8 @@ def _confirm(listeners: list[Callable[..., None]]) -> Callable[[str], bool | Non
         try:
             with live.paused() if live is not None else contextlib.nullcontext():
                 return bool(typer.confirm(question, default=False))
-        except (KeyboardInterrupt, EOFError):
+        except (KeyboardInterrupt, EOFError, typer.Abort):
             return None
-        except Exception as exc:
-            if type(exc).__name__ == "Abort":
-                return None
-            raise
         finally:
             _PROMPTING.clear()
 
@@ -256,6 +258,7 @@ def _options(
 
 
 @app.command()
+@_command
 def run(
     file: Annotated[Path, typer.Argument(help="The runbook.")],
     var: VarOpt = None,
@@ -264,51 +267,46 @@ def run(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm manual steps.")] = False,
     only: Annotated[list[str] | None, typer.Option(help="Run only this step (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="Start at this step.")] = None,
-    warehouse_endpoint: Annotated[
-        str | None, typer.Option(help="BigQuery API endpoint (emulator).")
-    ] = None,
+    warehouse_endpoint: EndpointOpt = None,
     max_log_bytes: Annotated[int | None, typer.Option(help="Cap each step's log file.")] = None,
     junit: Annotated[Path | None, typer.Option(help="Also write JUnit XML here.")] = None,
     notify: Annotated[str | None, typer.Option(help="Slack-compatible webhook URL.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: QuietOpt = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Echo every output line.")
     ] = False,
-) -> None:
+) -> int:
     """Execute a runbook; writes report.md, run.json, journal.jsonl and logs/ under --reports.
 
     Example: runbook run runbooks/demo/backfill-game-context.yaml --var date=2026-01-25
     """
+    from agent.workflow import run_runbook
 
-    def go() -> int:
-        from agent.workflow import run_runbook
-
-        if only and from_:
-            raise UsageError("--only and --from cannot be combined: name the steps with --only")
-        options = _options(
-            var,
-            yes=yes,
-            quiet=quiet,
-            verbose=verbose,
-            reports_dir=reports,
-            parallel=parallel,
-            only=only or [],
-            start_from=from_,
-            warehouse_endpoint=warehouse_endpoint,
-            max_log_bytes=max_log_bytes,
-            notify_url=notify,
-        )
-        outcome = run_runbook(file, options, junit=junit)
-        for warning in outcome.warnings:
-            # A failed notification never changes the run's result, but it is not silent.
-            typer.echo(f"warning: {warning}", err=True)
-        typer.echo(str(outcome.report))
-        return outcome.exit_code
-
-    _finish(_guard(go))
+    if only and from_:
+        raise UsageError("--only and --from cannot be combined: name the steps with --only")
+    options = _options(
+        var,
+        yes=yes,
+        quiet=quiet,
+        verbose=verbose,
+        reports_dir=reports,
+        parallel=parallel,
+        only=only or [],
+        start_from=from_,
+        warehouse_endpoint=warehouse_endpoint,
+        max_log_bytes=max_log_bytes,
+        notify_url=notify,
+    )
+    outcome = run_runbook(file, options, junit=junit)
+    for warning in outcome.warnings:
+        # A failed notification never changes the run's result, but it is not silent.
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(str(outcome.report))
+    return outcome.exit_code
 
 
 @app.command()
+@_command
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory (reports/<run-id>).")],
     force: Annotated[
@@ -319,67 +317,61 @@ def resume(
         typer.Option("--var", help="Give secret vars again: name=value (they are never stored)."),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
+) -> int:
     """Continue an interrupted or crashed run; finished steps are kept, not re-run.
 
     Example: runbook resume reports/20260126T051432Z-backfill-game-context-1a2b
     """
+    from agent.workflow import resume_runbook
 
-    def go() -> int:
-        from agent.workflow import resume_runbook
-
-        options = _options(var, yes=yes, quiet=quiet, verbose=verbose)
-        outcome = resume_runbook(run_dir, options, force=force)
-        typer.echo(str(outcome.report))
-        return outcome.exit_code
-
-    _finish(_guard(go))
+    options = _options(var, yes=yes, quiet=quiet, verbose=verbose)
+    outcome = resume_runbook(run_dir, options, force=force)
+    typer.echo(str(outcome.report))
+    return outcome.exit_code
 
 
 @app.command()
+@_command
 def report(
     run_dir: Annotated[Path, typer.Argument(help="The run directory.")],
     template: Annotated[Path | None, typer.Option(help="Another Jinja2 template.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
-) -> None:
+    output: OutputOpt = None,
+) -> int:
     """Render a run's report again from its run.json.
 
     Example: runbook report reports/<run-id> -o report.md
     """
+    from agent.output.report import render_report
+    from agent.record import load_record
 
-    def go() -> int:
-        from agent.output.report import render_report
-        from agent.record import load_record
+    if not (run_dir / "run.json").is_file():
+        raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
+    import jinja2
 
-        if not (run_dir / "run.json").is_file():
-            raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
-        import jinja2
-
-        if template is not None and not template.is_file():
-            raise UsageError(f"--template {template}: no such file")
-        record = load_record(run_dir)
-        try:
-            text = render_report(record, template=template)
-        except jinja2.TemplateSyntaxError as exc:
-            raise UsageError(f"{exc.filename or template}:{exc.lineno}: {exc.message}") from None
-        except jinja2.TemplateError as exc:
-            raise UsageError(
-                f"{template}: {exc} (a template sees `r`, the report's view of the run; "
-                "templates/remediation-report.md.j2 shows its fields)"
-            ) from None
-        if output:
-            _write(output, text)
-        else:
-            typer.echo(text, nl=False)
-        return EXIT_OK
-
-    _finish(_guard(go))
+    if template is not None and not template.is_file():
+        raise UsageError(f"--template {template}: no such file")
+    record = load_record(run_dir)
+    try:
+        text = render_report(record, template=template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UsageError(f"{exc.filename or template}:{exc.lineno}: {exc.message}") from None
+    except jinja2.TemplateError as exc:
+        raise UsageError(
+            f"{template}: {exc} (a template sees `r`, the report's view of the run; "
+            "templates/remediation-report.md.j2 shows its fields)"
+        ) from None
+    if output:
+        _write(output, text)
+    else:
+        typer.echo(text, nl=False)
+    return EXIT_OK
 
 
 @app.command()
-def schema() -> None:
+@_command
+def schema() -> int:
     """Print the JSON Schema of the runbook format (for editors).
 
     Example: runbook schema > runbooks/runbook.schema.json
@@ -387,57 +379,56 @@ def schema() -> None:
     from agent.plan.schema import schema_text
 
     typer.echo(schema_text(), nl=False)
+    return EXIT_OK
 
 
 @app.command()
+@_command
 def demo(
     directory: Annotated[
         Path | None,
         typer.Option("--dir", help="Lay the demo out here (default: a new temporary folder)."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: QuietOpt = False,
     incident: Annotated[
         bool,
         typer.Option(
             "--incident", help="Run the whole incident (three actions) and write its postmortem."
         ),
     ] = False,
-) -> None:
+) -> int:
     """Run the bundled incident demo end to end on the embedded DuckDB warehouse.
 
     Example: runbook demo --dir /tmp/runbook-demo
     """
+    from agent.demo import run_demo
 
-    def go() -> int:
-        from agent.demo import run_demo
+    if incident:
+        from agent.demo import run_incident_demo
+        from agent.incident.postmortem import postmortem as render
 
-        if incident:
-            from agent.demo import run_incident_demo
-            from agent.incident.postmortem import postmortem as render
+        folder = run_incident_demo(directory)
+        out = folder / "reports" / "postmortem.md"
+        out.write_text(render(folder / "incident.yaml", folder / "reports"), encoding="utf-8")
+        typer.echo(f"\nPostmortem: {out}")
+        return EXIT_OK
 
-            folder = run_incident_demo(directory)
-            out = folder / "reports" / "postmortem.md"
-            out.write_text(render(folder / "incident.yaml", folder / "reports"), encoding="utf-8")
-            typer.echo(f"\nPostmortem: {out}")
-            return EXIT_OK
-
-        stop = threading.Event()
-        _install_signals(stop)
-        record, run_dir = run_demo(directory, listeners=_listeners(quiet, False), stop=stop)
-        status = record.status.value if record.status else "unfinished"
-        typer.echo(
-            f"\nThe demo's incident run ended {status} (`runbook run` would exit "
-            f"{record.exit_code}): the incident is only partly fixable, on purpose."
-        )
-        typer.echo(f"Report: {run_dir / 'report.md'}")
-        # The demo did its job when the run finished, whatever the incident's status; only an
-        # interrupted run (130) is the command's own failure.
-        return EXIT_INTERRUPTED if record.exit_code == EXIT_INTERRUPTED else EXIT_OK
-
-    _finish(_guard(go))
+    stop = threading.Event()
+    _install_signals(stop)
+    record, run_dir = run_demo(directory, listeners=_listeners(quiet, False), stop=stop)
+    status = record.status.value if record.status else "unfinished"
+    typer.echo(
+        f"\nThe demo's incident run ended {status} (`runbook run` would exit "
+        f"{record.exit_code}): the incident is only partly fixable, on purpose."
+    )
+    typer.echo(f"Report: {run_dir / 'report.md'}")
+    # The demo did its job when the run finished, whatever the incident's status; only an
+    # interrupted run (130) is the command's own failure.
+    return EXIT_INTERRUPTED if record.exit_code == EXIT_INTERRUPTED else EXIT_OK
 
 
 @app.command()
+@_command
 def history(
     reports: Annotated[Path, typer.Option(help="The reports folder.")] = Path("reports"),
     runbook: Annotated[str | None, typer.Option(help="Only runs of this runbook id.")] = None,
@@ -446,86 +437,77 @@ def history(
         str | None, typer.Option(help="Only runs since: 2h, 3d or an ISO time.")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
-) -> None:
+) -> int:
     """List past runs, newest first.
 
     Example: runbook history --runbook backfill-game-context --since 3d
     """
+    from agent.output.history import find_runs, history_table, parse_since
+    from agent.record import utcnow
 
-    def go() -> int:
-        from agent.output.history import find_runs, history_table, parse_since
-        from agent.record import utcnow
-
-        statuses = ("COMPLETE", "PARTIAL", "PARTIALLY COMPLETE", "FAILED", "INTERRUPTED")
-        if status and status.upper() not in statuses:
-            raise UsageError(f"--status {status!r}: one of complete, partial, failed, interrupted")
-        try:
-            when = parse_since(since, utcnow()) if since else None
-        except ValueError:
-            raise UsageError(
-                f"--since {since!r}: write 30m, 2h, 3d or an ISO date such as 2026-01-25"
-            ) from None
-        rows = find_runs(reports, runbook=runbook, status=status, since=when)
-        if fmt == "json":
-            typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, default=str))
-        elif rows:
-            typer.echo(history_table(rows))
-        else:
-            filtered = runbook or status or since
-            typer.echo(f"no runs {'match' if filtered else 'under ' + str(reports)}", err=True)
-        return EXIT_OK
-
-    _finish(_guard(go))
+    statuses = ("COMPLETE", "PARTIAL", "PARTIALLY COMPLETE", "FAILED", "INTERRUPTED")
+    if status and status.upper() not in statuses:
+        raise UsageError(f"--status {status!r}: one of complete, partial, failed, interrupted")
+    try:
+        when = parse_since(since, utcnow()) if since else None
+    except ValueError:
+        raise UsageError(
+            f"--since {since!r}: write 30m, 2h, 3d or an ISO date such as 2026-01-25"
+        ) from None
+    rows = find_runs(reports, runbook=runbook, status=status, since=when)
+    if fmt == "json":
+        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, default=str))
+    elif rows:
+        typer.echo(history_table(rows))
+    else:
+        filtered = runbook or status or since
+        typer.echo(f"no runs {'match' if filtered else 'under ' + str(reports)}", err=True)
+    return EXIT_OK
 
 
 @app.command()
-def show(run_dir: Annotated[Path, typer.Argument(help="The run directory.")]) -> None:
+@_command
+def show(run_dir: Annotated[Path, typer.Argument(help="The run directory.")]) -> int:
     """Print one run's summary: status, vars, and each step's status and time.
 
     Example: runbook show reports/<run-id>
     """
+    from agent.output.history import summary_text
+    from agent.record import load_record
 
-    def go() -> int:
-        from agent.output.history import summary_text
-        from agent.record import load_record
-
-        typer.echo(summary_text(load_record(run_dir), run_dir), nl=False)
-        return EXIT_OK
-
-    _finish(_guard(go))
+    typer.echo(summary_text(load_record(run_dir), run_dir), nl=False)
+    return EXIT_OK
 
 
 @app.command()
+@_command
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the starter runbook.")] = Path(
         "runbook.yaml"
     ),
-) -> None:
+) -> int:
     """Write a commented starter runbook that validates.
 
     Example: runbook init runbooks/my-backfill.yaml
     """
+    from agent.output.report import templates_dir
+    from agent.plan.schema import schema_text
 
-    def go() -> int:
-        from agent.output.report import templates_dir
-        from agent.plan.schema import schema_text
-
-        if path.exists():
-            raise UsageError(f"{path} exists; choose another name")
-        starter = (templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8")
-        _write(path, starter)
-        # Editors find the schema beside the runbook (written there if it is not yet).
-        schema = path.parent / "runbook.schema.json"
-        if not schema.exists():
-            schema.write_text(schema_text(), encoding="utf-8")
-        nxt = f"runbook validate {path} && runbook plan {path} --var date=YYYY-MM-DD"
-        typer.echo(f"wrote {path}; next: {nxt}")
-        return EXIT_OK
-
-    _finish(_guard(go))
+    if path.exists():
+        raise UsageError(f"{path} exists; choose another name")
+    starter = (templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8")
+    _write(path, starter)
+    # Editors find the schema beside the runbook (written there if it is not yet).
+    schema = path.parent / "runbook.schema.json"
+    if not schema.exists():
+        schema.write_text(schema_text(), encoding="utf-8")
+    nxt = f"runbook validate {path} && runbook plan {path} --var date=YYYY-MM-DD"
+    typer.echo(f"wrote {path}; next: {nxt}")
+    return EXIT_OK
 
 
 @app.command("import")
+@_command
 def import_(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN.md", help="A markdown action plan.")],
     action: Annotated[
@@ -534,76 +516,66 @@ def import_(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the draft here.")
     ] = None,
-) -> None:
+) -> int:
     """Draft a runbook from a markdown incident action plan; review it, then validate it.
 
     Example: runbook import docs/incidents/PLAN.md --action 3 -o runbooks/incident/action-3.yaml
     """
+    from agent.incident.importer import import_plan
 
-    def go() -> int:
-        from agent.incident.importer import import_plan
-
-        try:
-            text = plan_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read {plan_file}: {exc}") from None
-        draft = import_plan(text, source=str(plan_file), action=action)
-        if output is None:
-            sys.stdout.write(draft)
-        else:
-            _write(output, draft)
-            typer.echo(f"draft written to {output}; next: runbook validate {output}", err=True)
-        return EXIT_OK
-
-    _finish(_guard(go))
+    try:
+        text = plan_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {plan_file}: {exc}") from None
+    draft = import_plan(text, source=str(plan_file), action=action)
+    if output is None:
+        sys.stdout.write(draft)
+    else:
+        _write(output, draft)
+        typer.echo(f"draft written to {output}; next: runbook validate {output}", err=True)
+    return EXIT_OK
 
 
 @app.command()
+@_command
 def postmortem(
     incident: Annotated[Path, typer.Argument(metavar="INCIDENT.yaml", help="The incident file.")],
     reports: Annotated[Path, typer.Option(help="Where the actions' runs are.")] = Path("reports"),
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
-) -> None:
+    output: OutputOpt = None,
+) -> int:
     """The post-incident report over all the incident's runs (blameless form).
 
     Example: runbook postmortem runbooks/demo/incident.yaml --reports reports -o postmortem.md
     """
+    from agent.incident.postmortem import postmortem as render
 
-    def go() -> int:
-        from agent.incident.postmortem import postmortem as render
-
-        text = render(incident, reports)
-        if output:
-            _write(output, text)
-            typer.echo(f"postmortem written to {output}", err=True)
-        else:
-            typer.echo(text, nl=False)
-        return EXIT_OK
-
-    _finish(_guard(go))
+    text = render(incident, reports)
+    if output:
+        _write(output, text)
+        typer.echo(f"postmortem written to {output}", err=True)
+    else:
+        typer.echo(text, nl=False)
+    return EXIT_OK
 
 
 @app.command()
+@_command
 def followup(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of a run that fell short.")],
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", help="Default: beside the runbook, <name>.followup.yaml."),
     ] = None,
-) -> None:
+) -> int:
     """Write a runbook of what fell short in a run, ready to run when the data arrives.
 
     Example: runbook followup reports/<run-id> && runbook run runbooks/x.followup.yaml
     """
+    from agent.incident.followup import write_followup
 
-    def go() -> int:
-        from agent.incident.followup import write_followup
-
-        path = write_followup(run_dir, output)
-        typer.echo(str(path))
-        return EXIT_OK
-
-    _finish(_guard(go))
+    path = write_followup(run_dir, output)
+    typer.echo(str(path))
+    return EXIT_OK
 
 
 def main() -> int:
@@ -614,11 +586,12 @@ def main() -> int:
         return exc.exit_code
     except SystemExit as exc:  # click's own exits (e.g. --help)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    except typer.Abort:  # Ctrl-C or end of input while typer's parser prompted
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - usage errors of typer's bundled click, or a bug
-        # typer may bundle its own copy of click, so its exceptions are recognised by shape,
-        # not by class: a usage error can show itself and carries an exit code.
-        if type(exc).__name__ == "Abort":
-            return EXIT_INTERRUPTED
+        # Newer typer bundles its own click, older typer uses click's: their usage errors share
+        # no public class across those versions, so they are recognised by shape: a usage
+        # error can show itself and carries an exit code.
         show = getattr(exc, "show", None)
         if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
             show()

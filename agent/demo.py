@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 
 import agent
 from agent.errors import RunbookError, UsageError
+from agent.proc.process import run_captured
 from agent.record import RunRecord
 
 __all__ = [
@@ -61,12 +61,9 @@ def lay_out_demo(directory: Path | None = None, *, seed: bool = True) -> Path:
     shutil.copytree(demo_source(), target, ignore=_IGNORE, dirs_exist_ok=True)
     if seed:
         warehouse = target / ".runbook" / "warehouse.duckdb"
-        done = subprocess.run(
+        done = run_captured(
             [sys.executable, "seed.py", "--warehouse", str(warehouse), "--date", DEMO_DATE],
             cwd=target,
-            capture_output=True,
-            text=True,
-            check=False,
         )
         if done.returncode != 0:
             raise RunbookError(f"seeding the demo warehouse failed: {done.stderr.strip()[-500:]}")

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import typer
 
+from agent import cli
 from agent.cli import main
+from agent.errors import RunbookError, UsageError
 from agent.plan.schema import schema_text
 from tests.procs import run_cli
 
@@ -327,3 +330,45 @@ def test_validate_recognises_an_incident_file_without_its_schema_line(tmp_path: 
     res = run_cli("validate", "incident.yaml", "backfill-game-context.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "incident.yaml: ok\nbackfill-game-context.yaml: ok\n"
+
+
+def test_one_boundary_turns_errors_into_a_line_and_an_exit_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def failing(error: BaseException) -> int:
+        raise error
+
+    command = cli._command(failing)
+    for error, code, line in [
+        (UsageError("bad option"), 2, "error: bad option\n"),
+        (RunbookError("no such run"), 1, "error: no such run\n"),
+        (KeyboardInterrupt(), 130, "interrupted\n"),
+    ]:
+        with pytest.raises(typer.Exit) as exit_:
+            command(error)
+        assert exit_.value.exit_code == code
+        assert capsys.readouterr().err == line
+
+
+def test_the_boundary_keeps_the_signature_typer_reads() -> None:
+    import inspect
+
+    assert list(inspect.signature(cli.run).parameters)[:3] == ["file", "var", "reports"]
+    assert cli.run.__doc__ is not None
+    assert cli.run.__doc__.startswith("Execute a runbook")
+
+
+def test_abort_at_a_prompt_is_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    def abort(*args: object, **kwargs: object) -> bool:
+        raise typer.Abort
+
+    monkeypatch.setattr(typer, "confirm", abort)
+    assert cli._confirm([])("Run the manual step?") is None
+
+
+def test_abort_while_typer_parses_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    def abort(**kwargs: object) -> int:
+        raise typer.Abort
+
+    monkeypatch.setattr(cli, "app", abort)
+    assert main() == 130

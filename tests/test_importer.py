@@ -1,4 +1,4 @@
-"""Tests of agent/importer.py: markdown action plans (tests/plans/*.md) -> draft runbooks.
+"""Tests of agent/incident/importer/: markdown action plans (tests/plans/*.md) -> draft runbooks.
 
 The golden file ``tests/golden/import_orchestration_failures.yaml`` is the full draft of
 ``tests/plans/2026-01-25-orchestration-failures.md``. After an intended change to the importer,
@@ -506,3 +506,48 @@ def test_golden_full_draft(tmp_path: Path) -> None:
         GOLDEN.write_text(text, encoding="utf-8")
     assert text == GOLDEN.read_text(encoding="utf-8")
     load(text, tmp_path)
+
+
+# --- markdown read as CommonMark (markdown-it-py) ------------------------------------------------
+
+
+def _one_action(body: str, *, title: str = "# Plan\n\n## Recommended Actions\n\n") -> str:
+    return f"{title}#### Action 1: Do it\n\n**Steps:**\n{body}"
+
+
+def test_a_fence_with_an_info_string_does_not_close_a_block() -> None:
+    plan = _one_action(
+        "1. **Show the snippet**\n"
+        "   ```bash\n"
+        "   cat <<'EOF' > notes.md\n"
+        "   ```bash\n"
+        "   EOF\n"
+        "   ```\n"
+    )
+    steps = steps_of(import_plan(plan, source="p.md"))
+    assert list(steps) == ["a1_show_the_snippet"]
+    step = steps["a1_show_the_snippet"]
+    assert step["shell"] is True
+    assert step["command"] == "cat <<'EOF' > notes.md\n```bash\nEOF"
+
+
+def test_setext_headings_are_headings() -> None:
+    plan = (
+        "Cache Flush Plan\n================\n\n"
+        "Executive Summary\n-----------------\n\nThe cache is stale.\n\n"
+        "Recommended Actions\n-------------------\n\n"
+        "#### Action 1: Flush the cache\n\n**Steps:**\n"
+        "1. **Flush**\n   ```bash\n   python bin/flush_cache.py --all\n   ```\n"
+    )
+    data = yaml.safe_load(import_plan(plan, source="p.md"))
+    assert data["title"] == "Cache Flush Plan"
+    assert data["incident"]["plan"] == "Cache Flush Plan"
+    assert data["summary"] == "The cache is stale."
+    assert [s["id"] for s in data["steps"]] == ["a1_flush"]
+
+
+def test_fences_inside_blockquotes_are_found() -> None:
+    plan = _one_action("1. **Flush**\n\n> ```bash\n> python bin/flush_cache.py --all\n> ```\n")
+    step = steps_of(import_plan(plan, source="p.md"))["a1_flush"]
+    assert step["kind"] == "run"
+    assert step["command"] == "python bin/flush_cache.py --all"

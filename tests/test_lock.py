@@ -30,7 +30,13 @@ HOLDER = re.compile(
 )
 
 
-def _runbook(write_runbook: Write, seconds: float = 1.5) -> Path:
+def _runbook(write_runbook: Write, seconds: float = 1.5, *, until: str = "") -> Path:
+    """A one-step runbook whose step marks that it started, then sleeps (or waits for `until`)."""
+    wait = (
+        f"[time.sleep(0.01) for _ in range(3000) if not pathlib.Path('{until}').exists()]"
+        if until
+        else f"time.sleep({seconds})"
+    )
     return write_runbook(f"""
         version: 1
         id: locky
@@ -42,7 +48,7 @@ def _runbook(write_runbook: Write, seconds: float = 1.5) -> Path:
             kind: run
             command: >-
               {PY} -c "import time, pathlib; pathlib.Path('started-{{{{ day }}}}').touch();
-              time.sleep({seconds})"
+              {wait}"
     """)
 
 
@@ -66,19 +72,21 @@ def _wait_for(path: Path, seconds: float = 20) -> None:
 def test_two_runs_started_together_exactly_one_gets_the_lock(
     write_runbook: Write, tmp_path: Path
 ) -> None:
-    rb = _runbook(write_runbook)
+    # The step holds the lock until the test releases it, which it does only once one runner
+    # has ended: that runner cannot have waited for the step.
+    rb = _runbook(write_runbook, until="release")
     gate = threading.Barrier(2)
     procs: list[subprocess.Popen[str]] = []
-    ended: dict[int, float] = {}
+    first_to_end: list[int] = []
 
     def go() -> None:
         gate.wait()
         proc = _start("run", str(rb), "--reports", "reports", "-q", cwd=tmp_path)
         procs.append(proc)
-        proc.wait(timeout=30)
-        ended[proc.pid] = time.monotonic()
+        proc.wait(timeout=60)
+        first_to_end.append(proc.pid)
+        (tmp_path / "release").touch()
 
-    t0 = time.monotonic()
     threads = [threading.Thread(target=go) for _ in range(2)]
     for t in threads:
         t.start()
@@ -97,7 +105,7 @@ def test_two_runs_started_together_exactly_one_gets_the_lock(
     run_id = match.group(4)
     assert len(list((tmp_path / "reports").glob("*-locky-*"))) == 1  # the loser made no run dir
     assert (tmp_path / "reports" / run_id / "run.json").exists()
-    assert ended[loser] - t0 < 1.4  # it did not wait for the 1.5 s step
+    assert first_to_end[0] == loser  # it ended while the winner's step still held the lock
     assert load_record(tmp_path / "reports" / run_id).status == RunStatus.COMPLETE
 
 
@@ -130,22 +138,22 @@ def test_lock_of_a_killed_runner_is_taken_over(write_runbook: Write, tmp_path: P
     victim.communicate(timeout=10)
     (lock_file,) = (tmp_path / "reports" / ".locks").glob("locky-*.lock")
     assert json.loads(lock_file.read_text())["pid"] == victim.pid
-    # Its step's child was in its own session and survives the runner; end it for the test.
+    # Its step's child was in its own session and survives the runner.
     (tmp_path / "started-mon").unlink()
     rb.write_text(rb.read_text().replace("time.sleep(30)", "time.sleep(0)"))
-    started = time.monotonic()
     again = _start("run", str(rb), "--reports", "reports", "-q", cwd=tmp_path)
     _, err = again.communicate(timeout=20)
     assert again.returncode == 0, err
-    assert time.monotonic() - started < 5
+    # The dead runner's child still sleeps: the new run took the lock without waiting for it.
+    assert _kill_strays("started-mon", tmp_path) == 1
     holder = json.loads(lock_file.read_text())
     assert holder["pid"] == again.pid
     assert holder["host"] == socket.gethostname()
-    _kill_strays("started-mon", tmp_path)
 
 
-def _kill_strays(marker: str, tmp_path: Path) -> None:
-    """Stop the sleeping child the killed runner left behind (found by its command line)."""
+def _kill_strays(marker: str, tmp_path: Path) -> int:
+    """Stop the sleeping children the killed runner left behind (found by command line)."""
+    killed = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -156,6 +164,8 @@ def _kill_strays(marker: str, tmp_path: Path) -> None:
             continue
         if marker in cmd and "time.sleep(30)" in cmd and cwd == str(tmp_path):
             os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+    return killed
 
 
 def test_stale_lock_file_with_garbage_is_taken_over(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from agent.proc.process import (
     MAX_LINE_CHARS,
     ProcessResult,
     _Lines,
+    run_captured,
     run_process,
     shell_quote,
     strip_ansi,
@@ -507,3 +508,48 @@ def test_header_goes_first_and_outside_the_cap(tmp_path: Path) -> None:
     assert result.log_capped
     log = (tmp_path / "logs" / "step.log").read_bytes()
     assert log.startswith(b"--- attempt 1 of 1: x\n" + b"x" * 50 + b"\n[runbook] log capped")
+
+
+# -- run_captured: short helper programs, output in memory -------------------------------------
+
+
+def test_run_captured_returns_exit_code_output_env_and_cwd(tmp_path: Path) -> None:
+    code = "import os, sys; print(os.getcwd()); print(os.environ['ONLY']); sys.exit('oops')"
+    done = run_captured([PY, "-c", code], cwd=tmp_path, env={"ONLY": "this"}, timeout=20)
+    assert done.returncode == 1
+    assert not done.timed_out
+    assert done.stdout == f"{tmp_path}\nthis\n"
+    assert done.stderr == "oops\n"
+
+
+def test_run_captured_decodes_bad_bytes_with_replacement(tmp_path: Path) -> None:
+    done = run_captured(_py("import sys; sys.stdout.buffer.write(b'a\\xffb')"), cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout == "a\ufffdb"
+
+
+def test_run_captured_timeout_stops_the_whole_group() -> None:
+    done = run_captured(
+        ["/bin/sh", "-c", "sleep 100 & echo $$ $!; sleep 100"], timeout=0.5, grace=2.0
+    )
+    assert done.timed_out
+    assert done.returncode is None
+    child, grandchild = (int(p) for p in done.stdout.split())
+    assert not alive(grandchild)
+    assert not alive(child)
+    assert _group_members(child) == []
+
+
+def test_run_captured_leaves_nothing_running_behind() -> None:
+    # The background sleep holds the pipe: it is stopped after a linger, not waited for.
+    done = run_captured(["/bin/sh", "-c", "sleep 100 & echo $$ $!"], timeout=60, grace=2.0)
+    assert done.returncode == 0
+    assert not done.timed_out
+    child, grandchild = (int(p) for p in done.stdout.split())
+    assert not alive(grandchild)
+    assert _group_members(child) == []
+
+
+def test_run_captured_missing_program_raises_like_subprocess(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        run_captured(["no-such-program-xyz"], cwd=tmp_path)

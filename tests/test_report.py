@@ -707,24 +707,6 @@ def test_thousand_steps_are_fast() -> None:
     assert elapsed < 3.0, f"1,000 steps took {elapsed:.2f}s"
 
 
-def test_checks_of_one_table_and_named_checks_keep_distinct_names() -> None:
-    from agent.output.report import _display_names
-    from agent.record import CheckResult
-
-    checks = [
-        ("nba.ctx", CheckResult(table="nba.ctx")),
-        ("nba.ctx#2", CheckResult(table="nba.ctx")),
-        ("home teams", CheckResult(table="nba.ctx")),
-        ("raw.games", CheckResult(table="raw.games")),
-    ]
-    assert _display_names(checks) == {
-        "nba.ctx": "ctx",
-        "nba.ctx#2": "ctx#2",
-        "home teams": "home teams",
-        "raw.games": "games",
-    }
-
-
 _PLAN_DEMO = (
     Path(__file__).resolve().parent.parent / "runbooks" / "demo" / "backfill-game-context.yaml"
 )

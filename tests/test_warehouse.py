@@ -420,6 +420,16 @@ def test_timeout_is_retried_then_fails_the_checks_not_the_run(scripted: Scripted
     assert sleeps == [1.0, 2.0]
 
 
+def test_an_error_after_a_retried_one_is_not_retried(scripted: ScriptedBigQuery) -> None:
+    sleeps: list[float] = []
+    scripted.errors = [(503, "backendError", "busy"), (400, "invalidQuery", "Unrecognized x")]
+    with pytest.raises(WarehouseError) as raised:
+        scripted.warehouse(sleeps).scalar("SELECT 7", {}, {})
+    assert str(raised.value) == "bad SQL: Unrecognized x"
+    assert scripted.inserts == 2
+    assert sleeps == [1.0]
+
+
 @pytest.mark.parametrize(
     ("status", "reason", "message", "line"),
     [

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from agent.errors import RunbookError, ValidationError
+from agent.incident import emit
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook, load_runbook, load_text
 from agent.plan.model import CommandStep
@@ -46,29 +47,6 @@ _MANUAL_KEYS = (
     "on_shortfall",
     "resume",
 )
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style everywhere; multi-line strings as literal blocks."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value.strip("\n") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
-def _dump(value: Any) -> str:
-    return yaml.dump(
-        value,
-        Dumper=_Dumper,
-        sort_keys=False,
-        allow_unicode=True,
-        width=96,
-        default_flow_style=False,
-    )
 
 
 def _literal(text: str) -> str:
@@ -361,15 +339,14 @@ def _followup(record: RunRecord, target: Path) -> str:
         header.append(
             f"# Note: {original.name} changed since the run; steps are taken from it now."
         )
-    parts = ["\n".join(header) + "\n", _dump(document), "\nsteps:\n"]
-    for i, (comments, step) in enumerate(steps):
-        if i:
-            parts.append("\n")
-        parts.extend(f"  # {c}\n" for c in comments)
-        parts.append(_indent(_dump([step])))
-    if report:
-        parts.append("\n" + _dump({"report": report}))
-    result_text = "".join(parts)
+    result_text = emit.dump(
+        emit.Document(
+            header=header,
+            head=[emit.Data(document)],
+            steps=[emit.Step(comments, emit.Data(step)) for comments, step in steps],
+            tail=[emit.Data({"report": report})] if report else [],
+        )
+    )
     try:
         load_text(result_text, target)
     except ValidationError as exc:  # a bug here, not the user's: say what the check found
@@ -388,10 +365,6 @@ def _move_after(step: dict[str, Any], anchor: str, key: str) -> dict[str, Any]:
     if key not in out:
         out[key] = value
     return out
-
-
-def _indent(text: str) -> str:
-    return "".join(("  " + line if line.strip() else line) for line in text.splitlines(True))
 
 
 def _vars(raw_vars: dict[str, Any], record: RunRecord, secret: set[str]) -> dict[str, Any]:

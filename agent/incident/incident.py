@@ -12,23 +12,9 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.errors import RunbookError, ValidationError, display_path
-from agent.plan import templating
-from agent.plan.loader import (
-    _PATTERNS,
-    LoadedRunbook,
-    Path_,
-    _Builder,
-    _clean,
-    _located_errors,
-    _model_at,
-    _Problems,
-    _suggest,
-    load_runbook,
-    read_document,
-)
-from agent.plan.loader import (
-    _compose as _compose_yaml,
-)
+from agent.plan import document, templating
+from agent.plan.document import PATTERN_HINTS, Builder, KeyPath, Problems, read_document, suggest
+from agent.plan.loader import LoadedRunbook, load_runbook
 from agent.plan.model import ID_PATTERN
 from agent.plan.schema import schema_text
 from agent.plan.vars import resolve_vars
@@ -56,7 +42,7 @@ _HINTS = {
         " (criteria read it as actions.<id>)"
     ),
     SEVERITY_PATTERN: "write SEV0 to SEV5, or P0 to P4",
-    ID_PATTERN: _PATTERNS[ID_PATTERN],
+    ID_PATTERN: PATTERN_HINTS[ID_PATTERN],
 }
 
 Priority = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
@@ -197,10 +183,6 @@ def incident_schema_text() -> str:
 # --- loading ---------------------------------------------------------------------------------
 
 
-def _compose(text: str, problems: _Problems) -> tuple[dict[str, Any], _Builder] | None:
-    return _compose_yaml(text, problems, kind="incident", keys="id, title, severity and actions")
-
-
 _NAMED = {
     "actions": "action",
     "action_items": "action item",
@@ -209,7 +191,7 @@ _NAMED = {
 }
 
 
-def _where(path: Path_, data: Mapping[str, Any]) -> str:
+def _where(path: KeyPath, data: Mapping[str, Any]) -> str:
     if len(path) >= 2 and path[0] in _NAMED and isinstance(path[1], int):
         noun = _NAMED[str(path[0])]
         items = data.get(str(path[0]))
@@ -221,44 +203,23 @@ def _where(path: Path_, data: Mapping[str, Any]) -> str:
     return "the incident"
 
 
-def _message(err: dict[str, Any]) -> str:
-    return _clean(err["msg"], err, _HINTS)
-
-
-def _model_problems(
-    exc: pydantic.ValidationError, data: dict[str, Any], b: _Builder, problems: _Problems
-) -> None:
-    for found, rest, err in _located_errors(exc, data, b, Incident):
-        value_mark = b.value_marks.get(found, (1, 1))
-        if err["type"] == "extra_forbidden":
-            owner = _model_at(found[:-1], data, Incident)
-            options = list(owner.model_fields) if owner else []
-            key = str(found[-1]) if found else "?"
-            problems.add(
-                b.key_marks.get(found, value_mark),
-                f"unknown key '{key}' in {_where(found[:-1], data)}{_suggest(key, options)}",
-            )
-        elif err["type"] == "missing":
-            key = str(rest[0]) if rest else "?"
-            problems.add(value_mark, f"missing key '{key}' in {_where(found, data)}")
-        elif len(found) == 2 and str(found[0]) in _NAMED:
-            problems.add(value_mark, f"{_where(found, data)}: {_message(err)}")
-        elif found:
-            last = found[-1]
-            if isinstance(last, int):
-                label = f"item {last + 1} of '{found[-2]}' in {_where(found[:-2], data)}"
-            else:
-                label = f"'{last}' of {_where(found[:-1], data)}"
-            problems.add(value_mark, f"{label}: {_message(err)}")
+def _model_problems(exc: pydantic.ValidationError, data: dict[str, Any], b: Builder) -> None:
+    for found, rest, err in document.located_errors(exc, data, b, Incident):
+        if document.key_problem(found, rest, err, data=data, b=b, root=Incident, where=_where):
+            continue
+        message = document.clean_message(err["msg"], err, _HINTS)
+        if len(found) == 2 and str(found[0]) in _NAMED:
+            label = _where(found, data)  # an entry of a list: its own name says where
         else:
-            problems.add(value_mark, f"the incident: {_message(err)}")
+            label = document.value_label(found, data, _where)
+        b.problems.add(b.value_marks.get(found, (1, 1)), f"{label}: {message}")
 
 
 ACTION_FIELDS = ("id", "title", "state", "status", "run_id", "runs", "steps", "captures", "counts")
 
 
 def _check_criteria(
-    incident: Incident, loaded: dict[str, LoadedRunbook], b: _Builder, problems: _Problems
+    incident: Incident, loaded: dict[str, LoadedRunbook], b: Builder, problems: Problems
 ) -> None:
     ids = [a.id for a in incident.actions]
     for i, crit in enumerate(incident.success_criteria):
@@ -281,13 +242,13 @@ def _check_criteria(
                     problems.add(
                         mark,
                         f"{what} reads actions.{ref[0]}, which is not an action"
-                        f"{_suggest(ref[0], ids)}",
+                        f"{suggest(ref[0], ids)}",
                     )
                 elif len(ref) >= 2 and ref[1] not in ACTION_FIELDS:
                     problems.add(
                         mark,
                         f"{what} reads actions.{ref[0]}.{ref[1]}: an action has "
-                        f"{', '.join(ACTION_FIELDS)}{_suggest(ref[1], list(ACTION_FIELDS))}",
+                        f"{', '.join(ACTION_FIELDS)}{suggest(ref[1], list(ACTION_FIELDS))}",
                     )
                 elif len(ref) >= 3 and ref[1] == "steps" and ref[0] in loaded:
                     steps = [s.id for s in loaded[ref[0]].runbook.steps]
@@ -295,12 +256,12 @@ def _check_criteria(
                         problems.add(
                             mark,
                             f"{what} reads actions.{ref[0]}.steps.{ref[2]}, which is not a "
-                            f"step of {loaded[ref[0]].path.name}{_suggest(ref[2], steps)}",
+                            f"step of {loaded[ref[0]].path.name}{suggest(ref[2], steps)}",
                         )
 
 
 def _check_actions(
-    incident: Incident, base: Path, b: _Builder, problems: _Problems
+    incident: Incident, base: Path, b: Builder, problems: Problems
 ) -> tuple[dict[str, LoadedRunbook], dict[str, dict[str, Any]]]:
     loaded: dict[str, LoadedRunbook] = {}
     values: dict[str, dict[str, Any]] = {}
@@ -365,15 +326,14 @@ def load_incident_text(text: str, path: Path) -> LoadedIncident:
     Raises:
         ValidationError: with every problem found, each as FILE:LINE:COL: message.
     """
-    problems = _Problems(display_path(path))
-    composed = _compose(text, problems)
-    if composed is None:
-        raise ValidationError(problems.items)
-    data, builder = composed
+    data, builder = document.compose(
+        text, display_path(path), kind="incident", keys="id, title, severity and actions"
+    )
+    problems = builder.problems
     try:
         incident = Incident.model_validate(data)
     except pydantic.ValidationError as exc:
-        _model_problems(exc, data, builder, problems)
+        _model_problems(exc, data, builder)
         raise ValidationError(problems.items) from None
     loaded, values = _check_actions(incident, path.parent, builder, problems)
     _check_criteria(incident, loaded, builder, problems)

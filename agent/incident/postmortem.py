@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -11,15 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from agent.incident.incident import Action, LoadedIncident, load_incident
-from agent.output.report import (
-    _AUTO_PRIORITY,
-    _PRIORITIES,
-    _is_number,
-    _pct,
-    _ts,
-    _utc,
-    render_template,
+from agent.output import mermaid
+from agent.output.facts import (
+    AUTO_PRIORITY,
+    check_figure,
+    count_change,
+    counted,
+    is_number,
+    key_groups,
+    key_noun,
+    missing_count,
+    priority_rank,
+    skipped_on_purpose,
+    timestamp,
+    utc,
 )
+from agent.output.history import find_runs
+from agent.output.templates import render_template
 from agent.plan import templating
 from agent.plan.durations import elapsed
 from agent.plan.loader import LoadedRunbook
@@ -31,7 +38,6 @@ from agent.record import (
     RunStatus,
     Status,
     StepResult,
-    read_runs,
 )
 from agent.steps.verify import check_key
 
@@ -40,7 +46,6 @@ __all__ = [
     "ActionRuns",
     "action_namespace",
     "collect_runs",
-    "find_runs",
     "postmortem",
 ]
 
@@ -58,7 +63,6 @@ _MANUAL_STATUS = {
     "failed": "FAILED",
     "not started": "NOT STARTED",
 }
-_MERMAID_UNSAFE = re.compile(r"[:;#\n\r]+")
 
 
 # --------------------------------------------------------------------------- runs
@@ -107,20 +111,6 @@ class ActionRuns:
         return latest.status.value if latest.status else "NOT FINISHED"
 
 
-def find_runs(reports: Path) -> list[tuple[Path, RunRecord]]:
-    """Read every run record directly under `reports` (unreadable ones are passed over).
-
-    Args:
-        reports: The reports folder (each run is a folder holding run.json).
-
-    Returns:
-        (run directory, record) pairs, oldest run first.
-    """
-    found = read_runs(reports)
-    found.sort(key=lambda item: (_utc(item[1].started_at), item[1].run_id))
-    return found
-
-
 def _plain_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -155,7 +145,8 @@ def collect_runs(incident: LoadedIncident, reports: Path) -> list[ActionRuns]:
     Returns:
         One entry per action, in the file's order.
     """
-    runs = find_runs(reports)
+    # Oldest first: the latest matching run of an action decides its state.
+    runs = [(row.run_dir, row.record) for row in reversed(find_runs(reports))]
     out: list[ActionRuns] = []
     for action in incident.incident.actions:
         loaded = incident.runbooks.get(action.id)
@@ -277,32 +268,13 @@ def _short(table: str) -> str:
     return table.split("#", 1)[0].rsplit(".", 1)[-1]
 
 
-def _count_text(c: CheckResult) -> str:
-    if c.error:
-        return f"error: {c.error}"
-    if c.actual is None:
-        return "not measured"
-    if c.expected is not None:
-        pct = f" ({_pct(c.actual * 100.0 / c.expected)})" if c.expected else ""
-        return f"{c.actual}/{c.expected}{pct}"
-    if c.minimum is not None:
-        return f"{c.actual} (≥ {c.minimum})"
-    if c.ratio is not None and c.total:
-        return f"{c.actual}/{c.total} ({_pct(c.actual * 100.0 / c.total)})"
-    return str(c.actual)
-
-
 def _missing(c: CheckResult) -> str:
-    n = c.missing_total if c.missing_total is not None else len(c.missing_keys)
-    if not n and c.expected is not None and c.actual is not None:
-        n = max(c.expected - c.actual, 0)
+    n = missing_count(c)
     if not n:
         return "none" if c.ok else "—"
     if c.key and c.missing_keys:
-        first = c.key[0]
-        groups = sorted({str(k.get(first)) for k in c.missing_keys})
-        noun = re.sub(r"_(id|abbr|code|key|name)$", "", first).replace("_", " ")
-        return f"{n} ({len(groups)} {noun}{'s' if len(groups) != 1 else ''}: {', '.join(groups)})"
+        groups = sorted(key_groups(c))
+        return f"{n} ({counted(len(groups), key_noun(c.key[0]))}: {', '.join(groups)})"
     return str(n)
 
 
@@ -310,13 +282,9 @@ def _key_numbers(step: StepResult) -> str:
     if step.status == Status.NOT_FOUND and step.missing:
         return f" (missing {step.missing})"
     if step.counts:
-        parts = [f"{_short(k)} {_count_text(c)}" for k, c in step.counts.items()]
+        parts = [f"{_short(k)} {check_figure(c)}" for k, c in step.counts.items()]
         return f" ({', '.join(parts)})"
-    numbers = [
-        f"{k.replace('_', ' ')} {v}"
-        for k, v in step.captures.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    ]
+    numbers = [f"{k.replace('_', ' ')} {v}" for k, v in step.captures.items() if is_number(v)]
     return f" ({', '.join(numbers)})" if numbers else ""
 
 
@@ -333,10 +301,6 @@ def _action_title(entry: ActionRuns) -> str:
                 return entry.runs[0][1].title
             return entry.loaded.runbook.title
     return entry.action.id
-
-
-def _mermaid_text(text: str) -> str:
-    return _MERMAID_UNSAFE.sub(" ", text).strip() or "-"
 
 
 # --------------------------------------------------------------------------- view model
@@ -432,13 +396,13 @@ def _action_views(entries: list[ActionRuns]) -> list[ActionView]:
         if e.loaded is not None:
             source = e.action.runbook or ""
             when = (
-                f"{_ts(latest.started_at)} to {_ts(latest.ended_at)}"
+                f"{timestamp(latest.started_at)} to {timestamp(latest.ended_at)}"
                 if latest and latest.ended_at
-                else (_ts(latest.started_at) if latest else "—")
+                else (timestamp(latest.started_at) if latest else "—")
             )
         else:
             source = "manual"
-            when = _ts(e.action.at) if e.action.at else "—"
+            when = timestamp(e.action.at) if e.action.at else "—"
         views.append(
             ActionView(
                 number=i,
@@ -462,7 +426,7 @@ def _timeline(incident: LoadedIncident, entries: list[ActionRuns]) -> list[list[
 
     def add(at: datetime | None, who: str, text: str) -> None:
         if at is not None:
-            events.append((_utc(at), len(events), who, text))
+            events.append((utc(at), len(events), who, text))
 
     inc = incident.incident
     add(inc.detected, "—", "Incident detected")
@@ -496,42 +460,37 @@ def _timeline(incident: LoadedIncident, entries: list[ActionRuns]) -> list[list[
     if inc.resolved is not None:
         add(inc.resolved, "—", "Incident resolved")
     events.sort(key=lambda ev: (ev[0], ev[1]))
-    return [[_ts(at), who, text] for at, _, who, text in events]
+    return [[timestamp(at), who, text] for at, _, who, text in events]
 
 
 def _gantt(incident: LoadedIncident, entries: list[ActionRuns]) -> str:
-    lines = [
-        "gantt",
-        f"    title {_mermaid_text(incident.incident.title)}",
-        "    dateFormat YYYY-MM-DDTHH:mm:ss",
-        "    axisFormat %m-%d %H:%M",
-    ]
+    lines = mermaid.gantt_head(incident.incident.title, millis=False, axis="%m-%d %H:%M")
     tags = {"done": "done", "partially done": "active", "failed": "crit"}
     for n, e in enumerate(entries, 1):
-        title = _mermaid_text(f"{n}. {_action_title(e)}")
+        title = mermaid.label(f"{n}. {_action_title(e)}")
         if e.loaded is None:
             if e.action.at is None:
                 lines.append(f"    %% {e.action.id}: {e.state}, no time given")
                 continue
             lines.append(f"    section {title}")
-            at = _utc(e.action.at).strftime("%Y-%m-%dT%H:%M:%S")
-            lines.append(f"    {_mermaid_text(e.state)} (manual) :milestone, a{n}, {at}, 0d")
+            at = mermaid.gantt_time(e.action.at, millis=False)
+            lines.append(f"    {mermaid.label(e.state)} (manual) :milestone, a{n}, {at}, 0d")
             continue
         if not e.runs:
             lines.append(f"    %% {e.action.id}: not started")
             continue
         lines.append(f"    section {title}")
         for k, (_, record) in enumerate(e.runs, 1):
-            start = _utc(record.started_at)
-            end = _utc(record.ended_at) if record.ended_at else start
-            end = max(end, start + timedelta(seconds=1))
+            start = utc(record.started_at)
+            # A run still going (or that lasted no time) is drawn a second long.
+            end = max(
+                utc(record.ended_at) if record.ended_at else start, start + timedelta(seconds=1)
+            )
             state = _RUN_STATE.get(record.status, "failed") if record.status else "failed"
             status = record.status.value if record.status else "NOT FINISHED"
-            label = _mermaid_text(f"{record.runbook_id} {status}")
-            lines.append(
-                f"    {label} :{tags[state]}, a{n}r{k}, "
-                f"{start:%Y-%m-%dT%H:%M:%S}, {end:%Y-%m-%dT%H:%M:%S}"
-            )
+            label = mermaid.label(f"{record.runbook_id} {status}")
+            span = [mermaid.gantt_time(t, millis=False) for t in (start, end)]
+            lines.append(f"    {label} :{tags[state]}, a{n}r{k}, {span[0]}, {span[1]}")
     return "\n".join(lines)
 
 
@@ -544,10 +503,10 @@ def _measurements(
             for step in record.steps:
                 if step.baseline is not None:
                     for key, c in step.baseline.counts.items():
-                        at = _utc(step.baseline.measured_at)
+                        at = utc(step.baseline.measured_at)
                         out.setdefault(key, []).append((at, True, c))
                 if step.counts and _finished(step):
-                    at = _utc(step.ended_at or step.started_at or record.started_at)
+                    at = utc(step.ended_at or step.started_at or record.started_at)
                     for key, c in step.counts.items():
                         out.setdefault(key, []).append((at, False, c))
     return out
@@ -561,15 +520,13 @@ def _data_rows(entries: list[ActionRuns]) -> list[DataRow]:
         before = baselines[0][2] if baselines else None
         after = [m for m in items if not m[1]]
         last = after[-1][2] if after else None
-        change = "—"
-        if before is not None and last is not None and None not in (before.actual, last.actual):
-            delta = (last.actual or 0) - (before.actual or 0)
-            change = f"{delta:+d}" if delta else "none"
+        delta = count_change(before, last)
+        change = "—" if delta is None else (f"{delta:+d}" if delta else "none")
         rows.append(
             DataRow(
                 table=key,
-                before=_count_text(before) if before is not None else "not measured",
-                after=_count_text(last) if last is not None else "not measured",
+                before=check_figure(before) if before is not None else "not measured",
+                after=check_figure(last) if last is not None else "not measured",
                 change=change,
                 missing=_missing(last) if last is not None else "—",
             )
@@ -589,10 +546,10 @@ def _value_rows(entries: list[ActionRuns]) -> list[ValueRow]:
                     continue
                 titles[step.id] = step.title
                 for name, value in step.baseline.captures.items():
-                    if _is_number(value):
+                    if is_number(value):
                         firsts.setdefault((step.id, name), value)
                 for name, value in step.captures.items():
-                    if _is_number(value) and _finished(step):
+                    if is_number(value) and _finished(step):
                         lasts[(step.id, name)] = value
         for (sid, name), value in firsts.items():
             after = lasts.get((sid, name))
@@ -609,7 +566,7 @@ def _value_rows(entries: list[ActionRuns]) -> list[ValueRow]:
 
 def _issue_of(step: StepResult) -> tuple[str, str, str | None, list[str]]:
     status = step.status
-    priority = _AUTO_PRIORITY.get(status, "HIGH")
+    priority = AUTO_PRIORITY.get(status, "HIGH")
     sf = step.shortfall
     if sf:
         action = sf.get("action") or []
@@ -619,7 +576,7 @@ def _issue_of(step: StepResult) -> tuple[str, str, str | None, list[str]]:
     if step.counts:
         short = [_short(k) for k, c in step.counts.items() if not c.ok]
         impact = "; ".join(
-            f"{_short(k)} {_count_text(c)}, missing {_missing(c)}"
+            f"{_short(k)} {check_figure(c)}, missing {_missing(c)}"
             for k, c in step.counts.items()
             if not c.ok
         )
@@ -637,9 +594,7 @@ def _issues(entries: list[ActionRuns]) -> list[IssueView]:
     found: dict[str, IssueView] = {}
     for e in entries:
         for sid, step in e.steps.items():
-            if step.status == Status.SUCCESS or (
-                step.status == Status.SKIPPED and step.skipped_by in ("when", "selection")
-            ):
+            if step.status == Status.SUCCESS or skipped_on_purpose(step):
                 continue
             priority, issue, impact, actions = _issue_of(step)
             key = " ".join(issue.casefold().split())
@@ -648,13 +603,13 @@ def _issues(entries: list[ActionRuns]) -> list[IssueView]:
             if view is None:
                 found[key] = IssueView(priority, issue, [where], impact, list(actions))
                 continue
-            if _PRIORITIES.index(priority) < _PRIORITIES.index(view.priority):
+            if priority_rank(priority) < priority_rank(view.priority):
                 view.priority = priority
             view.seen_in.append(where)
             view.impact = view.impact or impact
             view.actions += [a for a in actions if a not in view.actions]
     # sorted() is stable: issues of one priority keep the order they were found in.
-    return sorted(found.values(), key=lambda v: _PRIORITIES.index(v.priority))
+    return sorted(found.values(), key=lambda v: priority_rank(v.priority))
 
 
 def _overview(entries: list[ActionRuns], criteria: list[CriterionView]) -> str:
@@ -679,14 +634,14 @@ def _measured_impact(entries: list[ActionRuns]) -> list[str]:
         baselines = sorted((m for m in items if m[1]), key=lambda m: m[0])
         if baselines and not baselines[0][2].ok:
             c = baselines[0][2]
-            out.append(f"{key}: {_count_text(c)} before the first action")
+            out.append(f"{key}: {check_figure(c)} before the first action")
     for e in entries:
         for _, record in e.runs[:1]:
             for step in record.steps:
                 if step.baseline is None:
                     continue
                 for name, value in step.baseline.captures.items():
-                    if _is_number(value) and value:
+                    if is_number(value) and value:
                         label = name.replace("_", " ")
                         out.append(f"{step.title}: {value} {label} before the first action")
     return out
@@ -711,7 +666,7 @@ def _build(incident: LoadedIncident, reports: Path) -> PostmortemView:
     criteria = _criteria(incident, entries)
     if inc.resolved is not None:
         state = "Resolved"
-        resolved = f"{_ts(inc.resolved)} UTC"
+        resolved = f"{timestamp(inc.resolved)} UTC"
         duration = _delta(inc.resolved - inc.detected)
     else:
         state = "Open"
@@ -729,7 +684,7 @@ def _build(incident: LoadedIncident, reports: Path) -> PostmortemView:
         title=inc.title,
         severity=inc.severity,
         state=state,
-        detected=f"{_ts(inc.detected)} UTC",
+        detected=f"{timestamp(inc.detected)} UTC",
         resolved=resolved,
         duration=duration,
         reference=inc.reference,
@@ -753,7 +708,7 @@ def _build(incident: LoadedIncident, reports: Path) -> PostmortemView:
         lessons=_lessons(incident, entries),
         action_items=[
             [i.priority, i.title, i.type, i.owner, i.due.isoformat(), i.status, i.ticket or "—"]
-            for i in sorted(inc.action_items, key=lambda i: (_PRIORITIES.index(i.priority), i.due))
+            for i in sorted(inc.action_items, key=lambda i: (priority_rank(i.priority), i.due))
         ],
         sources=f"{incident.path.name} and {runs} run{'s' if runs != 1 else ''} under "
         f"{reports.name or str(reports)}/",

@@ -10,21 +10,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from agent.output.facts import STATUS_MARK, duration_text
 from agent.plan.durations import elapsed
 from agent.record import RunRecord, Status
 from agent.steps.base import Event
 
-__all__ = ["MARKS", "LiveConsole", "PlainConsole", "make_console"]
-
-MARKS: dict[Status | None, str] = {
-    Status.SUCCESS: "✅",
-    Status.PARTIAL: "⚠️",
-    Status.FAILED: "❌",
-    Status.NOT_FOUND: "❓",
-    Status.TIMED_OUT: "⏱️",
-    Status.SKIPPED: "⏭️",
-    Status.ABORTED: "🛑",
-}
+__all__ = ["LiveConsole", "PlainConsole", "make_console"]
 
 
 def _lines(data: Any) -> list[str]:
@@ -87,8 +78,7 @@ class PlainConsole:
             secs = f" in {elapsed(r.duration_s)}" if r.duration_s is not None else ""
             why = f": {r.reason}" if r.reason and r.status != Status.SUCCESS else ""
             self._say(
-                f"[{sid}] {MARKS.get(r.status, '')} {r.status.value if r.status else '?'}"
-                f"{secs}{why}"
+                f"[{sid}] {STATUS_MARK[r.status]} {r.status.value if r.status else '?'}{secs}{why}"
             )
         elif k == "run_finished":
             rec = d["record"]
@@ -162,7 +152,7 @@ class LiveConsole:
                     self.rows[s.id] = {
                         "title": s.title,
                         "state": "done" if done else "pending",
-                        "mark": MARKS.get(s.status, "") if done else "",
+                        "mark": STATUS_MARK[s.status] if done else "",
                         "note": "kept from the first session" if done else "",
                     }
                 if not self.quiet:
@@ -202,7 +192,7 @@ class LiveConsole:
                 r = d["result"]
                 row.update(
                     state="done",
-                    mark=MARKS.get(r.status, "?"),
+                    mark=STATUS_MARK[r.status],
                     secs=r.duration_s,
                     note=(r.reason or "") if r.status != Status.SUCCESS else "",
                 )
@@ -236,8 +226,8 @@ class LiveConsole:
         for s in record.steps:
             table.add_row(
                 s.id,
-                f"{MARKS.get(s.status, '')} {s.status.value if s.status else '-'}",
-                elapsed(s.duration_s) if s.duration_s is not None else "",
+                f"{STATUS_MARK[s.status]} {s.status.value if s.status else '-'}",
+                duration_text(s.duration_s),
                 (s.reason or "")[:80] if s.status != Status.SUCCESS else "",
             )
         if not self.quiet:

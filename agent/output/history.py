@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.output.facts import duration_text, run_seconds, utc
 from agent.output.markdown import plain_table
-from agent.plan.durations import elapsed
 from agent.record import RunRecord, read_runs
 
 __all__ = ["RunRow", "find_runs", "history_table", "parse_since", "summary_text"]
@@ -30,14 +30,10 @@ class RunRow:
             "vars": r.vars,
             "status": r.status.value if r.status else "RUNNING?",
             "started": r.started_at.isoformat(),
-            "duration_s": _duration(r),
+            "duration_s": run_seconds(r),
             "operator": r.operator,
             "run_dir": str(self.run_dir),
         }
-
-
-def _duration(r: RunRecord) -> float | None:
-    return (r.ended_at - r.started_at).total_seconds() if r.ended_at else None
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -56,7 +52,8 @@ def find_runs(
     status: str | None = None,
     since: datetime | None = None,
 ) -> list[RunRow]:
-    """Every readable run under `reports`, newest first, filtered.
+    """Every readable run under `reports`, newest first, filtered (the one reader of past runs:
+    `history` lists them, the postmortem matches them to an incident's actions).
 
     Args:
         reports: the reports folder.
@@ -65,7 +62,7 @@ def find_runs(
         since: keep runs started at or after this time.
 
     Returns:
-        The rows, newest first.
+        The rows, newest first (runs that started together by run id, descending).
     """
     rows: list[RunRow] = []
     for run_dir, record in read_runs(reports):
@@ -77,7 +74,7 @@ def find_runs(
         if since and record.started_at < since:
             continue
         rows.append(RunRow(run_dir, record))
-    rows.sort(key=lambda r: r.record.started_at, reverse=True)
+    rows.sort(key=lambda r: (utc(r.record.started_at), r.record.run_id), reverse=True)
     return rows
 
 
@@ -94,7 +91,7 @@ def history_table(rows: list[RunRow]) -> str:
             _vars_text(r.record.vars),
             r.as_dict()["status"],
             r.record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            elapsed(d) if (d := _duration(r.record)) is not None else "",
+            duration_text(run_seconds(r.record)),
             r.record.operator,
         ]
         for r in rows
@@ -122,7 +119,7 @@ def summary_text(record: RunRecord, run_dir: Path) -> str:
             s.id,
             s.kind,
             s.status.value if s.status else "-",
-            elapsed(s.duration_s) if s.duration_s is not None else "",
+            duration_text(s.duration_s),
             (s.reason or "")[:80],
         ]
         for s in record.steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from agent.output.facts import run_seconds, status_tally
 from agent.record import RunRecord, Status
 
 __all__ = ["junit_xml", "write_junit"]
@@ -27,10 +28,11 @@ def junit_xml(record: RunRecord) -> str:
     Returns:
         The XML text.
     """
-    failures = sum(1 for s in record.steps if s.status in _FAILURES)
-    errors = sum(1 for s in record.steps if s.status in _ERRORS)
-    skipped = sum(1 for s in record.steps if s.status == Status.SKIPPED)
-    total = (record.ended_at - record.started_at).total_seconds() if record.ended_at else 0.0
+    tally = status_tally(record.steps)
+    failures = sum(tally.get(s, 0) for s in _FAILURES)
+    errors = sum(tally.get(s, 0) for s in _ERRORS)
+    skipped = tally.get(Status.SKIPPED, 0)
+    total = run_seconds(record) or 0.0
     root = ET.Element(
         "testsuites",
         name=f"runbook {record.runbook_id}",

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from agent.output.facts import status_tally
 from agent.record import RunRecord, Status
 
 __all__ = ["Notifier", "payload", "post"]
@@ -15,10 +16,7 @@ __all__ = ["Notifier", "payload", "post"]
 
 def payload(record: RunRecord, run_dir: Path) -> dict[str, Any]:
     """The JSON body: a `text` line (Slack's minimum) plus blocks and the raw figures."""
-    counts: dict[str, int] = {}
-    for s in record.steps:
-        key = s.status.value if s.status else "UNFINISHED"
-        counts[key] = counts.get(key, 0) + 1
+    counts = {(s.value if s else "UNFINISHED"): n for s, n in status_tally(record.steps).items()}
     status = record.status.value if record.status else "UNKNOWN"
     mark = {"COMPLETE": ":white_check_mark:", "PARTIALLY COMPLETE": ":warning:"}.get(status, ":x:")
     steps = ", ".join(f"{n} {k.lower()}" for k, n in counts.items())

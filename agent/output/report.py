@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import os
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
-import jinja2
-
-import agent
 from agent.output import markdown
+from agent.output.facts import (
+    AUTO_PRIORITY,
+    COUNT_WORDS,
+    RUN_MARK,
+    STATUS_MARK,
+    Change,
+    check_percent,
+    count_change,
+    counted,
+    display_names,
+    expected_text,
+    fraction,
+    is_number,
+    key_groups,
+    key_noun,
+    list_diff,
+    missing_phrase,
+    percent_change,
+    percent_text,
+    plural,
+    priority_rank,
+    run_seconds,
+    signed_percent_text,
+    skipped_on_purpose,
+    status_tally,
+    status_words,
+    timestamp,
+    utc,
+    value_changes,
+    value_text,
+)
+from agent.output.mermaid import run_flowchart, run_gantt
+
+# The Jinja environment moved to templates.py; these names stay importable from here.
+from agent.output.templates import render_template, template_environment, templates_dir
 from agent.plan.durations import elapsed
 from agent.record import (
     CheckResult,
@@ -40,66 +68,16 @@ __all__ = [
 
 DEFAULT_TEMPLATE = "remediation-report.md.j2"
 
-STATUS_MARK: dict[Status | None, str] = {
-    Status.SUCCESS: "✅",
-    Status.PARTIAL: "⚠️",
-    Status.FAILED: "❌",
-    Status.NOT_FOUND: "⚠️",
-    Status.TIMED_OUT: "⏱️",
-    Status.SKIPPED: "⏭️",
-    Status.ABORTED: "🛑",
-    None: "⏳",
-}
-_COUNT_WORDS: dict[Status | None, str] = {
-    Status.SUCCESS: "succeeded",
-    Status.PARTIAL: "partial",
-    Status.FAILED: "failed",
-    Status.NOT_FOUND: "not found",
-    Status.TIMED_OUT: "timed out",
-    Status.SKIPPED: "skipped",
-    Status.ABORTED: "aborted",
-    None: "not finished",
-}
-_RUN_MARK: dict[RunStatus | None, str] = {
-    RunStatus.COMPLETE: "✅",
-    RunStatus.PARTIALLY_COMPLETE: "⚠️",
-    RunStatus.FAILED: "❌",
-    RunStatus.INTERRUPTED: "🛑",
-    None: "⏳",
-}
 _DETAIL_MARK = {"ok": "✓", "warn": "⚠️", "error": "❌", "info": "•"}
-_PRIORITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
-_AUTO_PRIORITY: dict[Status | None, str] = {
-    Status.FAILED: "HIGH",
-    Status.TIMED_OUT: "HIGH",
-    Status.ABORTED: "HIGH",
-    Status.PARTIAL: "MEDIUM",
-    Status.SKIPPED: "MEDIUM",
-    Status.NOT_FOUND: "LOW",
-    None: "HIGH",
-}
 _MAX_LIST_ITEMS = 20
 _MAX_TAIL_LINES = 20
 _WRAP_AT = 80
 _EXPR_WORDS = {"and", "or", "not", "in", "is", "if", "else", "None", "True", "False", "none"}
 _IDENT = re.compile(r"\b[A-Za-z_]\w*\b")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_NOUN_SUFFIXES = ("_id", "_abbr", "_code", "_key", "_name", "_lookup", "_tricode", "_num")
 
 
 # --------------------------------------------------------------------------- public API
-
-
-def templates_dir() -> Path:
-    """Return the folder of the bundled report templates.
-
-    Returns:
-        ``agent/_data/templates`` in an installed wheel, else ``<repo>/templates``.
-    """
-    bundled = Path(agent.__file__).resolve().parent / "_data" / "templates"
-    if bundled.is_dir():
-        return bundled
-    return Path(agent.__file__).resolve().parent.parent / "templates"
 
 
 def render_report(record: RunRecord, *, template: Path | None = None) -> str:
@@ -118,17 +96,6 @@ def render_report(record: RunRecord, *, template: Path | None = None) -> str:
         return render_template(DEFAULT_TEMPLATE, r=_build(record))
     path = template.resolve()
     return render_template(path.name, path.parent, r=_build(record))
-
-
-def render_template(name: str, folder: Path | None = None, **context: Any) -> str:
-    """Render a template of templates/ (or of `folder`, which may extend those by name).
-
-    Returns:
-        The text, ending with a newline.
-    """
-    search = (str(folder), str(templates_dir())) if folder else (str(templates_dir()),)
-    text = template_environment(search).get_template(name).render(**context)
-    return text if text.endswith("\n") else text + "\n"
 
 
 def write_report(
@@ -152,64 +119,6 @@ def write_report(
     text = render_report(record, template=template)
     write_atomic(path, mask(text) if mask is not None else text)
     return path
-
-
-_ENV_OPTIONS: dict[str, Any] = {
-    "autoescape": False,  # markdown, escaped by the filters below
-    "undefined": jinja2.StrictUndefined,
-    "trim_blocks": True,
-    "lstrip_blocks": True,
-    "keep_trailing_newline": True,
-}
-
-
-class _BytecodeCache(jinja2.FileSystemBytecodeCache):
-    """Compiled templates kept between processes; a cache that cannot be used is skipped."""
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        with contextlib.suppress(OSError):
-            super().load_bytecode(bucket)
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        with contextlib.suppress(OSError):
-            super().dump_bytecode(bucket)
-
-
-@functools.lru_cache(maxsize=1)
-def _bytecode_cache() -> jinja2.BytecodeCache | None:
-    """The user's cache of compiled templates: compiling one cost `plan` about 30 ms (cProfile).
-
-    The compiled code also depends on the environment's options and Jinja's version, which the
-    cache's keys (template name, file, source) do not cover: they name the folder.
-    """
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    tag = hashlib.sha256(repr((sorted(_ENV_OPTIONS.items()), jinja2.__version__)).encode())
-    directory = Path(root) / "runbook" / f"templates-{tag.hexdigest()[:12]}"
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError:
-        return None
-    return _BytecodeCache(str(directory))
-
-
-@functools.lru_cache(maxsize=16)
-def template_environment(search_path: tuple[str, ...]) -> jinja2.Environment:
-    """One environment per template search path per process; templates compile once, and are
-    kept compiled between processes."""
-    env = jinja2.Environment(  # noqa: S701 - markdown, escaped by its filters
-        loader=jinja2.FileSystemLoader(list(search_path)),
-        bytecode_cache=_bytecode_cache(),
-        **_ENV_OPTIONS,
-    )
-    env.filters.update(
-        md=markdown.inline,
-        code=markdown.code,
-        fence=markdown.fence,
-        link=markdown.link,
-        table=markdown.table,
-        plain=markdown.plain,
-    )
-    return env
 
 
 # --------------------------------------------------------------------------- view model
@@ -332,40 +241,9 @@ class ReportView:
 # --------------------------------------------------------------------------- formatting
 
 
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _ts(dt: datetime) -> str:
-    return _utc(dt).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _human(name: str) -> str:
     words = re.sub(r"[_\-\s]+", " ", name).strip()
     return words[:1].upper() + words[1:] if words else name
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "no match"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list | tuple):
-        return " — ".join(_fmt(v) for v in value)
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
-    return str(value)
-
-
-def _pct(value: float) -> str:
-    text = f"{value:.1f}"
-    return (text[:-2] if text.endswith(".0") else text) + "%"
-
-
-def _signed_pct(value: float) -> str:
-    return ("+" if value >= 0 else "-") + _pct(abs(value))
 
 
 def _size(n: int) -> str:
@@ -375,32 +253,6 @@ def _size(n: int) -> str:
             return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} bytes"  # pragma: no cover
-
-
-def _plural(word: str, n: int) -> str:
-    if n == 1:
-        return word
-    if word.endswith(("s", "x", "ch", "sh")):
-        return word + "es"
-    if word.endswith("y") and word[-2:-1] not in "aeiou":
-        return word[:-1] + "ies"
-    return word + "s"
-
-
-def _noun(column: str) -> str:
-    col = column.lower()
-    for suffix in _NOUN_SUFFIXES:
-        if col.endswith(suffix) and len(col) > len(suffix):
-            return col[: -len(suffix)].replace("_", " ")
-    return col.replace("_", " ")
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {_plural(word, n)}"
-
-
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _sequence(value: Any) -> bool:
@@ -464,144 +316,62 @@ def _shell_words(text: str) -> list[str]:
 # --------------------------------------------------------------------------- checks
 
 
-def _display_names(checks: Iterable[tuple[str, CheckResult]]) -> dict[str, str]:
-    """Short table names (`dataset.table` -> `table`) unless two checks would share one.
-
-    A check with its own `name` (its key is not a table name) is shown by that name; several
-    checks of one table are told apart by their keys (`table#2`).
-    """
-    items = list(checks)
-    shorts = [c.table.rsplit(".", 1)[-1] for _, c in items]
-    tables = [c.table for _, c in items]
-    names: dict[str, str] = {}
-    for (key, c), short in zip(items, shorts, strict=True):
-        if key != c.table and not key.startswith(c.table + "#"):
-            names[key] = key  # a named check
-        elif tables.count(c.table) > 1:
-            names[key] = (
-                key.replace(c.table, short) if shorts.count(short) == tables.count(c.table) else key
-            )
-        else:
-            names[key] = short if shorts.count(short) == 1 else c.table
-    return names
-
-
-def _total(c: CheckResult) -> int | None:
-    # A minimum is a floor, not a total: a percentage against it means nothing.
-    for value in (c.total, c.expected):
-        if value is not None:
-            return value
-    return None
-
-
-def _percent(c: CheckResult) -> float | None:
-    if c.percent is not None:
-        return c.percent
-    total = _total(c)
-    if c.actual is None or not total:
-        return None
-    return c.actual * 100.0 / total
-
-
-def _expected_text(c: CheckResult) -> str:
-    if c.expected is not None:
-        return str(c.expected)
-    if c.minimum is not None:
-        return f"≥ {c.minimum}"
-    if c.ratio is not None:
-        base = f" of {c.total}" if c.total is not None else ""
-        return f"≥ {_pct(c.ratio * 100)}{base}"
-    return "—"
-
-
-def _missing_count(c: CheckResult) -> int:
-    if c.missing_total is not None:
-        return c.missing_total
-    if c.missing_keys:
-        return len(c.missing_keys)
-    total = _total(c)
-    if total is not None and c.actual is not None and c.actual < total:
-        return total - c.actual
-    return 0
-
-
-def _key_groups(c: CheckResult) -> dict[str, list[str]]:
-    """Missing keys grouped by their first key column: {game: [other key values]}."""
-    groups: dict[str, list[str]] = {}
-    first = c.key[0] if c.key else None
-    for row in c.missing_keys:
-        head = _fmt(row.get(first)) if first is not None else _fmt(row)
-        rest = [_fmt(v) for k, v in row.items() if k != first]
-        groups.setdefault(head, []).extend(rest if len(rest) <= 1 else ["/".join(rest)])
-    return groups
-
-
-def _missing_phrase(c: CheckResult) -> str:
-    """E.g. "6 team records missing (3 games)"."""
-    n = _missing_count(c)
-    if len(c.key) >= 2 and c.missing_keys:
-        groups = len(_key_groups(c))
-        capped = c.missing_total is not None and c.missing_total > len(c.missing_keys)
-        at_least = "at least " if capped else ""
-        records = f"{n} {_noun(c.key[-1])} {_plural('record', n)}"
-        return f"{records} missing ({at_least}{_count(groups, _noun(c.key[0]))})"
-    if len(c.key) == 1 and c.missing_keys:
-        return f"{_count(n, _noun(c.key[0]))} missing"
-    return f"{_count(n, 'record')} missing"
-
-
 def _check_fact(name: str, c: CheckResult) -> str:
     if c.error:
         return f"{name} could not be counted ({c.error})"
     actual = "no" if c.actual is None else str(c.actual)
-    pct = _percent(c)
+    pct = check_percent(c)
     if c.expected is not None:
-        tail = f" ({_pct(pct)})" if pct is not None else ""
-        keys = f"; {_missing_phrase(c)}" if c.missing_keys else ""
+        tail = f" ({percent_text(pct)})" if pct is not None else ""
+        keys = f"; {missing_phrase(c)}" if c.missing_keys else ""
         return f"{name} has {actual} of {c.expected} expected records{tail}{keys}"
-    keys = f"; {_missing_phrase(c)}" if c.missing_keys else ""
+    keys = f"; {missing_phrase(c)}" if c.missing_keys else ""
     if c.minimum is not None and (c.actual or 0) < c.minimum:
         return f"{name} has {actual} records, at least {c.minimum} required{keys}"
     if c.ratio is not None:
-        tail = f" ({_pct(pct)})" if pct is not None else ""
-        return f"{name} has {actual} records{tail}, {_expected_text(c)} required{keys}"
-    return f"{name} has {actual} records; {_missing_phrase(c)}"
+        tail = f" ({percent_text(pct)})" if pct is not None else ""
+        return f"{name} has {actual} records{tail}, {expected_text(c)} required{keys}"
+    return f"{name} has {actual} records; {missing_phrase(c)}"
 
 
 def _verification(step: StepResult, backend: str) -> Verification:
-    names = _display_names(step.counts.items())
+    names = display_names(step.counts.items())
     width = max((len(n) for n in names.values()), default=0) + 1
     lines: list[str] = []
     rows: list[list[str]] = []
     missing: list[Bullet] = []
     for key, c in step.counts.items():
         name = names[key]
-        pct = _percent(c)
+        pct = check_percent(c)
         if c.error:
             desc = f"error - {c.error}"
         else:
-            count = "no count" if c.actual is None else _count(c.actual, "record")
-            what = "complete" if c.ok else _missing_phrase(c)
-            desc = f"{count} ({_pct(pct)} - {what})" if pct is not None else f"{count} ({what})"
+            count = "no count" if c.actual is None else counted(c.actual, "record")
+            what = "complete" if c.ok else missing_phrase(c)
+            desc = (
+                f"{count} ({percent_text(pct)} - {what})"
+                if pct is not None
+                else f"{count} ({what})"
+            )
         lines.append(f"{markdown.plain(name) + ':':<{width}} {desc}")
         mark = "❌" if c.error else ("✓" if c.ok else "⚠️")
         rows.append(
             [
                 c.table,
-                _expected_text(c),
+                expected_text(c),
                 "n/a" if c.actual is None else str(c.actual),
-                "n/a" if pct is None else _pct(pct),
+                "n/a" if pct is None else percent_text(pct),
                 mark,
             ]
         )
         if not c.ok and not c.error:
-            bullet = Bullet(f"{name}: {_missing_phrase(c)}")
-            groups = _key_groups(c)
+            bullet = Bullet(f"{name}: {missing_phrase(c)}")
+            groups = key_groups(c)
             if len(c.key) >= 2:
                 first = c.key[0]
                 others = ", ".join(c.key[1:])
                 items = [f"{first} {g}: {', '.join(v)}" for g, v in groups.items()]
-                bullet.subs = _capped(items, str, f"more {_plural(_noun(first), 2)}")
+                bullet.subs = _capped(items, str, f"more {plural(key_noun(first), 2)}")
                 if items:
                     bullet.text += f" — missing {others} by {first}"
             elif c.missing_keys:
@@ -629,9 +399,9 @@ def _expr_values(expr: str, step: StepResult, variables: Mapping[str, Any]) -> s
     before = step.baseline.captures if step.baseline is not None else {}
     values = []
     for n in seen:
-        text = f"{n} = {_fmt(step.captures[n] if n in step.captures else variables[n])}"
-        if n in step.captures and _is_number(before.get(n)):
-            text += f", {_fmt(before[n])} before the run"
+        text = f"{n} = {value_text(step.captures[n] if n in step.captures else variables[n])}"
+        if n in step.captures and is_number(before.get(n)):
+            text += f", {value_text(before[n])} before the run"
         values.append(text)
     return ", ".join(values)
 
@@ -664,12 +434,12 @@ def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
             if not value:
                 bullets.append(Bullet(f"{label}: none"))
             else:
-                bullets.append(Bullet(f"{label}: {len(value)}", _capped(value, _fmt)))
+                bullets.append(Bullet(f"{label}: {len(value)}", _capped(value, value_text)))
         elif isinstance(value, Mapping) and value:
-            items = [f"{k}: {_fmt(v)}" for k, v in value.items()]
+            items = [f"{k}: {value_text(v)}" for k, v in value.items()]
             bullets.append(Bullet(f"{label}:", _capped(items, str)))
         else:
-            bullets.append(Bullet(f"{label}: {_fmt(value)}"))
+            bullets.append(Bullet(f"{label}: {value_text(value)}"))
     if step.confirmed_by and step.reason and step.status == Status.SUCCESS:
         # Say who confirmed: a person at the prompt, or nobody (--yes).
         who = (
@@ -681,7 +451,9 @@ def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
     if step.polls:
         last = step.polls[-1]
         bullets.append(
-            Bullet(f"Polls: {len(step.polls)} (last at {_ts(last.at)}: {_fmt(last.value)})")
+            Bullet(
+                f"Polls: {len(step.polls)} (last at {timestamp(last.at)}: {value_text(last.value)})"
+            )
         )
     if step.exit_code is not None:
         bullets.append(Bullet(f"Exit code: {step.exit_code}"))
@@ -728,7 +500,7 @@ def _step_view(number: int, step: StepResult, record: RunRecord) -> StepView:
         kind=step.kind,
         status="" if status is None else status.value,
         status_mark=STATUS_MARK[status],
-        status_words="NOT FINISHED" if status is None else status.value.replace("_", " "),
+        status_words=status_words(status),
         command=None if command is None else _wrap_command(command),
         results=_results(step, record.vars),
         reason=step.reason if status != Status.SUCCESS else None,
@@ -749,7 +521,7 @@ def _step_facts(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
     status = step.status
     if status == Status.NOT_FOUND:
         alt = (
-            f"; {_count(len(step.alternatives), 'alternative')} found" if step.alternatives else ""
+            f"; {counted(len(step.alternatives), 'alternative')} found" if step.alternatives else ""
         )
         facts.append(f"{step.title}: {step.missing or 'the program'} does not exist{alt}")
     elif status == Status.FAILED:
@@ -768,7 +540,7 @@ def _step_facts(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
         facts.append(f"{step.title} was aborted" + (f": {step.reason}" if step.reason else ""))
     elif status is None:
         facts.append(f"{step.title} did not finish")
-    names = _display_names(step.counts.items())
+    names = display_names(step.counts.items())
     facts.extend(_check_fact(names[k], c) for k, c in step.counts.items() if not c.ok)
     for e in step.expectations:
         if not e.ok:
@@ -778,15 +550,6 @@ def _step_facts(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
     if status == Status.PARTIAL and not facts and step.reason:
         facts.append(f"{step.title}: {step.reason}")
     return facts
-
-
-def _skipped_by_when(step: StepResult) -> bool:
-    if step.status != Status.SKIPPED:
-        return False
-    if step.skipped_by is not None:
-        return step.skipped_by in ("when", "selection")
-    reason = (step.reason or "").lower()
-    return not any(w in reason for w in ("need", "did not succeed", "not confirmed", "manual"))
 
 
 # --------------------------------------------------------------------------- sections
@@ -812,13 +575,11 @@ def _summary_lead(record: RunRecord) -> str:
         what = action or plan
     else:
         what = f"runbook {record.runbook_id}"
-    tally: dict[Status | None, int] = {}
-    for s in record.steps:
-        tally[s.status] = tally.get(s.status, 0) + 1
+    tally = status_tally(record.steps)
     order: list[Status | None] = [*Status, None]
-    parts = [f"{tally[s]} {_COUNT_WORDS[s]}" for s in order if s in tally]
+    parts = [f"{tally[s]} {COUNT_WORDS[s]}" for s in order if s in tally]
     status = f" Run status: {record.status.value}." if record.status else ""
-    return f"Ran {_count(n, 'step')} of {what}: {', '.join(parts)}.{status}"
+    return f"Ran {counted(n, 'step')} of {what}: {', '.join(parts)}.{status}"
 
 
 def _numeric_changes(step: StepResult) -> list[StatGroup]:
@@ -830,43 +591,47 @@ def _numeric_changes(step: StepResult) -> list[StatGroup]:
         for n, v in after_all.items()
         if _sequence(v) and _sequence(before_all.get(n)) and list(before_all[n]) != list(v)
     ]
-    names = [n for n, v in after_all.items() if _is_number(v) or _is_number(before_all.get(n))]
-    names += [n for n, v in before_all.items() if _is_number(v) and n not in names]
-    lone = len(names) == 1
-    for name in names:
-        label = _human(name)
-        unit = label.lower()
-        before, after = before_all.get(name), after_all.get(name)
-        stats = [
-            Stat("Before", f"{_fmt(before)} {unit}" if _is_number(before) else "not measured"),
-            Stat("After", f"{_fmt(after)} {unit}" if _is_number(after) else "not captured"),
-        ]
-        if _is_number(before) and _is_number(after):
-            delta = after - before
-            if delta < 0:
-                pct = f" ({_signed_pct(delta * 100.0 / before)})" if before else ""
-                stats.append(Stat("Reduction", f"{label} reduced by {_fmt(-delta)}{pct}"))
-            elif delta > 0:
-                stats.append(Stat("Change", f"{label} increased by {_fmt(delta)}"))
-            elif any(lone or _related(name, n) for n in lists_changed):
-                stats.append(Stat("Reduction", f"{label} changed but not reduced in count"))
-            else:
-                stats.append(Stat("Reduction", "none (unchanged)"))
-        groups.append(StatGroup(f"{label} ({step.title})", stats))
+    changes = value_changes(step)
+    lone = len(changes) == 1
+    for change in changes:
+        label = _human(change.name)
+        groups.append(
+            StatGroup(f"{label} ({step.title})", _change_stats(change, label, lone, lists_changed))
+        )
     for name in lists_changed:
-        before_items = [_fmt(v) for v in before_all[name]]
-        after_items = [_fmt(v) for v in after_all[name]]
-        gone = [v for v in before_items if v not in after_items]
-        new = [v for v in after_items if v not in before_items]
+        gone, new, kept = list_diff(before_all[name], after_all[name])
         stats = [
             Stat("Resolved", str(len(gone)), _capped(gone, str)),
             Stat("New", str(len(new)), _capped(new, str)),
-            Stat("Unchanged", str(len([v for v in after_items if v in before_items]))),
+            Stat("Unchanged", str(kept)),
         ]
         groups.append(StatGroup(f"{_human(name)} ({step.title})", stats))
     if step.baseline.error:
         groups.append(StatGroup(step.title, [Stat("Baseline error", step.baseline.error)]))
     return groups
+
+
+def _change_stats(change: Change, label: str, lone: bool, lists_changed: list[str]) -> list[Stat]:
+    unit = label.lower()
+    before, after = change.before, change.after
+    stats = [
+        Stat("Before", f"{value_text(before)} {unit}" if is_number(before) else "not measured"),
+        Stat("After", f"{value_text(after)} {unit}" if is_number(after) else "not captured"),
+    ]
+    delta = change.delta
+    if delta is None:
+        return stats
+    if delta < 0:
+        pct = f" ({signed_percent_text(change.percent)})" if change.percent is not None else ""
+        stats.append(Stat("Reduction", f"{label} reduced by {value_text(-delta)}{pct}"))
+    elif delta > 0:
+        stats.append(Stat("Change", f"{label} increased by {value_text(delta)}"))
+    elif any(lone or _related(change.name, n) for n in lists_changed):
+        # The count held but the items it counts changed: not "unchanged".
+        stats.append(Stat("Reduction", f"{label} changed but not reduced in count"))
+    else:
+        stats.append(Stat("Reduction", "none (unchanged)"))
+    return stats
 
 
 def _stem(name: str) -> str:
@@ -882,7 +647,7 @@ def _related(number: str, items: str) -> bool:
 def _coverage_changes(step: StepResult) -> list[StatGroup]:
     assert step.baseline is not None
     groups: list[StatGroup] = []
-    names = _display_names(step.counts.items())
+    names = display_names(step.counts.items())
     for key, after in step.counts.items():
         before = step.baseline.counts.get(key)
         stats: list[Stat] = []
@@ -890,44 +655,33 @@ def _coverage_changes(step: StepResult) -> list[StatGroup]:
         def figure(c: CheckResult | None, *, mark: bool = False) -> str:
             if c is None or c.actual is None:
                 return "not measured" + (f" ({c.error})" if c is not None and c.error else "")
-            total = _total(c)
-            pct = _percent(c)
-            text = f"{c.actual}/{total}" if total is not None else str(c.actual)
-            text += " records" + (f" ({_pct(pct)})" if pct is not None else "")
+            pct = check_percent(c)
+            text = fraction(c) + " records" + (f" ({percent_text(pct)})" if pct is not None else "")
             return text + (" ✅" if mark and c.ok else "")
 
         stats.append(Stat("Before", figure(before)))
         stats.append(Stat("After", figure(after, mark=True)))
-        if before is not None and before.actual is not None and after.actual is not None:
-            delta = after.actual - before.actual
-            p_before, p_after = _percent(before), _percent(after)
-            pct = (
-                f" ({_signed_pct(p_after - p_before)})"
-                if p_before is not None and p_after is not None
-                else ""
-            )
+        delta = count_change(before, after)
+        if delta is not None:
+            points = percent_change(before, after)
+            pct = f" ({signed_percent_text(points)})" if points is not None else ""
             if delta > 0:
-                stats.append(Stat("Improvement", f"+{_count(delta, 'record')}{pct}"))
+                stats.append(Stat("Improvement", f"+{counted(delta, 'record')}{pct}"))
             elif delta < 0:
-                stats.append(Stat("Change", f"-{_count(-delta, 'record')}{pct}"))
+                stats.append(Stat("Change", f"-{counted(-delta, 'record')}{pct}"))
             else:
                 stats.append(Stat("Change", "none (unchanged)"))
         if not after.ok and after.error is None:
-            stats.append(Stat("Still Missing", _missing_phrase(after)))
+            stats.append(Stat("Still Missing", missing_phrase(after)))
         groups.append(StatGroup(names[key], stats))
     return groups
 
 
 def _stats(record: RunRecord) -> tuple[list[Stat], list[StatGroup]]:
-    tally: dict[str, int] = {}
-    for s in record.steps:
-        word = _COUNT_WORDS[s.status]
-        tally[word] = tally.get(word, 0) + 1
-    run: list[Stat] = [
-        Stat("Steps", f"{len(record.steps)}" + (f" ({_tally_text(tally)})" if tally else ""))
-    ]
-    if record.ended_at is not None:
-        seconds = (_utc(record.ended_at) - _utc(record.started_at)).total_seconds()
+    tally = ", ".join(f"{n} {COUNT_WORDS[s]}" for s, n in status_tally(record.steps).items())
+    run: list[Stat] = [Stat("Steps", f"{len(record.steps)}" + (f" ({tally})" if tally else ""))]
+    seconds = run_seconds(record)
+    if seconds is not None:
         run.append(Stat("Run time", elapsed(max(seconds, 0.0))))
     groups: list[StatGroup] = []
     for step in record.steps:
@@ -940,40 +694,37 @@ def _stats(record: RunRecord) -> tuple[list[Stat], list[StatGroup]]:
     return run, groups
 
 
-def _tally_text(tally: Mapping[str, int]) -> str:
-    return ", ".join(f"{n} {w}" for w, n in tally.items())
-
-
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
     if _sequence(value):
-        return [_fmt(v) for v in value]
-    return [_fmt(value)]
+        return [value_text(v) for v in value]
+    return [value_text(value)]
 
 
 def _issues(record: RunRecord, facts_of: Mapping[str, list[str]]) -> list[Issue]:
     issues: list[Issue] = []
     for number, step in enumerate(record.steps, 1):
-        if step.status == Status.SUCCESS or _skipped_by_when(step):
+        if step.status == Status.SUCCESS or skipped_on_purpose(step):
             continue
-        status_words = "NOT FINISHED" if step.status is None else step.status.replace("_", " ")
-        where = f"{step.title} (step {number}, {status_words})"
+        where = f"{step.title} (step {number}, {status_words(step.status)})"
         facts = facts_of[step.id]
         sf = dict(step.shortfall or {})
         if sf:
-            priority = str(sf.pop("priority", _AUTO_PRIORITY[step.status])).upper()
-            issue = _fmt(sf.pop("issue", f"{step.title} did not succeed"))
+            priority = str(sf.pop("priority", AUTO_PRIORITY[step.status])).upper()
+            issue = value_text(sf.pop("issue", f"{step.title} did not succeed"))
             impact_value = sf.pop("impact", None)
-            impact = _fmt(impact_value) if impact_value is not None else "; ".join(facts) or None
+            impact = (
+                value_text(impact_value) if impact_value is not None else "; ".join(facts) or None
+            )
             root_cause = _as_list(sf.pop("root_cause", None))
             causes: list[str] = []
             for k in ("cause", "causes", "possible_causes"):
                 causes += _as_list(sf.pop(k, None))
             actions = _as_list(sf.pop("action", None)) + _as_list(sf.pop("actions", None))
-            extra = [(_human(str(k)), _fmt(v)) for k, v in sf.items()]
+            extra = [(_human(str(k)), value_text(v)) for k, v in sf.items()]
         else:
-            priority = _AUTO_PRIORITY[step.status]
+            priority = AUTO_PRIORITY[step.status]
             issue = _auto_issue(step)
             impact = "; ".join(facts) or None
             root_cause = []
@@ -981,8 +732,7 @@ def _issues(record: RunRecord, facts_of: Mapping[str, list[str]]) -> list[Issue]
             actions = _auto_actions(step)
             extra = []
         issues.append(Issue(priority, issue, where, impact, root_cause, causes, actions, extra))
-    rank = {p: i for i, p in enumerate(_PRIORITIES)}
-    return sorted(issues, key=lambda i: rank.get(i.priority, len(_PRIORITIES)))
+    return sorted(issues, key=lambda i: priority_rank(i.priority))
 
 
 def _auto_issue(step: StepResult) -> str:
@@ -998,7 +748,7 @@ def _auto_issue(step: StepResult) -> str:
         case Status.SKIPPED:
             return f"{step.title} was not run"
         case Status.PARTIAL if step.counts:
-            names = _display_names(step.counts.items())
+            names = display_names(step.counts.items())
             short = [names[k] for k, c in step.counts.items() if not c.ok]
             return f"Coverage gap in {', '.join(short)}" if short else f"{step.title} fell short"
         case Status.PARTIAL:
@@ -1047,24 +797,22 @@ def _conclusion(record: RunRecord, issues: Sequence[Issue]) -> tuple[list[str], 
     n = len(record.steps)
     if n:
         listed = f": {'; '.join(ok)}" if ok else ""
-        sentences.append(f"{len(ok)} of {_count(n, 'step')} succeeded{listed}.")
+        sentences.append(f"{len(ok)} of {counted(n, 'step')} succeeded{listed}.")
     coverage: list[str] = []
     changes: list[str] = []
     for step in record.steps:
-        names = _display_names(step.counts.items())
+        names = display_names(step.counts.items())
         for key, c in step.counts.items():
-            pct = _percent(c)
+            pct = check_percent(c)
             if c.actual is not None:
-                total = _total(c)
-                figure = f"{c.actual}/{total}" if total is not None else str(c.actual)
-                coverage.append(f"{names[key]} {figure}" + (f" ({_pct(pct)})" if pct else ""))
-        if step.baseline is not None:
-            for name, after in step.captures.items():
-                before = step.baseline.captures.get(name)
-                if _is_number(after) and _is_number(before):
-                    changes.append(
-                        f"{_human(name).lower()} {_fmt(before)} before, {_fmt(after)} after"
-                    )
+                # A 0% share is left unsaid here: the figure already shows it.
+                share = f" ({percent_text(pct)})" if pct else ""
+                coverage.append(f"{names[key]} {fraction(c)}{share}")
+        changes.extend(
+            f"{_human(c.name).lower()} {value_text(c.before)} before, {value_text(c.after)} after"
+            for c in value_changes(step)
+            if c.measured
+        )
     if coverage:
         sentences.append(f"Coverage reached: {', '.join(coverage)}.")
     if changes:
@@ -1078,7 +826,7 @@ def _conclusion(record: RunRecord, issues: Sequence[Issue]) -> tuple[list[str], 
         rec = "No follow-up is needed."
     elif issues:
         rec = (
-            f"Follow up on the {_count(len(issues), 'remaining issue')} above; "
+            f"Follow up on the {counted(len(issues), 'remaining issue')} above; "
             "runbook followup drafts a runbook of what fell short."
         )
     elif record.status is None:
@@ -1092,14 +840,12 @@ def _key_numbers(step: StepResult) -> str:
     if step.status == Status.NOT_FOUND and step.missing:
         return f" (missing {step.missing})"
     if step.counts:
-        names = _display_names(step.counts.items())
-        parts = [
-            f"{names[k]} {c.actual if c.actual is not None else 'n/a'}"
-            + (f"/{_total(c)}" if _total(c) is not None else "")
-            for k, c in step.counts.items()
-        ]
+        names = display_names(step.counts.items())
+        parts = [f"{names[k]} {fraction(c)}" for k, c in step.counts.items()]
         return f" ({', '.join(parts[:4])}{', …' if len(parts) > 4 else ''})"
-    numbers = [f"{_human(k).lower()} {_fmt(v)}" for k, v in step.captures.items() if _is_number(v)]
+    numbers = [
+        f"{_human(k).lower()} {value_text(v)}" for k, v in step.captures.items() if is_number(v)
+    ]
     if numbers:
         return f" ({', '.join(numbers[:4])})"
     return f" ({step.reason})" if step.reason and step.status != Status.SUCCESS else ""
@@ -1109,16 +855,14 @@ def _execution_log(record: RunRecord, action: str) -> str:
     events: list[tuple[datetime, int, str]] = []
 
     def add(at: datetime | None, text: str) -> None:
-        when = (
-            _utc(at) if at is not None else (events[-1][0] if events else _utc(record.started_at))
-        )
+        when = utc(at) if at is not None else (events[-1][0] if events else utc(record.started_at))
         events.append((when, len(events), markdown.plain(text)))
 
     label = action if action != "Run" else f"runbook {record.runbook_id}"
     add(record.started_at, f"Started {label} execution (run {record.run_id})")
     baselines = [s.baseline.measured_at for s in record.steps if s.baseline is not None]
     if baselines:
-        add(min(baselines), f"Baseline measured for {_count(len(baselines), 'step')}")
+        add(min(baselines), f"Baseline measured for {counted(len(baselines), 'step')}")
     for i, session in enumerate(record.sessions[1:], 2):
         add(session.started_at, f"Resumed on {session.host} (session {i})")
     for step in record.steps:
@@ -1141,83 +885,7 @@ def _execution_log(record: RunRecord, action: str) -> str:
         status = record.status.value if record.status else "unknown"
         add(record.ended_at, f"Run finished: {status}")
     events.sort(key=lambda e: (e[0], e[1]))
-    return "\n".join(f"{_ts(at)} - {text}" for at, _, text in events)
-
-
-_MERMAID_UNSAFE = re.compile(r"[^\w .,()/@+=<>%&'-]")
-_GANTT_TAG = {
-    Status.SUCCESS: "done",
-    Status.PARTIAL: "active",
-    Status.FAILED: "crit",
-    Status.TIMED_OUT: "crit",
-    Status.NOT_FOUND: "crit",
-    Status.ABORTED: "crit",
-}
-_FLOW_CLASS = {
-    Status.SUCCESS: ("ok", "fill:#d4edda,stroke:#28a745"),
-    Status.PARTIAL: ("partial", "fill:#fff3cd,stroke:#e0a800"),
-    Status.FAILED: ("bad", "fill:#f8d7da,stroke:#dc3545"),
-    Status.TIMED_OUT: ("bad", "fill:#f8d7da,stroke:#dc3545"),
-    Status.NOT_FOUND: ("bad", "fill:#f8d7da,stroke:#dc3545"),
-    Status.ABORTED: ("bad", "fill:#f8d7da,stroke:#dc3545"),
-    Status.SKIPPED: ("skipped", "fill:#e2e3e5,stroke:#6c757d,stroke-dasharray: 4 3"),
-}
-
-
-def _mermaid_text(text: str) -> str:
-    """A label Mermaid cannot misread: no colons, quotes, brackets or markup."""
-    return _MERMAID_UNSAFE.sub(" ", markdown.clean(text)).strip()[:80] or "step"
-
-
-def _gantt(record: RunRecord) -> str | None:
-    """A Mermaid gantt of the steps' real start and end times (UTC), or None before any ran."""
-    rows = []
-    for n, step in enumerate(record.steps, 1):
-        if step.started_at is None or step.ended_at is None or step.status == Status.SKIPPED:
-            continue
-        tag = _GANTT_TAG.get(step.status) if step.status else None
-        tags = f"{tag}, " if tag else ""
-        start = _utc(step.started_at).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-        end = _utc(max(step.ended_at, step.started_at + timedelta(milliseconds=1)))
-        rows.append(
-            f"    {n}. {_mermaid_text(step.title)} ({step.status.value if step.status else '?'})"
-            f" :{tags}s{n}, {start}, {end.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}"
-        )
-    if not rows:
-        return None
-    head = [
-        "gantt",
-        f"    title {_mermaid_text(record.title)} (UTC)",
-        "    dateFormat YYYY-MM-DDTHH:mm:ss.SSS",
-        "    axisFormat %H:%M:%S",
-        "    section Steps",
-    ]
-    return "\n".join(head + rows)
-
-
-def _flowchart(record: RunRecord) -> str:
-    """The steps' DAG as a Mermaid flowchart, each step coloured by its status.
-
-    Solid arrows are `needs` (must succeed); dotted ones only order the steps.
-    """
-    lines = ["flowchart TD"]
-    ids = {s.id: f"s{n}" for n, s in enumerate(record.steps, 1)}
-    used: dict[str, str] = {}
-    for n, step in enumerate(record.steps, 1):
-        status = step.status.value if step.status else "NOT RUN"
-        lines.append(f'    {ids[step.id]}["{n}. {_mermaid_text(step.title)}<br/>{status}"]')
-        if step.status in _FLOW_CLASS:
-            name, style = _FLOW_CLASS[step.status]
-            used[name] = style
-            lines.append(f"    class {ids[step.id]} {name}")
-    for step in record.steps:
-        needs = set(record.needs.get(step.id, []))
-        for before in record.after.get(step.id, []):
-            if before in ids:
-                arrow = "-->" if before in needs else "-.->"
-                lines.append(f"    {ids[before]} {arrow} {ids[step.id]}")
-    lines.extend(f"    classDef {name} {style}" for name, style in used.items())
-    return "\n".join(lines)
+    return "\n".join(f"{timestamp(at)} - {text}" for at, _, text in events)
 
 
 def _build(record: RunRecord) -> ReportView:
@@ -1233,7 +901,7 @@ def _build(record: RunRecord) -> ReportView:
     short_sha = record.runbook_sha256[:12]
     return ReportView(
         heading=heading,
-        date=_utc(record.started_at).strftime("%Y-%m-%d"),
+        date=utc(record.started_at).strftime("%Y-%m-%d"),
         action=record.title,
         action_label=action_label,
         summary_lead=_summary_lead(record),
@@ -1251,13 +919,13 @@ def _build(record: RunRecord) -> ReportView:
             else None
         ),
         status="IN PROGRESS" if record.status is None else record.status.value,
-        status_mark=_RUN_MARK[record.status],
+        status_mark=RUN_MARK[record.status],
         conclusion=conclusion,
         recommendation=recommendation,
         log=_execution_log(record, action_label),
-        gantt=_gantt(record),
-        flowchart=_flowchart(record),
-        generated_at=_ts(generated),
+        gantt=run_gantt(record),
+        flowchart=run_flowchart(record),
+        generated_at=timestamp(generated),
         executed_by=f"runbook {record.tool_version} ({record.operator}@{record.host})",
         incident_reference=incident_ref,
         runbook=f"{record.runbook_path}" + (f" (sha256 {short_sha})" if short_sha else ""),

@@ -10,7 +10,6 @@ from typing import Any
 from agent.plan import templating
 from agent.plan.durations import setting
 from agent.plan.loader import LoadedRunbook
-from agent.plan.model import CommandStep
 from agent.proc.redact import Redactor
 from agent.record import StepResult
 from agent.steps import REGISTRY, StepContext, StepReview
@@ -141,6 +140,7 @@ def review_plan(
             offline=offline,
         )
         retries = step.retries or rb.defaults.retries
+        kind = REGISTRY[step.kind]
         plan = StepPlan(
             number=n,
             id=sid,
@@ -149,27 +149,20 @@ def review_plan(
             needs=list(step.needs or []),
             after=list(loaded.graph.after[sid]),
             when=step.when,
-            timeout=_setting(step.timeout or rb.defaults.timeout)
-            if step.kind != "manual"
-            else None,
+            timeout=_setting(step.timeout or rb.defaults.timeout) if kind.times_out(step) else None,
             retries=(
                 f"{retries.attempts} attempts, {setting(retries.backoff)} back-off"
                 if retries and retries.attempts > 1
                 else None
             ),
-            captures=[
-                f"{k} = /{c.pattern}/" + (" (all)" if c.all else "")
-                for k, c in step.capture.items()
-            ]
-            if isinstance(step, CommandStep)
-            else [],
+            captures=kind.captures(step),
             expect=list(getattr(step, "expect", []) or []),
             baseline=step.baseline,
             review=StepReview(),
         )
         try:
             plan.title = templating.render(step.label, ctx.template_context())
-            plan.review = REGISTRY[step.kind].review(step, ctx)
+            plan.review = kind.review(step, ctx)
             if plan.review.command:
                 plan.review.command = redactor.redact(plan.review.command)
         except templating.TemplateError as exc:

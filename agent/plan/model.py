@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -23,6 +25,7 @@ from pydantic_core import CoreSchema
 
 __all__ = [
     "KINDS",
+    "STEP_CLASSES",
     "Capture",
     "Check",
     "CommandStep",
@@ -39,6 +42,7 @@ __all__ = [
     "Runbook",
     "Shortfall",
     "Step",
+    "TemplateField",
     "ValidateStep",
     "VarSpec",
     "VerifyStep",
@@ -46,6 +50,8 @@ __all__ = [
     "Warehouse",
     "parse_duration",
     "parse_positive_duration",
+    "step_templates",
+    "strings",
 ]
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -226,6 +232,11 @@ class Capture(_Strict):
     type: Literal["int", "float", "string", "bool", "auto"] = "auto"
     all: bool = False
     default: Any = None
+    required: bool = Field(
+        default=False,
+        description="The pattern must match: when no line does, the step is not SUCCESS, "
+        "even after exit 0 (without it, an unmatched capture's default stands after exit 0).",
+    )
 
 
 def _short_form(key: str) -> Any:
@@ -274,6 +285,94 @@ StrList = Annotated[
 ]
 
 
+# --- the template fields of a step, as written ----------------------------------------------
+
+KeyPath = tuple[str | int, ...]
+TemplateMode = Literal["text", "sql", "expression", "command", "shell", "params", "pattern"]
+
+
+@dataclass(frozen=True)
+class TemplateField:
+    """One string of a step as written, and how it is read: checked before any value exists.
+
+    Taken from the raw data, not the model, so that the checks also run (and report alongside the
+    model's errors) when the step does not validate; `source` is then of any type.
+    """
+
+    path: KeyPath  # below the step
+    source: Any
+    # text, sql: a template; expression: `when`, `expect`; command, shell: a command that must
+    # split (or scan) before substitution; params: SQL whose `@name`s must be vars; pattern: a
+    # regular expression that must have a group to read a value
+    mode: TemplateMode
+    key: str  # the field's name in messages
+    part: str = ""  # the part of the step it is in, for messages: "check 2"
+    after: bool = False  # read after the step ran: the step itself is earlier
+    reads: frozenset[str] = frozenset()  # what it sees of the step's own outcome
+
+
+def strings(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, str]]:
+    """Every string in `value`, walking mappings and lists, with its path.
+
+    Args:
+        value: raw data.
+        path: where `value` is.
+
+    Yields:
+        (path, string) pairs.
+    """
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from strings(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from strings(v, (*path, i))
+
+
+# Step keys whose strings are not Jinja2 templates (or that a kind reads in its own way).
+_NOT_TEMPLATED = {
+    "id",
+    "kind",
+    "needs",
+    "when",
+    "expect",
+    "capture",
+    "details",
+    "until",
+    "checks",
+    "resume",
+}
+
+
+def _texts(raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
+    for path, s in strings(raw):
+        if path[0] not in _NOT_TEMPLATED:
+            yield TemplateField(path, s, "text", str(path[0]))
+    # `when` is decided before the step runs: it may read earlier steps only.
+    yield TemplateField(("when",), raw.get("when"), "expression", "when")
+
+
+def _expects(raw: Mapping[Any, Any], outcome: tuple[str, ...]) -> Iterator[TemplateField]:
+    captures = raw.get("capture")
+    reads = frozenset({str(k) for k in captures} if isinstance(captures, dict) else set())
+    expect = raw.get("expect")
+    items = enumerate(expect) if isinstance(expect, list) else [(None, expect)]
+    for j, expr in items:
+        path: KeyPath = ("expect",) if j is None else ("expect", j)
+        yield TemplateField(
+            path, expr, "expression", "expect", after=True, reads=reads | set(outcome)
+        )
+
+
+def _command(raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
+    command = raw.get("command")
+    if isinstance(command, str) and command.strip():  # a list, or the model reports it
+        mode: TemplateMode = "shell" if raw.get("shell") is True else "command"
+        yield TemplateField(("command",), command, mode, "command")
+
+
 class _StepBase(_Strict):
     id: StepId
     title: Template | None = None
@@ -291,6 +390,19 @@ class _StepBase(_Strict):
         """The title, or the id when there is none."""
         return self.title or self.id
 
+    @classmethod
+    def templates(cls, raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
+        """The template fields of a step of this kind as written, in the order they are checked.
+
+        Args:
+            raw: the step's mapping, validated or not.
+
+        Yields:
+            Each field to check, and how it is read.
+        """
+        yield from _texts(raw)
+        yield from _expects(raw, ("counts",))
+
 
 class CommandStep(_StepBase):
     """Fields shared by the kinds that run a command."""
@@ -303,6 +415,26 @@ class CommandStep(_StepBase):
     capture: dict[str, CaptureField] = Field(default_factory=dict)
     details: list[Detail] = Field(default_factory=list)
     expect: StrList = Field(default_factory=list)
+    fatal: list[Regex] = Field(
+        default_factory=list,
+        description="Output lines that mean the program crashed (a Python traceback always "
+        "does): the step is FAILED whatever its exit code, with the line as its reason.",
+    )
+
+    @classmethod
+    def templates(cls, raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
+        """As every step's, with the command (which must split) and the capture patterns."""
+        yield from _texts(raw)
+        yield from _command(raw)
+        yield from _expects(raw, ("counts", "exit_code"))
+        captures = raw.get("capture")
+        for name, cap in captures.items() if isinstance(captures, dict) else ():
+            if isinstance(cap, dict) and isinstance(cap.get("pattern"), str):
+                yield TemplateField(
+                    ("capture", name, "pattern"), cap["pattern"], "pattern", str(name)
+                )
+            elif isinstance(cap, str):
+                yield TemplateField(("capture", name), cap, "pattern", str(name))
 
     @field_validator("command")
     @classmethod
@@ -372,6 +504,29 @@ class VerifyStep(_StepBase):
     checks: list[Check] = Field(min_length=1)
     expect: StrList = Field(default_factory=list)
 
+    @classmethod
+    def templates(cls, raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
+        """As every step's, with each check's expectations and SQL."""
+        yield from super().templates(raw)
+        checks = raw.get("checks")
+        for j, check in enumerate(checks) if isinstance(checks, list) else ():
+            if not isinstance(check, dict):
+                continue
+            part, at = f"check {j + 1}", ("checks", j)
+            for key in ("expect", "expect_total"):
+                for path, s in strings(check.get(key), (*at, key)):
+                    yield TemplateField(path, s, "text", key, part)
+            for key in ("where", "coverage"):
+                yield TemplateField((*at, key), check.get(key), "params", key, part)
+            # SQL fields may write numbers with {{ }}; their names are checked like others.
+            yield TemplateField((*at, "where"), check.get("where"), "sql", "where", part)
+            coverage = check.get("coverage")
+            if isinstance(coverage, dict):
+                path = (*at, "coverage", "expected")
+                yield TemplateField(
+                    path, coverage.get("expected"), "sql", "coverage.expected", part
+                )
+
 
 class WaitStep(_StepBase):
     """Poll a SQL condition or a command until it holds or the timeout ends."""
@@ -382,6 +537,15 @@ class WaitStep(_StepBase):
     every: PositiveDuration = 60.0
     shell: bool = False
     env: dict[str, Template] = Field(default_factory=dict)
+
+    @classmethod
+    def templates(cls, raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
+        """As every step's, with the command (which must split) or the SQL condition."""
+        yield from _texts(raw)
+        yield from _command(raw)
+        yield from _expects(raw, ("counts",))
+        yield TemplateField(("until",), raw.get("until"), "sql", "until")
+        yield TemplateField(("until",), raw.get("until"), "params", "until")
 
     @model_validator(mode="after")
     def _one_condition(self) -> WaitStep:
@@ -404,6 +568,23 @@ Step = Annotated[
 ]
 KINDS = ("run", "verify", "validate", "export", "wait", "manual")
 COMMAND_KINDS = ("run", "validate", "export")
+STEP_CLASSES: dict[str, type[_StepBase]] = {
+    typing.get_args(cls.model_fields["kind"].annotation)[0]: cls
+    for cls in (RunStep, ValidateStep, ExportStep, VerifyStep, WaitStep, ManualStep)
+}
+"""The model of each kind, by the name its `kind` key holds."""
+
+
+def step_templates(raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
+    """The template fields of a step as written: its kind's, or every step's for an unknown kind.
+
+    Args:
+        raw: the step's mapping, validated or not.
+
+    Returns:
+        Each field to check, and how it is read, in the order they are checked.
+    """
+    return STEP_CLASSES.get(str(raw.get("kind")), _StepBase).templates(raw)
 
 
 class Lesson(_Strict):

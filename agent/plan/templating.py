@@ -6,7 +6,6 @@ import math
 import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -15,6 +14,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from agent.errors import RunbookError
+from agent.plan import shell
 
 __all__ = [
     "TemplateError",
@@ -150,8 +150,13 @@ def render(source: str, context: Mapping[str, Any], *, shell: bool = False) -> s
         return source
     if shell:
         return render_shell(source, context)
+    return _rendered(_compiled, source, context)
+
+
+def _rendered(compile_: Callable[[str], Any], source: str, context: Mapping[str, Any]) -> str:
+    """Compile (cached) and render `source`; any error is the runbook's, as one TemplateError."""
     try:
-        return str(_compiled(source, shell).render(context))
+        return str(compile_(source).render(context))
     except TemplateError:
         raise
     except Exception as exc:  # noqa: BLE001 - any render error is the runbook's, shown as one line
@@ -368,38 +373,6 @@ def step_references(source: str, *, expression: bool = False) -> set[str]:
 # --- `shell: true`: every value is escaped for the place in the script where it stands --------
 
 _SHELL_BLOCKS = "shell: true commands take {{ }} expressions only, not {% %} blocks"
-_PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
-_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
-
-
-@dataclass(frozen=True)
-class _Slot:
-    """Where one `{{ }}` stands in a shell script."""
-
-    context: str  # plain, single, double, dollar_single, comment, arith, heredoc, heredoc_quoted
-    line_start: int = 0  # heredoc body: the line the value is on, to check the delimiter
-    delimiter: str = ""
-    strip_tabs: bool = False
-
-
-@dataclass
-class _Frame:
-    kind: str  # plain (top level or $( )), single, double, dollar_single, backtick, param, arith,
-    # heredoc, heredoc_quoted
-    depth: int = 0  # open parentheses inside $( ) or $(( ))
-    cases: int = 0  # `case` ... `esac` inside $( ): a `)` there ends a pattern
-    quoted: bool = False  # param: the ${ } stands inside double quotes
-    delimiter: str = ""
-    strip_tabs: bool = False
-
-
-@dataclass
-class _Script:
-    """A `shell: true` script: its text with a placeholder for each `{{ }}`, and their places."""
-
-    text: str
-    exprs: list[str]
-    slots: list[_Slot]
 
 
 def _shell_segments(source: str) -> tuple[str, list[str]]:
@@ -416,7 +389,7 @@ def _shell_segments(source: str) -> tuple[str, list[str]]:
                 current = []
             elif ttype == "variable_end":
                 exprs.append("".join(current or []))
-                parts.append(f"\x00{len(exprs) - 1}\x00")
+                parts.append(shell.placeholder(len(exprs) - 1))
                 current = None
             elif current is not None:
                 current.append(value)
@@ -435,272 +408,13 @@ def _shell_segments(source: str) -> tuple[str, list[str]]:
     return "".join(parts), exprs
 
 
-def _read_delimiter(text: str, i: int) -> tuple[str, bool, int]:
-    """The here-document word after `<<` at `i`: (delimiter, quoted, index after it)."""
-    n = len(text)
-    while i < n and text[i] in " \t":
-        i += 1
-    word: list[str] = []
-    quoted = False
-    while i < n and text[i] not in " \t\n;&|<>()":
-        c = text[i]
-        if c == "\x00":
-            raise TemplateError("a here-document delimiter cannot be a {{ }} value")
-        if c in "'\"":
-            quoted = True
-            end = text.find(c, i + 1)
-            if end < 0:
-                raise TemplateError("shell script: No closing quotation")
-            word.append(text[i + 1 : end])
-            i = end + 1
-            continue
-        if c == "\\":
-            quoted = True
-            word.append(text[i + 1 : i + 2])
-            i += 2
-            continue
-        word.append(c)
-        i += 1
-    if not word:
-        raise TemplateError("shell script: '<<' needs a here-document delimiter")
-    return "".join(word), quoted, i
-
-
-class _Scanner:
-    """Reads a script as a POSIX shell would, enough to know the quoting around each value."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.slots: dict[int, _Slot] = {}
-        self.stack = [_Frame("plain")]
-        self.pending: list[_Frame] = []  # here-documents whose body starts at the next newline
-        self.ambiguous = False  # a `\` inside $'...': shells disagree on where it ends
-
-    def _slot(self, i: int, frame: _Frame, line_start: int = 0) -> int:
-        m = _PLACEHOLDER.match(self.text, i)
-        assert m is not None
-        if self.ambiguous:
-            raise TemplateError(
-                "{{ }} cannot follow $'...' with a backslash in it (shells read it differently);"
-                " use '...' or \"...\""
-            )
-        kind = frame.kind
-        if kind == "backtick":
-            raise TemplateError("write $(...) rather than backticks around a {{ }} value")
-        if kind == "param":
-            raise TemplateError(
-                "a {{ }} value cannot stand inside ${...}; assign it to a variable first"
-            )
-        self.slots[int(m.group(1))] = _Slot(kind, line_start, frame.delimiter, frame.strip_tabs)
-        return m.end()
-
-    def _escape_before_value(self, i: int) -> None:
-        if self.text.startswith("\x00", i + 1):
-            raise TemplateError("a backslash cannot stand right before a {{ }} value")
-
-    def scan(self) -> dict[int, _Slot]:
-        text, n = self.text, len(self.text)
-        i = 0
-        while i < n:
-            frame = self.stack[-1]
-            c = text[i]
-            kind = frame.kind
-            if kind in ("heredoc", "heredoc_quoted"):
-                i = self._heredoc_line(i, frame)
-                continue
-            if c == "\x00":
-                if i and text[i - 1] == "$" and kind not in ("single", "dollar_single"):
-                    raise TemplateError("a '$' cannot stand right before a {{ }} value")
-                i = self._slot(i, frame)
-                continue
-            if kind == "single":
-                if c == "'":
-                    self.stack.pop()
-                i += 1
-            elif kind == "dollar_single":
-                if c == "\\":
-                    self.ambiguous = True
-                    self._escape_before_value(i)
-                    i += 2
-                    continue
-                if c == "'":
-                    self.stack.pop()
-                i += 1
-            elif kind == "backtick":
-                if c == "\\":
-                    self._escape_before_value(i)
-                    i += 2
-                    continue
-                if c == "`":
-                    self.stack.pop()
-                i += 1
-            elif kind == "double":
-                i = self._double(i, frame)
-            else:
-                i = self._plain(i, frame)
-        if len(self.stack) > 1 or self.pending:
-            top = self.stack[-1].kind
-            if top in ("heredoc", "heredoc_quoted") or self.pending:
-                return self.slots  # a here-document may end at the end of the script
-            if top in ("single", "double", "dollar_single", "backtick"):
-                raise TemplateError("shell script: No closing quotation")
-            raise TemplateError("shell script: an opening '$(' or '${' is never closed")
-        return self.slots
-
-    def _expansion(self, i: int, quoted: bool) -> int | None:
-        """`$(`, `$((`, `${` at `i`: push its frame and return the index after it."""
-        text = self.text
-        if text.startswith("$((", i):
-            self.stack.append(_Frame("arith"))
-            return i + 3
-        if text.startswith("$(", i):
-            self.stack.append(_Frame("plain", depth=1))
-            return i + 2
-        if text.startswith("${", i):
-            self.stack.append(_Frame("param", quoted=quoted))
-            return i + 2
-        return None
-
-    def _double(self, i: int, frame: _Frame) -> int:
-        c = self.text[i]
-        if c == "\\":
-            self._escape_before_value(i)
-            return i + 2
-        if c == '"':
-            self.stack.pop()
-            return i + 1
-        if c == "`":
-            self.stack.append(_Frame("backtick"))
-            return i + 1
-        if c == "$":
-            nxt = self._expansion(i, quoted=True)
-            if nxt is not None:
-                return nxt
-        return i + 1
-
-    def _plain(self, i: int, frame: _Frame) -> int:
-        """The unquoted state: top level, inside $( ), ${ } and $(( ))."""
-        text = self.text
-        c = text[i]
-        kind = frame.kind
-        if c == "\\":
-            self._escape_before_value(i)
-            return i + 2
-        if c == "'":
-            if not (kind == "param" and frame.quoted):
-                self.stack.append(_Frame("single"))
-            return i + 1
-        if c == '"':
-            self.stack.append(_Frame("double"))
-            return i + 1
-        if c == "`":
-            self.stack.append(_Frame("backtick"))
-            return i + 1
-        if c == "$":
-            if text.startswith("$'", i) and kind != "arith":
-                self.stack.append(_Frame("dollar_single"))
-                return i + 2
-            nxt = self._expansion(i, quoted=False)
-            return nxt if nxt is not None else i + 1
-        if kind == "param":
-            if c == "}":
-                self.stack.pop()
-            return i + 1
-        if kind == "arith":
-            if c == "(":
-                frame.depth += 1
-            elif c == ")":
-                if frame.depth == 0 and text.startswith("))", i):
-                    self.stack.pop()
-                    return i + 2
-                frame.depth -= 1
-            return i + 1
-        # plain: comments, here-documents, `case` and parentheses inside $( )
-        prev = text[i - 1] if i else "\n"
-        if c == "#" and prev in " \t\n;&|()":
-            end = text.find("\n", i)
-            end = len(text) if end < 0 else end
-            while (ph := text.find("\x00", i, end)) >= 0:
-                m = _PLACEHOLDER.match(text, ph)
-                assert m is not None
-                self.slots[int(m.group(1))] = _Slot("comment")
-                i = m.end()
-            return end
-        if c == "<" and text.startswith("<<", i) and not text.startswith("<<<", i):
-            strip = text.startswith("<<-", i)
-            delimiter, quoted, after = _read_delimiter(text, i + (3 if strip else 2))
-            self.pending.append(
-                _Frame(
-                    "heredoc_quoted" if quoted else "heredoc",
-                    delimiter=delimiter,
-                    strip_tabs=strip,
-                )
-            )
-            return after
-        if c == "\n" and self.pending:
-            self.stack.extend(reversed(self.pending))
-            self.pending = []
-            return i + 1
-        if frame.depth:
-            if prev in " \t\n;&|()" and re.match(r"(case|esac)(?![\w])", text[i:]):
-                frame.cases += 1 if text.startswith("case", i) else -1
-            elif c == "(":
-                frame.depth += 1
-            elif c == ")":
-                if frame.cases > 0:
-                    return i + 1
-                frame.depth -= 1
-                if frame.depth == 0:
-                    self.stack.pop()
-        return i + 1
-
-    def _heredoc_line(self, i: int, frame: _Frame) -> int:
-        """One line of a here-document body starting at `i`: the delimiter ends it."""
-        text = self.text
-        end = text.find("\n", i)
-        end = len(text) if end < 0 else end
-        line = text[i:end]
-        if (line.lstrip("\t") if frame.strip_tabs else line) == frame.delimiter:
-            self.stack.pop()
-            return end + 1
-        j = i
-        while j < end:
-            c = text[j]
-            if c == "\x00":
-                if frame.kind == "heredoc" and j and text[j - 1] == "$":
-                    raise TemplateError("a '$' cannot stand right before a {{ }} value")
-                m = _PLACEHOLDER.match(text, j)
-                assert m is not None
-                if self.ambiguous:
-                    raise TemplateError("{{ }} cannot follow $'...' with a backslash in it")
-                self.slots[int(m.group(1))] = _Slot(
-                    frame.kind, i, frame.delimiter, frame.strip_tabs
-                )
-                j = m.end()
-                continue
-            if frame.kind == "heredoc" and c == "\\":
-                self._escape_before_value(j)
-                j += 2
-                continue
-            # A command inside an unquoted here-document: refuse values after it on this line
-            # rather than guess their quoting.
-            if (
-                frame.kind == "heredoc"
-                and (c == "`" or text.startswith("$(", j))
-                and "\x00" in text[j:end]
-            ):
-                raise TemplateError(
-                    "a {{ }} value cannot stand inside a command in a here-document"
-                )
-            j += 1
-        return end + 1
-
-
 @lru_cache(maxsize=1024)
-def _shell_script(source: str) -> _Script:
+def _shell_script(source: str) -> shell.Script:
     text, exprs = _shell_segments(source)
-    slots = _Scanner(text).scan()
-    return _Script(text, exprs, [slots[k] for k in range(len(exprs))])
+    try:
+        return shell.scan(text, exprs)
+    except shell.ShellError as exc:  # one error class for every template problem
+        raise TemplateError(str(exc)) from None
 
 
 def check_shell_command(source: str) -> None:
@@ -710,37 +424,6 @@ def check_shell_command(source: str) -> None:
         TemplateError: `{% %}` blocks, unbalanced quotes, or a value where it cannot be quoted.
     """
     _shell_script(source)
-
-
-def _quote_for(slot: _Slot, value: str, expr: str) -> str:
-    context = slot.context
-    if context == "plain":
-        # Bare, `a=b` in a command's place would be an assignment: quote it always.
-        return _single(value) if "=" in value else shlex.quote(value)
-    if context == "single":
-        return value.replace("'", "'\\''")
-    if context == "double":
-        return re.sub(r'([\\$`"])', r"\\\1", value)
-    if context == "dollar_single":
-        # Close $'...', add the value in plain single quotes, reopen: the same in every shell.
-        return "'" + _single(value) + "$'"
-    if context == "comment":
-        return value.replace("\n", " ")
-    if context == "arith":
-        if not _NUMBER.fullmatch(value):
-            raise TemplateError(
-                f"only a number can stand inside $(( )); '{expr.strip()}' is '{value}'"
-            )
-        return value
-    if "\n" in value:
-        raise TemplateError(f"'{expr.strip()}' spans lines and cannot stand in a here-document")
-    if context == "heredoc":
-        return re.sub(r"([\\$`])", r"\\\1", value)
-    return value  # heredoc_quoted: taken as written
-
-
-def _single(value: str) -> str:
-    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def render_shell(source: str, context: Mapping[str, Any]) -> str:
@@ -754,36 +437,19 @@ def render_shell(source: str, context: Mapping[str, Any]) -> str:
         The script for `/bin/sh -c`, in which every value is data.
     """
     script = _shell_script(source)
-    quoted: list[str] = []
-    for expr, slot in zip(script.exprs, script.slots, strict=True):
-        value = _value(expr, context)
-        quoted.append(_quote_for(slot, value, expr))
-    out = _PLACEHOLDER.sub(lambda m: quoted[int(m.group(1))], script.text)
-    for k, slot in enumerate(script.slots):
-        if slot.context in ("heredoc", "heredoc_quoted"):
-            _check_heredoc_line(script, k, slot, quoted)
-    return out
-
-
-def _check_heredoc_line(script: _Script, k: int, slot: _Slot, quoted: list[str]) -> None:
-    end = script.text.find("\n", slot.line_start)
-    line = script.text[slot.line_start : end if end >= 0 else len(script.text)]
-    line = _PLACEHOLDER.sub(lambda m: quoted[int(m.group(1))], line)
-    if (line.lstrip("\t") if slot.strip_tabs else line) == slot.delimiter:
-        raise TemplateError(
-            f"'{script.exprs[k].strip()}' would end the here-document '{slot.delimiter}' early"
-        )
+    try:
+        return shell.render(script, lambda expr: _value(expr, context))
+    except shell.ShellError as exc:
+        raise TemplateError(str(exc)) from None
 
 
 def _value(expr: str, context: Mapping[str, Any]) -> str:
     """One `{{ expr }}` of a shell script, rendered (null as an empty string)."""
-    source = "{{" + expr + "}}"
-    try:
-        return str(_compiled(source, True).render(context))
-    except TemplateError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any render error is the runbook's, shown as one line
-        raise TemplateError(f"cannot render '{source.strip()}': {exc}") from None
+    return _rendered(_shell_value, "{{" + expr + "}}", context)
+
+
+def _shell_value(source: str) -> Any:
+    return _compiled(source, True)
 
 
 # --- SQL (`where`, `coverage.expected`, `until`): only numbers may be written in --------------
@@ -844,12 +510,7 @@ def render_sql(source: str, context: Mapping[str, Any]) -> str:
     """
     if not is_template(source):
         return source
-    try:
-        return str(_sql_template(source).render(context))
-    except TemplateError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any render error is the runbook's, shown as one line
-        raise TemplateError(f"cannot render '{source.strip()}': {exc}") from None
+    return _rendered(_sql_template, source, context)
 
 
 # --- expectations --------------------------------------------------------------------------------

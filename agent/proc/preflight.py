@@ -9,11 +9,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from agent.proc.process import run_captured
 
 __all__ = ["GENERIC_WORDS", "Lookup", "closest_files", "list_files", "lookup"]
 
@@ -404,17 +405,9 @@ def _probe(interpreter: str, env: Mapping[str, str]) -> _Probe:
     if cached is not None:
         return cached
     try:
-        done = subprocess.run(
-            [interpreter, "-I", "-c", _SYS_PATH_PROBE],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-        )
+        done = run_captured([interpreter, "-I", "-c", _SYS_PATH_PROBE], env=env, timeout=30)
         answer = json.loads(done.stdout) if done.returncode == 0 else {}
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, ValueError):  # cannot start, or did not answer in JSON: nothing to add
         answer = {}
     if not isinstance(answer, dict):
         answer = {}

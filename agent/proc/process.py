@@ -26,8 +26,10 @@ from agent.proc.redact import Redactor, StreamRedactor
 __all__ = [
     "CHUNK_SIZE",
     "MAX_LINE_CHARS",
+    "Captured",
     "ProcessResult",
     "process_start_ticks",
+    "run_captured",
     "run_process",
     "shell_quote",
     "stop_leftover_group",
@@ -365,6 +367,16 @@ def _stop_group(pgid: int, grace: float) -> bool:
     return _wait_group_gone(pgid, _REAP_SECONDS)
 
 
+def _reap(proc: subprocess.Popen[bytes], pgid: int, grace: float) -> bool:
+    """Kill a child still running (the caller was interrupted, or it ignores KILL), reap it and
+    stop what is left of its group; return whether nothing of the group survived."""
+    if proc.poll() is None:
+        _signal_group(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=_REAP_SECONDS)
+    return not _group_alive(pgid) or _stop_group(pgid, grace)
+
+
 def process_start_ticks(pid: int) -> int | None:
     """When a process started (clock ticks since boot, /proc), to tell it from a reused pid."""
     fields = _stat_fields(Path(f"/proc/{pid}/stat"))
@@ -395,6 +407,99 @@ def stop_leftover_group(pgid: int, start_ticks: int | None, grace: float = 5.0) 
         return False
     _stop_group(pgid, grace)
     return True
+
+
+@dataclass(frozen=True)
+class Captured:
+    """What a short helper program printed, for the runner itself to read (not a step's run)."""
+
+    returncode: int | None
+    """None when it was stopped at its timeout."""
+    stdout: str
+    stderr: str
+    """Both decoded as UTF-8 with replacement: bad bytes never raise."""
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether the program was stopped at its timeout."""
+        return self.returncode is None
+
+
+def run_captured(
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    grace: float = 1.0,
+) -> Captured:
+    """Run a short program the runner needs (an interpreter probe, a seed script), capturing
+    its output in memory.
+
+    Unlike ``run_process`` there is no log and no streaming: the output is small and read
+    whole. The program runs in its own process group with stdin closed; at the timeout, or
+    when the caller is interrupted, the whole group is stopped (SIGTERM, ``grace`` seconds,
+    SIGKILL), and so is what it left running after it exited.
+
+    Args:
+        argv: the program and its arguments; no shell.
+        cwd: the working directory (default: the runner's).
+        env: the complete environment of the child (default: the runner's).
+        timeout: seconds before the group is stopped, or None for no limit.
+        grace: seconds between SIGTERM and SIGKILL.
+
+    Returns:
+        The ``Captured`` exit code and output; ``returncode`` is None after a timeout.
+
+    Raises:
+        OSError: the program cannot be started (as ``subprocess.run`` raises it).
+    """
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    pgid = proc.pid  # start_new_session: the child leads a new process group
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    exited_at: float | None = None
+    stopped_at: float | None = None
+    out = err = b""
+    try:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=_POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass  # communicate keeps what it read so far for the next call
+            now = time.monotonic()
+            if stopped_at is not None:
+                if now - stopped_at >= _AFTER_KILL_SECONDS:
+                    break  # a process that left the group holds the pipes: do not hang on it
+                continue
+            if proc.poll() is None:
+                timed_out = deadline is not None and now >= deadline
+                stop = timed_out
+            else:  # only what it left running in the background holds the pipes open
+                exited_at = now if exited_at is None else exited_at
+                stop = now - exited_at >= _LINGER_SECONDS
+            if stop:
+                _stop_group(pgid, grace)
+                stopped_at = time.monotonic()
+    finally:
+        _reap(proc, pgid, grace)  # after Ctrl-C while waiting, too: nothing may outlive us
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    return Captured(
+        returncode=None if timed_out else proc.returncode,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=err.decode("utf-8", "replace"),
+    )
 
 
 def _not_started(started_at: datetime, error: str) -> ProcessResult:
@@ -584,11 +689,8 @@ def run_process(
         consume(0, final=True)
     finally:
         proc.stdout.close()
-        if proc.poll() is None:  # an exception (e.g. from on_line) or a child that ignores KILL
-            _signal_group(pgid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=_REAP_SECONDS)
-        survived = _group_alive(pgid) and not _stop_group(pgid, 0 if kill_at else grace)
+        # After an exception (e.g. from on_line) the child may still run: it is killed here.
+        survived = not _reap(proc, pgid, 0 if kill_at else grace)
         log.close()
 
     error = log.error

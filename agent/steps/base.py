@@ -188,6 +188,14 @@ class StepKind:
         """The script files the step's program names, so that `resume` can see them edited."""
         return []
 
+    def captures(self, step: Any) -> list[str]:
+        """What the step captures from its output, as `plan` lists it."""
+        return []
+
+    def times_out(self, step: Any) -> bool:
+        """Whether a `timeout` bounds the step (a person at a prompt is not timed)."""
+        return True
+
 
 REGISTRY: dict[str, StepKind] = {}
 

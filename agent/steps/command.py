@@ -149,6 +149,12 @@ class CommandKind(StepKind):
             return []
         return argv[1:3]
 
+    def captures(self, step: CommandStep) -> list[str]:
+        """Each capture's name and pattern."""
+        return [
+            f"{k} = /{c.pattern}/" + (" (all)" if c.all else "") for k, c in step.capture.items()
+        ]
+
     def take_baseline(self, step: CommandStep, ctx: StepContext, base: Baseline) -> None:
         """Run the command once before the run; its captures are the baseline."""
         self.run(step, ctx)

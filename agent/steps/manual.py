@@ -13,6 +13,10 @@ __all__ = ["ManualKind"]
 class ManualKind(StepKind):
     """SUCCESS when confirmed; without a terminal and without --yes it is not run."""
 
+    def times_out(self, step: ManualStep) -> bool:
+        """A person answering a prompt is not timed."""
+        return False
+
     def review(self, step: ManualStep, ctx: StepContext) -> StepReview:
         """Show what the person will be asked."""
         review = StepReview()

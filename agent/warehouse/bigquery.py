@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
+from google.api_core.retry import Retry
 from google.auth import exceptions as auth_exc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
@@ -105,6 +106,11 @@ def _message(exc: Exception) -> str:
     return first_line(exc)
 
 
+def _used_params(sql: str, params: Mapping[str, Any]) -> list[str]:
+    """The vars a statement names; an unknown `@name` is left for BigQuery to reject."""
+    return [n for n in query_params(sql, lenient=True) if n in params]
+
+
 def _is_retriable(exc: Exception) -> bool:
     if isinstance(exc, _RETRIABLE):
         return True
@@ -187,6 +193,11 @@ class BigQueryWarehouse:
         self._timeout = timeout
         # The client's retry of one API call, kept short: quota and 5xx are retried here.
         self._api_retry = bigquery.DEFAULT_RETRY.with_timeout(api_timeout)
+        # The retry of a whole call (a job and the wait for its rows): `tries` attempts, counted
+        # and spaced by `_call`'s on_error, so the waits are `backoff`'s, without jitter and
+        # through the injectable `sleep`; the Retry's own wait between attempts is therefore
+        # zero, and it has no deadline of its own (the attempts bound it).
+        self._retry = Retry(predicate=_is_retriable, initial=0.0, maximum=0.0, timeout=None)
 
     # -- client and calls ---------------------------------------------------------------------
 
@@ -222,21 +233,38 @@ class BigQueryWarehouse:
         return self._client
 
     def _call(self, fn: Callable[[], T]) -> T:
-        """Call BigQuery, retrying quota, rate-limit, 5xx and timeouts with backoff."""
-        for attempt in range(self._tries):
-            try:
-                return fn()
-            except WarehouseError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - retried or turned into one line
-                if not _is_retriable(exc):
-                    raise WarehouseError(_one_line(exc)) from None
-                if attempt == self._tries - 1:
-                    raise WarehouseError(
-                        f"{_one_line(exc)} (gave up after {self._tries} tries)"
-                    ) from None
-                self._sleep(self._backoff(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Call BigQuery, retrying quota, rate-limit, 5xx and timeouts with backoff.
+
+        Every error leaves as one WarehouseError line; after the last try it says so.
+        """
+        failures = 0
+
+        def after_failure(exc: Exception) -> None:
+            # Called by the Retry with each retriable error, before it tries again.
+            nonlocal failures
+            failures += 1
+            if failures >= self._tries:
+                raise WarehouseError(
+                    f"{_one_line(exc)} (gave up after {self._tries} tries)"
+                ) from None
+            self._sleep(self._backoff(failures - 1))
+
+        try:
+            return self._retry(fn, on_error=after_failure)()
+        except WarehouseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not retriable: one line
+            raise WarehouseError(_one_line(exc)) from None
+
+    def _start_job(self, client: Any, sql: str, config: Any) -> Any:
+        """Start a query job; `_call` repeats the whole call, so the client's job retry is off."""
+        return client.query(
+            sql,
+            job_config=config,
+            location=self.location,
+            retry=self._api_retry,
+            job_retry=None,
+        )
 
     def _job_config(
         self,
@@ -266,13 +294,7 @@ class BigQueryWarehouse:
 
         def attempt() -> list[dict[str, Any]]:
             self.queries_run += 1
-            job = client.query(
-                sql,
-                job_config=config,
-                location=self.location,
-                retry=self._api_retry,
-                job_retry=None,
-            )
+            job = self._start_job(client, sql, config)
             self.last_job = job
             rows = job.result(retry=self._api_retry, timeout=self._timeout)
             return [dict(row.items()) for row in rows]
@@ -284,13 +306,7 @@ class BigQueryWarehouse:
         client = self.client
 
         def attempt() -> int | None:
-            job = client.query(
-                sql,
-                job_config=config,
-                location=self.location,
-                retry=self._api_retry,
-                job_retry=None,
-            )
+            job = self._start_job(client, sql, config)
             total = job.total_bytes_processed
             return None if total is None else int(total)
 
@@ -369,7 +385,7 @@ class BigQueryWarehouse:
         Raises:
             WarehouseError: one line for credentials, permission, not found, bad SQL, quota.
         """
-        names = [n for n in query_params(sql, lenient=True) if n in params]
+        names = _used_params(sql, params)
         rows = self._query(sql, names, params, labels)
         if not rows:
             return None
@@ -436,7 +452,7 @@ class BigQueryWarehouse:
         Raises:
             WarehouseError: bad SQL, a missing table, credentials, permission.
         """
-        names = [n for n in query_params(sql, lenient=True) if n in params]
+        names = _used_params(sql, params)
         return self._dry_run(sql, names, params)
 
     def close(self) -> None:

@@ -1,0 +1,365 @@
+"""A runbook's checks beyond its model: step ids, needs, cycles, templates, var defaults."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+
+import pydantic
+
+from agent.errors import UsageError
+from agent.plan import dag, templating
+from agent.plan.document import Builder, KeyPath, Mark, child, suggest
+from agent.plan.model import (
+    ID_PATTERN,
+    RESERVED_NAMES,
+    TemplateField,
+    VarSpec,
+    step_templates,
+    strings,
+)
+from agent.plan.vars import coerce
+
+__all__ = [
+    "STEP_FIELDS",
+    "check_structure",
+    "check_templates",
+    "check_var_defaults",
+    "step_name",
+    "where",
+]
+
+# What a later step may read of an earlier one: `steps.<id>.<field>`.
+STEP_FIELDS = ("status", "captures", "counts", "exit_code", "reason")
+
+
+def step_name(data: Any, index: int) -> str:
+    """Name step `index` of a runbook's data for a person: step 'x', or step 3 without an id."""
+    step = child(data.get("steps"), index)
+    sid = step.get("id") if isinstance(step, dict) else None
+    return f"step '{sid}'" if isinstance(sid, str) and sid else f"step {index + 1}"
+
+
+def where(path: KeyPath, data: Any) -> str:
+    """Name the place of `path` for a person: step 'x', check 2 of step 'x', var 'y', ...
+
+    Args:
+        path: a place in a runbook's data.
+        data: the runbook's data.
+
+    Returns:
+        The name, for the start of a message.
+    """
+    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+        name = step_name(data, path[1])
+        if len(path) >= 4 and path[2] == "checks" and isinstance(path[3], int):
+            return f"check {path[3] + 1} of {name}"
+        if len(path) >= 4 and path[2] == "capture":
+            return f"capture '{path[3]}' of {name}"
+        if len(path) >= 4 and path[2] == "details" and isinstance(path[3], int):
+            return f"detail {path[3] + 1} of {name}"
+        if len(path) >= 3 and path[2] == "retries":
+            return f"'retries' of {name}"
+        return name
+    if len(path) >= 2 and path[0] == "vars":
+        return f"var '{path[1]}'"
+    if len(path) >= 3 and path[0] == "report" and isinstance(path[-1], int):
+        return f"item {path[-1] + 1} of 'report.{'.'.join(str(p) for p in path[1:-1])}'"
+    if path:
+        return f"'{'.'.join(str(p) for p in path)}'"
+    return "the runbook"
+
+
+# --- ids, needs, cycles (also when the model does not load) ----------------------------------
+
+
+def check_structure(data: dict[str, Any], b: Builder) -> dag.Graph | None:
+    """Check step ids, `needs` and cycles.
+
+    Args:
+        data: the runbook's data.
+        b: the builder that read it, with its problems.
+
+    Returns:
+        The graph of the steps when they are sound, else None (with the problems added).
+    """
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not steps:
+        return None
+    raw_ids = [s.get("id") if isinstance(s, dict) else None for s in steps]
+    sound = all(isinstance(i, str) and re.match(ID_PATTERN, i) for i in raw_ids)
+    seen: dict[str, int] = {}
+    for i, sid in enumerate(raw_ids):
+        if not isinstance(sid, str):
+            continue
+        if sid in seen:
+            sound = False
+            first = b.value_marks.get(("steps", seen[sid], "id"), (0, 0))
+            b.problems.add(
+                b.value_marks.get(("steps", i, "id"), (1, 1)),
+                f"duplicate step id '{sid}' (first at line {first[0]})",
+            )
+        else:
+            seen[sid] = i
+    needs: list[list[str] | None] = []
+    for i, step in enumerate(steps):
+        need = step.get("needs") if isinstance(step, dict) else None
+        if need is not None and not (
+            isinstance(need, list) and all(isinstance(n, str) for n in need)
+        ):
+            sound = False  # the model reports the type
+            need = None
+        elif need is not None:
+            sound = _check_needs(data, b, i, need, seen, raw_ids[i]) and sound
+        needs.append(need)
+    if not sound:
+        return None
+    step_ids = [str(s) for s in raw_ids]
+    cycle = dag.find_cycle(dag.implied_after(step_ids, needs))
+    if cycle is not None:
+        i = seen[cycle[0]]
+        implied = [
+            f"'{a}' has no 'needs', so it runs after '{c}', the step before it"
+            for a, c in itertools.pairwise(cycle)
+            if needs[seen[a]] is None
+        ]
+        note = f" ({'; '.join(implied)})" if implied else ""
+        b.problems.add(
+            b.value_marks.get(("steps", i, "needs"), b.value_marks.get(("steps", i), (1, 1))),
+            "cycle: " + " -> ".join(cycle) + note,
+        )
+        return None
+    return dag.build_graph(step_ids, needs)
+
+
+def _check_needs(
+    data: dict[str, Any], b: Builder, i: int, need: list[str], seen: dict[str, int], own: Any
+) -> bool:
+    """Whether every step that step `i` (whose id is `own`) needs exists and is another step."""
+    sound = True
+    name = step_name(data, i)
+    for j, n in enumerate(need):
+        mark = b.value_marks.get(("steps", i, "needs", j), (1, 1))
+        if n not in seen:
+            sound = False
+            b.problems.add(mark, f"{name} needs unknown step '{n}'{suggest(n, list(seen))}")
+        elif n == own:
+            sound = False
+            b.problems.add(mark, f"cycle: {n} -> {n} ({name} needs itself)")
+    return sound
+
+
+# --- templates, expressions, query parameters (on the raw data) -----------------------------
+
+
+def check_templates(data: dict[str, Any], graph: dag.Graph, b: Builder) -> None:
+    """Find undefined names, unsafe code and reads of steps that do not run before.
+
+    Args:
+        data: the runbook's data, whose steps are sound (see `check_structure`).
+        graph: the steps' graph.
+        b: the builder that read it, with its problems.
+    """
+    _TemplateChecker(data, graph, b).run()
+
+
+class _TemplateChecker:
+    def __init__(self, data: dict[str, Any], graph: dag.Graph, b: Builder) -> None:
+        self.data = data
+        self.graph = graph
+        self.b = b
+        self.problems = b.problems
+        vars_ = data.get("vars")
+        self.var_names = {str(k) for k in vars_} if isinstance(vars_, dict) else set()
+        self.base = self.var_names | {"env", "run"}
+        self.captures: dict[str, set[str]] = {}
+        for step in data["steps"]:
+            cap = step.get("capture")
+            self.captures[step["id"]] = {str(k) for k in cap} if isinstance(cap, dict) else set()
+
+    def _mark(self, path: KeyPath) -> Mark:
+        return self.b.value_marks.get(path, (1, 1))
+
+    def check(
+        self,
+        path: KeyPath,
+        source: Any,
+        allowed: set[str],
+        earlier: set[str],
+        *,
+        expression: bool,
+        what: str,
+    ) -> None:
+        if not isinstance(source, str):
+            return  # the model reports the type
+        mark = self._mark(path)
+        try:
+            if expression:
+                names = templating.expression_names(source)
+            else:
+                names = templating.template_names(source)
+            refs = templating.step_paths(source, expression=expression)
+        except templating.TemplateError as exc:
+            self.problems.add(mark, f"{what}: {exc}")
+            return
+        for name in sorted(names - allowed - {"steps"}):
+            hint = suggest(name, sorted(allowed))
+            self.problems.add(mark, f"undefined name '{name}' in {what}{hint}")
+        if "steps" not in names:
+            return
+        if not refs:
+            self.problems.add(mark, f"{what} reads 'steps' without naming a step: use steps.<id>")
+        for ref in sorted(refs):
+            self._check_ref(mark, ref, earlier, what)
+
+    def _check_ref(self, mark: Mark, ref: tuple[str, ...], earlier: set[str], what: str) -> None:
+        sid = ref[0]
+        if sid not in earlier:
+            if sid in self.graph.order:
+                why = "which does not run before it in every order"
+            else:
+                why = f"which is not a step{suggest(sid, sorted(earlier))}"
+            self.problems.add(mark, f"{what} reads steps.{sid}, {why}")
+            return
+        if len(ref) < 2:
+            return
+        if ref[1] not in STEP_FIELDS:
+            fields = ", ".join(STEP_FIELDS)
+            self.problems.add(
+                mark,
+                f"{what} reads steps.{sid}.{ref[1]}: a step has {fields}"
+                f"{suggest(ref[1], list(STEP_FIELDS))}",
+            )
+        elif ref[1] == "captures" and len(ref) > 2 and ref[2] not in self.captures[sid]:
+            known = sorted(self.captures[sid])
+            self.problems.add(
+                mark,
+                f"{what} reads steps.{sid}.captures.{ref[2]}, but step '{sid}' captures "
+                + (", ".join(f"'{k}'" for k in known) if known else "nothing")
+                + suggest(ref[2], known),
+            )
+
+    def run(self) -> None:
+        data, base = self.data, self.base
+        # Top level: title, summary, env, workdir, notify, incident see only vars and env.
+        for key in ("title", "summary", "workdir", "notify"):
+            self.check((key,), data.get(key), base, set(), expression=False, what=f"'{key}'")
+        for top in ("env", "incident"):
+            for path, s in strings(data.get(top), (top,)):
+                self.check(path, s, base, set(), expression=False, what=f"{top} '{path[-1]}'")
+        for i, step in enumerate(data["steps"]):
+            for f in step_templates(step):
+                self._field(i, step["id"], f)
+        report = data.get("report")
+        if isinstance(report, dict):
+            self._report(report)
+
+    def _field(self, i: int, sid: str, f: TemplateField) -> None:
+        """One template field of step `i`, read as its kind says (the checker names no kind)."""
+        path = ("steps", i, *f.path)
+        owner = f"{f.part} of step '{sid}'" if f.part else f"step '{sid}'"
+        what = f"'{f.key}' of {owner}"
+        if f.mode == "params":
+            self._params(path, f.source, owner)
+        elif f.mode == "pattern":
+            self._groups(path, f.source, f"capture '{f.key}' of {owner}")
+        elif f.mode in ("command", "shell"):
+            try:
+                if f.mode == "shell":
+                    templating.check_shell_command(f.source)
+                else:
+                    templating.split_command(f.source)
+            except templating.TemplateError as exc:
+                self.problems.add(self._mark(path), f"{what}: {exc}")
+        else:
+            earlier = self.graph.ancestors[sid]
+            self.check(
+                path,
+                f.source,
+                self.base | {"steps"} | f.reads,
+                earlier | {sid} if f.after else earlier,
+                expression=f.mode == "expression",
+                what=what,
+            )
+
+    def _groups(self, path: KeyPath, pattern: str, what: str) -> None:
+        try:
+            rx = re.compile(pattern)
+        except re.error:
+            return  # the model reports it
+        if rx.groups == 0:
+            self.problems.add(
+                self._mark(path), f"{what}: the pattern has no group '(...)' to read a value"
+            )
+
+    def _report(self, report: dict[str, Any]) -> None:
+        all_ids = set(self.graph.order)
+        ctx = self.base | {"steps"}
+        groups: list[tuple[KeyPath, Any]] = [(("report", "lessons"), report.get("lessons"))]
+        next_steps = report.get("next_steps")
+        if isinstance(next_steps, dict):
+            groups += [(("report", "next_steps", k), v) for k, v in next_steps.items()]
+        for path, items in groups:
+            if not isinstance(items, list):
+                continue
+            for j, item in enumerate(items):
+                name = where((*path, j), self.data)
+                if isinstance(item, dict):
+                    when = (*path, j, "when")
+                    what = f"'when' of {name}"
+                    self.check(when, item.get("when"), ctx, all_ids, expression=True, what=what)
+                    text, tpath = item.get("text"), (*path, j, "text")
+                else:
+                    text, tpath = item, (*path, j)
+                self.check(tpath, text, ctx, all_ids, expression=False, what=name)
+
+    def _params(self, path: KeyPath, value: Any, owner: str) -> None:
+        for p, s in strings(value, path):
+            for name in re.findall(r"(?<![@\w])@(\w+)", s):
+                if name not in self.var_names:
+                    self.problems.add(
+                        self._mark(p),
+                        f"query parameter '@{name}' in {owner} is not a var"
+                        f"{suggest(name, sorted(self.var_names))}",
+                    )
+
+
+# --- var defaults and choices ----------------------------------------------------------------
+
+
+def check_var_defaults(data: dict[str, Any], b: Builder) -> None:
+    """Find a default or a choice that does not fit the var's type now, not at run time.
+
+    Args:
+        data: the runbook's data.
+        b: the builder that read it, with its problems.
+    """
+    vars_ = data.get("vars")
+    if not isinstance(vars_, dict):
+        return
+    for name, raw in vars_.items():
+        if name in RESERVED_NAMES:
+            b.problems.add(
+                b.key_marks.get(("vars", name), (1, 1)),
+                f"var '{name}': the name is reserved ({', '.join(RESERVED_NAMES)})",
+            )
+        try:
+            spec = VarSpec.model_validate(raw)
+        except pydantic.ValidationError:
+            continue  # the model reports it
+        values: list[tuple[KeyPath, Any]] = []
+        if spec.default is not None:
+            values.append((("vars", name, "default"), spec.default))
+        for j, choice in enumerate(spec.choices or []):
+            values.append((("vars", name, "choices", j), choice))
+        for path, value in values:
+            try:
+                coerce(str(name), spec.model_copy(update={"choices": None}), value)
+            except UsageError as exc:  # the var's problem, as --var would say it
+                b.problems.add(b.value_marks.get(path, (1, 1)), str(exc))
+        if spec.default is not None and spec.choices is not None:
+            try:
+                coerce(str(name), spec, spec.default)
+            except UsageError as exc:
+                b.problems.add(b.value_marks.get(("vars", name, "default"), (1, 1)), str(exc))
