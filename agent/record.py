@@ -156,6 +156,11 @@ class StepResult(_Model):
     attempts: list[Attempt] = Field(default_factory=list)
     exit_code: int | None = None
     captures: dict[str, Any] = Field(default_factory=dict)
+    # Captures whose pattern matched no output line: their value is the default, not evidence.
+    unmatched: list[str] = Field(default_factory=list)
+    # The line that shows the program crashed: a Python exception after its traceback, or a
+    # line matching one of the step's `fatal` patterns. Such a step is FAILED whatever it exited.
+    crash: str | None = None
     details: list[DetailLine] = Field(default_factory=list)
     expectations: list[ExpectResult] = Field(default_factory=list)
     counts: dict[str, CheckResult] = Field(default_factory=dict)

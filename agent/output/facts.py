@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any, TypeGuard
 
 from agent.plan.durations import elapsed
@@ -36,6 +37,7 @@ __all__ = [
     "percent_text",
     "plural",
     "priority_rank",
+    "run_folder",
     "run_seconds",
     "signed_percent_text",
     "skipped_on_purpose",
@@ -586,3 +588,13 @@ def percent_change(before: CheckResult | None, after: CheckResult | None) -> flo
     if p_before is None or p_after is None:
         return None
     return p_after - p_before
+
+
+def run_folder(record: RunRecord) -> str:
+    """The run directory as a user types it: `<reports folder>/<run id>`, never a temp path.
+
+    The report may be read on another machine or after the temporary folder is gone; the
+    reports folder's name and the run id are what stays true.
+    """
+    reports = PurePath(record.run_dir).parent.name if record.run_dir else "reports"
+    return f"{reports}/{record.run_id}"

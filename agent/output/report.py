@@ -32,6 +32,7 @@ from agent.output.facts import (
     percent_text,
     plural,
     priority_rank,
+    run_folder,
     run_seconds,
     signed_percent_text,
     skipped_on_purpose,
@@ -914,7 +915,7 @@ def _build(record: RunRecord) -> ReportView:
         lessons=_lessons(record),
         next_steps=[(h, list(items)) for h, items in record.next_steps.items() if items],
         followup=(
-            f"runbook followup {record.run_dir or 'reports/' + record.run_id}"
+            f"runbook followup {run_folder(record)}"
             if record.status in (RunStatus.PARTIALLY_COMPLETE, RunStatus.FAILED)
             else None
         ),

@@ -31,6 +31,7 @@ __all__ = [
     "sql_params",
     "step_env",
     "step_timeout",
+    "write_evidence",
 ]
 
 DEFAULT_TIMEOUT = 3600.0
@@ -153,7 +154,27 @@ def program_missing(
     res.missing = ctx.redactor.redact(found.target)
     res.reason = ctx.redactor.redact(found.message)
     res.alternatives = [ctx.redactor.redact(a) for a in found.alternatives]
+    write_evidence(
+        ctx,
+        [
+            f"--- not run: {res.command_display}",
+            f"looked up {found.target} from {cwd}: {found.message}",
+            *(f"closest: {a}" for a in found.alternatives),
+        ],
+    )
     return True
+
+
+def write_evidence(ctx: StepContext, lines: list[str]) -> None:
+    """Leave what a step looked at in its log (one log per step), masked; none in a dry run."""
+    path = ctx.log_path()
+    if path is None or ctx.run_dir is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(ctx.redactor.redact(line) + "\n" for line in lines)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(text)
+    ctx.result.log_path = str(path.relative_to(ctx.run_dir))
 
 
 def sql_params(values: Mapping[str, Any]) -> dict[str, Any]:

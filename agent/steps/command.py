@@ -11,7 +11,7 @@ from agent.plan import templating
 from agent.plan.durations import setting
 from agent.plan.model import Capture, CommandStep
 from agent.proc.process import run_process
-from agent.record import Attempt, Baseline, DetailLine, ExpectResult, Status, utcnow
+from agent.record import Attempt, Baseline, DetailLine, ExpectResult, Status, StepResult, utcnow
 from agent.steps.base import (
     Event,
     StepContext,
@@ -25,13 +25,14 @@ from agent.steps.base import (
     step_timeout,
 )
 
-__all__ = ["CommandKind", "Scanner", "convert_capture"]
+__all__ = ["CommandKind", "CrashWatch", "Scanner", "convert_capture"]
 
 MAX_DETAILS = 50
 MAX_ALL = 1000
 # The pipeline's log prefix: `2026-01-26 05:14:35,123 - name - INFO - message`.
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+-\s+[\w.]+\s+-\s+[A-Z]+\s+-\s+")
 _MARKS = re.compile(r"^\s*(?:✓|✅|⚠️|⚠|❌|✗|△|○|•)\ufe0f?\s*")
+TRACEBACK = "Traceback (most recent call last):"
 
 
 def convert_capture(spec: Capture, raw: Any) -> Any:
@@ -59,17 +60,63 @@ def convert_capture(spec: Capture, raw: Any) -> Any:
     return text
 
 
+class CrashWatch:
+    """Watches output lines for a crash: a Python traceback's exception, or a `fatal` line."""
+
+    def __init__(self, fatal: list[str]) -> None:
+        self.fatal = [re.compile(f) for f in fatal]
+        # A traceback is read to its exception line; the step crashed when that line ends the
+        # output or the program exited non-zero (an exception logged and survived is not one).
+        self.in_traceback = False
+        self.exception: str | None = None
+        self.exception_last = False
+        self.fatal_line: str | None = None
+
+    def __call__(self, line: str) -> None:
+        """Take one non-blank output line."""
+        if line.startswith(TRACEBACK):
+            self.in_traceback = True
+        elif self.in_traceback and not line[:1].isspace():
+            # The first line at the margin after the frames is the exception itself.
+            self.in_traceback = False
+            self.exception = _LOG_PREFIX.sub("", line).strip()
+            self.exception_last = True
+            return
+        if not self.in_traceback:
+            self.exception_last = False
+        if self.fatal_line is None and any(rx.search(line) for rx in self.fatal):
+            self.fatal_line = line.strip()
+
+    def crash(self, exit_code: int | None) -> str | None:
+        """The line that shows the program crashed, if one does.
+
+        A traceback counts when the program exited non-zero (its buffered stdout may still
+        follow the traceback) or when nothing but the traceback came after its exception.
+        """
+        if self.fatal_line is not None:
+            return self.fatal_line
+        if self.exception is not None and (exit_code not in (0, None) or self.exception_last):
+            return self.exception
+        return None
+
+
 class Scanner:
-    """Reads a step's output line by line: captures (last match wins) and details lines."""
+    """Reads a step's output line by line: captures (last match wins), details, crashes."""
 
     def __init__(self, step: CommandStep) -> None:
         self.captures = {name: (re.compile(c.pattern), c) for name, c in step.capture.items()}
         self.details = [(re.compile(d.match), d.mark) for d in step.details]
+        self.crashes = CrashWatch(step.fatal)
         # Each pattern first searches a whole chunk (MULTILINE, at C speed); only a chunk in
         # which one can match is split into lines and matched line by line (line semantics).
         # The patterns are not joined into one: inline flags such as (?i) and backreferences
         # would break or change meaning.
         patterns = [c.pattern for c in step.capture.values()] + [d.match for d in step.details]
+        patterns += step.fatal
+        # Only these need every line decoded; a traceback is looked for in the text decoded
+        # anyway (the newest lines of each chunk) and, at the end, in the tail.
+        self.needs_every_line = bool(patterns)
+        patterns.append("^" + re.escape(TRACEBACK))
         self.prefilters = [re.compile(p, re.MULTILINE) for p in patterns]
         self.values: dict[str, Any] = {}
         self.lists: dict[str, list[Any]] = {n: [] for n, (_, c) in self.captures.items() if c.all}
@@ -88,7 +135,11 @@ class Scanner:
                 self.last_line = last
                 break
             stop = nl
-        if not any(rx.search(text, start, end) for rx in self.prefilters):
+        if not self.crashes.in_traceback and not any(
+            rx.search(text, start, end) for rx in self.prefilters
+        ):
+            if stop > start:
+                self.crashes.exception_last = False  # output went on after the exception
             return
         for line in text[start:end].split("\n"):
             self(line)
@@ -97,6 +148,7 @@ class Scanner:
         """Take one output line."""
         if line.strip():
             self.last_line = line
+            self.crashes(line)
         for name, (rx, spec) in self.captures.items():
             m = rx.search(line)
             if m is None:
@@ -116,6 +168,15 @@ class Scanner:
                     text = _MARKS.sub("", _LOG_PREFIX.sub("", line)).strip()
                     self.detail_lines.append(DetailLine(mark=mark, text=text))
                     break
+
+    @property
+    def unmatched(self) -> list[str]:
+        """The captures no line matched."""
+        return [
+            n
+            for n, (_, spec) in self.captures.items()
+            if not (self.lists[n] if spec.all else n in self.values)
+        ]
 
     def result(self) -> dict[str, Any]:
         """The captures, with defaults for those that never matched."""
@@ -219,7 +280,7 @@ class CommandKind(StepKind):
                 log_path=log_path,
                 on_block=on_block,
                 # Captures and details read every line; otherwise only the newest matter.
-                every_line=ctx.every_line or bool(scanner.prefilters),
+                every_line=ctx.every_line or scanner.needs_every_line,
                 redactor=ctx.redactor,
                 max_log_bytes=ctx.max_log_bytes,
                 stop_event=ctx.stop,
@@ -268,19 +329,69 @@ class CommandKind(StepKind):
                     res.status, res.reason = Status.ABORTED, "interrupted during retry back-off"
                     break
         res.captures = {k: _redact_value(ctx, v) for k, v in scanner.result().items()}
+        res.unmatched = scanner.unmatched
         res.details = [
             DetailLine(mark=d.mark, text=ctx.redactor.redact(d.text)) for d in scanner.detail_lines
         ]
+        crash = scanner.crashes.crash(res.exit_code) or _tail_crash(proc.tail, res.exit_code)
+        if crash is not None and res.status != Status.ABORTED:
+            res.crash = ctx.redactor.redact(crash)
+            # A crash is a failure whatever `ok_exit_codes` lets through.
+            res.status, res.reason = Status.FAILED, f"crashed: {res.crash}"
         if res.status is not None:
             return
-        names = ctx.template_context(**res.captures, exit_code=res.exit_code)
-        res.expectations = evaluate_expectations(step.expect, names)
-        failed = [e for e in res.expectations if not e.ok]
+        _judge(step, res, ctx)
+
+
+def _tail_crash(tail: list[str], exit_code: int | None) -> str | None:
+    """A crash that only the output's tail shows (lines not otherwise decoded)."""
+    watch = CrashWatch([])
+    for line in tail:
+        if line.strip():
+            watch(line)
+    return watch.crash(exit_code)
+
+
+def _unknown(step: CommandStep, res: StepResult) -> set[str]:
+    """Captures with no evidence: unmatched and required, or unmatched after a non-zero exit.
+
+    After exit 0 an unmatched capture's default stands (a validator prints no warnings line
+    when there are none); after any other exit the default is only a guess.
+    """
+    return {
+        n
+        for n in res.unmatched
+        if step.capture[n].required or (res.exit_code != 0 and not step.capture[n].all)
+    }
+
+
+def _judge(step: CommandStep, res: StepResult, ctx: StepContext) -> None:
+    """Judge a program that ran to its end: its expectations, on evidence only."""
+    unknown = _unknown(step, res)
+    names = ctx.template_context(
+        **{k: (None if k in unknown else v) for k, v in res.captures.items()},
+        exit_code=res.exit_code,
+    )
+    res.expectations = evaluate_expectations(step.expect, names)
+    for e in res.expectations:
+        try:
+            blind = sorted(unknown & templating.expression_names(e.expr))
+        except templating.TemplateError:
+            blind = []  # its own error is already recorded
+        if blind:
+            e.ok = False
+            e.error = "no evidence: " + ", ".join(f"`{n}`" for n in blind) + " did not match"
+    failed = [e for e in res.expectations if not e.ok]
+    missing = sorted(n for n in unknown if step.capture[n].required)
+    if failed or missing:
+        res.status = Status.PARTIAL
+        parts = [f"no evidence: required capture `{n}` did not match" for n in missing]
         if failed:
-            res.status = Status.PARTIAL
-            res.reason = "expectation not met: " + "; ".join(e.expr for e in failed)
-        else:
-            res.status = Status.SUCCESS
+            shown = [e.expr + (f" ({e.error})" if e.error else "") for e in failed]
+            parts.insert(0, "expectation not met: " + "; ".join(shown))
+        res.reason = "; ".join(parts)
+    else:
+        res.status = Status.SUCCESS
 
 
 def evaluate_expectations(exprs: list[str], names: dict[str, Any]) -> list[ExpectResult]:

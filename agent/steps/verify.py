@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from agent.plan import templating
 from agent.plan.model import Check, VerifyStep
 from agent.record import Baseline, CheckResult, Status
-from agent.steps.base import StepContext, StepKind, StepReview, register, sql_params
+from agent.steps.base import (
+    StepContext,
+    StepKind,
+    StepReview,
+    register,
+    sql_params,
+    write_evidence,
+)
 from agent.steps.command import evaluate_expectations
 from agent.warehouse.base import CountCheck, CountOutcome, WarehouseError
 
@@ -109,7 +117,34 @@ def measure(step: VerifyStep, ctx: StepContext) -> dict[str, CheckResult]:
     results: dict[str, CheckResult] = {}
     for c, check, outcome in zip(checks, step.checks, outcomes, strict=True):
         results[c.name] = _result(check, c, outcome, ctx)
+    write_evidence(ctx, _evidence(checks, results, sql_params(ctx.vars)))
     return results
+
+
+def _evidence(
+    checks: list[CountCheck], results: Mapping[str, CheckResult], params: Mapping[str, Any]
+) -> list[str]:
+    """What the verify step asked the warehouse and what the warehouse returned."""
+    shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "none"
+    lines = [f"--- one count query over {len(checks)} check(s); parameters: {shown}"]
+    for c in checks:
+        r = results[c.name]
+        lines.append(f"check {c.name}: rows of {c.table}")
+        if c.where:
+            lines.append(f"  where {c.where}")
+        if c.coverage_key:
+            expected = " ".join((c.coverage_expected or "").split())
+            lines.append(f"  coverage of ({', '.join(c.coverage_key)}) over: {expected}")
+        if r.error:
+            lines.append(f"  error: {r.error}")
+            continue
+        lines.append(
+            f"  rows: {r.actual}; expected: {r.expected if r.expected is not None else '-'}"
+        )
+        if r.missing_total is not None:
+            lines.append(f"  expected keys missing: {r.missing_total}")
+            lines += [f"    {dict(k)}" for k in r.missing_keys]
+    return lines
 
 
 def _result(
