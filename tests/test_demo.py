@@ -94,9 +94,9 @@ def test_demo_report_matches_golden(demo: tuple[object, Path, Path]) -> None:
 def test_committed_example_is_a_demo_report() -> None:
     """reports/example-demo-report.md is what the demo writes (regenerated with the golden)."""
     example = EXAMPLE.read_text(encoding="utf-8")
-    folder = re.search(r"\*\*Runbook:\*\* (\S+)/backfill-game-context\.yaml", example)
-    assert folder is not None
-    assert normalise(example, Path(folder.group(1))) == GOLDEN.read_text(encoding="utf-8")
+    # The report names no folder of the machine it ran on: paths are relative.
+    assert "/tmp/" not in example
+    assert normalise(example, Path("/nowhere")) == GOLDEN.read_text(encoding="utf-8")
 
 
 def test_demo_command_prints_report_path(tmp_path: Path) -> None:

@@ -598,3 +598,13 @@ def run_folder(record: RunRecord) -> str:
     """
     reports = PurePath(record.run_dir).parent.name if record.run_dir else "reports"
     return f"{reports}/{record.run_id}"
+
+
+def runbook_shown(record: RunRecord) -> str:
+    """The runbook's path relative to the folder the reports folder is in, when it is there."""
+    path = PurePath(record.runbook_path)
+    if record.run_dir:
+        home = PurePath(record.run_dir).parent.parent
+        if path.is_relative_to(home):
+            return str(path.relative_to(home))
+    return str(path)

@@ -34,6 +34,7 @@ from agent.output.facts import (
     priority_rank,
     run_folder,
     run_seconds,
+    runbook_shown,
     signed_percent_text,
     skipped_on_purpose,
     status_tally,
@@ -929,7 +930,7 @@ def _build(record: RunRecord) -> ReportView:
         generated_at=timestamp(generated),
         executed_by=f"runbook {record.tool_version} ({record.operator}@{record.host})",
         incident_reference=incident_ref,
-        runbook=f"{record.runbook_path}" + (f" (sha256 {short_sha})" if short_sha else ""),
+        runbook=runbook_shown(record) + (f" (sha256 {short_sha})" if short_sha else ""),
         run_id=record.run_id,
         record=record,
     )
