@@ -8,16 +8,19 @@ import threading
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
+    "CAUSES",
     "FOLLOWUP_SUFFIX",
+    "Advice",
     "Attempt",
     "CheckResult",
     "DetailLine",
     "ExpectResult",
+    "Item",
     "Journal",
     "Poll",
     "RunRecord",
@@ -89,6 +92,50 @@ class DetailLine(_Model):
     text: str
 
 
+class Item(_Model):
+    """One line a validate step listed (an `all: true` capture): stage, message, section."""
+
+    capture: str  # the capture it came from
+    stage: str | None = None  # the first group when the pattern has two (`[stage] message`)
+    message: str
+    section: str | None = None  # the heading the output put it under ("❌ 25 ISSUES FOUND:")
+    severity: Literal["issue", "warning"] | None = None  # from the heading's words, if it says
+
+    @property
+    def identity(self) -> tuple[str | None, str]:
+        """What makes two items the same item, before and after the run."""
+        return (self.stage, self.message)
+
+
+class Advice(_Model):
+    """A lesson or next step of the runbook that held for this run."""
+
+    text: str
+    standing: bool = False  # it has no `when`: advice for every run, not a finding of this one
+
+
+def _advice(value: Any) -> Any:
+    """Records written before Advice held plain strings."""
+    return {"text": value} if isinstance(value, str) else value
+
+
+AdviceField = Annotated[Advice, BeforeValidator(_advice)]
+
+CAUSES = (
+    "crashed",
+    "exit_code",
+    "error",
+    "timed_out",
+    "not_found",
+    "expectation",
+    "coverage",
+    "needs",
+    "unconfirmed",
+    "interrupted",
+)
+"""Why a step fell short, as `StepResult.cause` names it and `on_shortfall` may be keyed."""
+
+
 class ExpectResult(_Model):
     """One `expect` expression and whether it held."""
 
@@ -130,6 +177,7 @@ class Baseline(_Model):
     measured_at: datetime
     captures: dict[str, Any] = Field(default_factory=dict)
     counts: dict[str, CheckResult] = Field(default_factory=dict)
+    items: list[Item] = Field(default_factory=list)
     status: Status | None = None
     error: str | None = None
 
@@ -162,6 +210,7 @@ class StepResult(_Model):
     # line matching one of the step's `fatal` patterns. Such a step is FAILED whatever it exited.
     crash: str | None = None
     details: list[DetailLine] = Field(default_factory=list)
+    items: list[Item] = Field(default_factory=list)  # what a validate step listed, parsed
     expectations: list[ExpectResult] = Field(default_factory=list)
     counts: dict[str, CheckResult] = Field(default_factory=dict)
     baseline: Baseline | None = None
@@ -174,6 +223,37 @@ class StepResult(_Model):
     alternatives: list[str] = Field(default_factory=list)
     shortfall: dict[str, Any] | None = None  # on_shortfall, rendered
     sessions: int = 1  # how many runner sessions started this step (2+ after a resume)
+
+    @property
+    def cause(self) -> str | None:
+        """Why the step fell short (one of CAUSES), or None when it did not."""
+        st = self.status
+        if st is None or st == Status.SUCCESS:
+            return None
+        if self.crash:
+            return "crashed"
+        simple = {
+            Status.NOT_FOUND: "not_found",
+            Status.TIMED_OUT: "timed_out",
+            Status.ABORTED: "interrupted",
+        }
+        if st in simple:
+            return simple[st]
+        if st == Status.SKIPPED:
+            return {"needs": "needs", "manual": "unconfirmed"}.get(self.skipped_by or "")
+        if st == Status.PARTIAL:
+            return "coverage" if any(not c.ok for c in self.counts.values()) else "expectation"
+        ran = any(a.exit_code is not None for a in self.attempts)
+        return "exit_code" if ran and self.exit_code is not None else "error"
+
+    def missing_values(self) -> dict[str, list[str]]:
+        """Every key column's missing values over the step's checks, sorted, each once."""
+        out: dict[str, set[str]] = {}
+        for check in self.counts.values():
+            for key in check.missing_keys:
+                for column, value in key.items():
+                    out.setdefault(column, set()).add(str(value))
+        return {k: sorted(v) for k, v in out.items()}
 
     @property
     def duration_s(self) -> float | None:
@@ -216,8 +296,8 @@ class RunRecord(_Model):
     steps: list[StepResult] = Field(default_factory=list)
     needs: dict[str, list[str]] = Field(default_factory=dict)  # explicit: must have succeeded
     after: dict[str, list[str]] = Field(default_factory=dict)  # every ordering edge
-    lessons: list[str] = Field(default_factory=list)
-    next_steps: dict[str, list[str]] = Field(default_factory=dict)
+    lessons: list[AdviceField] = Field(default_factory=list)
+    next_steps: dict[str, list[AdviceField]] = Field(default_factory=dict)
     sessions: list[Session] = Field(default_factory=list)
     file_hashes: dict[str, str] = Field(default_factory=dict)  # scripts the steps run, at start
     selection: dict[str, Any] = Field(default_factory=dict)  # --only, --from, --parallel, ...

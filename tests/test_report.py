@@ -21,6 +21,7 @@ import pytest
 from agent.output import report
 from agent.output.report import render_report, templates_dir, write_report
 from agent.record import (
+    Advice,
     Attempt,
     Baseline,
     CheckResult,
@@ -503,8 +504,8 @@ def hostile_record(values: list[str] = HOSTILE) -> RunRecord:
     record.steps[3].missing = "bin/" + values[0]
     record.steps[3].alternatives = [values[0], values[1]]
     record.summary = "\n".join(values)
-    record.lessons.extend(values)
-    record.next_steps[values[6]] = list(values)
+    record.lessons.extend(Advice(text=v) for v in values)
+    record.next_steps[values[6]] = [Advice(text=v) for v in values]
     record.steps[1].status = Status.FAILED
     record.steps[1].shortfall = {"issue": values[5], "action": values, "impact": values[1]}
     record.steps[2].counts["x"] = CheckResult(

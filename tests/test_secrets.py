@@ -194,7 +194,7 @@ def test_secret_corpus_never_reaches_any_file_or_the_console(
     assert record.vars["pin"] == MASK
     assert MASK in (record.step("var_secret").shortfall or {}).get("issue", "")
     assert f"[var_secret] | plain: {MASK}" in proc.stderr.decode()
-    assert record.lessons == [f"The call used {MASK} and {MASK}"]
+    assert [a.text for a in record.lessons] == [f"The call used {MASK} and {MASK}"]
 
 
 def test_short_and_absent_secrets_do_not_break_output(write_runbook: Write, tmp_path: Path) -> None:

@@ -653,10 +653,10 @@ def _lessons(incident: LoadedIncident, entries: list[ActionRuns]) -> list[str]:
     for e in entries:
         latest = e.latest
         for lesson in latest.lessons if latest else []:
-            key = " ".join(lesson.casefold().split())
+            key = " ".join(lesson.text.casefold().split())
             if key not in seen:
                 seen.add(key)
-                out.append(lesson)
+                out.append(lesson.text)
     return out
 
 

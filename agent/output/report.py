@@ -784,8 +784,8 @@ def _auto_actions(step: StepResult) -> list[str]:
 
 def _lessons(record: RunRecord) -> list[Lesson]:
     out: list[Lesson] = []
-    for text in record.lessons:
-        lines = [ln.strip() for ln in markdown.clean(text).split("\n") if ln.strip()]
+    for advice in record.lessons:
+        lines = [ln.strip() for ln in markdown.clean(advice.text).split("\n") if ln.strip()]
         if not lines:
             continue
         subs = [re.sub(r"^[-*+]\s+", "", ln) for ln in lines[1:]]
@@ -914,7 +914,9 @@ def _build(record: RunRecord) -> ReportView:
         stats=stats,
         issues=issues,
         lessons=_lessons(record),
-        next_steps=[(h, list(items)) for h, items in record.next_steps.items() if items],
+        next_steps=[
+            (h, [a.text for a in items]) for h, items in record.next_steps.items() if items
+        ],
         followup=(
             f"runbook followup {run_folder(record)}"
             if record.status in (RunStatus.PARTIALLY_COMPLETE, RunStatus.FAILED)

@@ -23,6 +23,7 @@ from agent.plan import templating
 from agent.proc.process import process_start_ticks
 from agent.proc.redact import MASK
 from agent.record import (
+    Advice,
     Baseline,
     Journal,
     RunRecord,
@@ -393,9 +394,12 @@ class Runner:
                 return s
 
         rep = self.loaded.runbook.report
-        self.record.lessons = [r(x.text) for x in rep.lessons if keep(x)]
+        self.record.lessons = [
+            Advice(text=r(x.text), standing=x.when is None) for x in rep.lessons if keep(x)
+        ]
         self.record.next_steps = {
-            h: [r(x.text) for x in items if keep(x)] for h, items in rep.next_steps.items()
+            h: [Advice(text=r(x.text), standing=x.when is None) for x in items if keep(x)]
+            for h, items in rep.next_steps.items()
         }
 
 
