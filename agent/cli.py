@@ -129,15 +129,18 @@ def validate(
     results: list[dict[str, Any]] = []
     for f in files:
         try:
+            warnings: list[str] = []
             if _is_incident(f):
                 from agent.incident.incident import load_incident
 
                 load_incident(f)
             else:
-                load_runbook(f)
-            results.append({"file": str(f), "valid": True, "problems": []})
+                warnings = load_runbook(f).warning_lines()
+            results.append({"file": str(f), "valid": True, "problems": [], "warnings": warnings})
             if fmt != "json":
                 typer.echo(f"{f}: ok")
+                for line in warnings:
+                    typer.echo(line, err=True)
         except ValidationError as exc:
             results.append(
                 {
@@ -147,6 +150,7 @@ def validate(
                         {"file": p.file, "line": p.line, "column": p.col, "message": p.message}
                         for p in exc.problems
                     ],
+                    "warnings": [],
                 }
             )
             if fmt != "json":
@@ -178,6 +182,8 @@ def plan(
     from agent.plan.vars import parse_var_args, resolve_vars
 
     loaded = load_runbook(file)
+    for line in loaded.warning_lines():
+        typer.echo(line, err=True)
     values = resolve_vars(loaded.runbook, parse_var_args(var or []))
     review = review_plan(loaded, values, offline=offline, endpoint=warehouse_endpoint)
     if fmt == "json":

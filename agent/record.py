@@ -153,6 +153,9 @@ class CheckResult(_Model):
     expected: int | None = None
     minimum: int | None = None
     ratio: float | None = None
+    # Where `expected` came from: "var" (the runbook's number or template) or "coverage" (the
+    # coverage query's count of expected keys); None when the check expects no exact number.
+    expected_source: str | None = None
     total: int | None = None  # the denominator of the percentage (expected, or expect_total)
     percent: float | None = None
     ok: bool = False

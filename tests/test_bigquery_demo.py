@@ -200,9 +200,9 @@ def test_demo_on_the_emulator_reports_what_duckdb_reports(
 
     # The same Verification blocks and Summary Statistics in the reports.
     report_a, report_b = render_report(a), render_report(b)
-    verification = (r"\*\*(DuckDB|BigQuery) Verification:\*\*", r"#{1,3} ")
-    assert "**DuckDB Verification:**" in report_a
-    assert "**BigQuery Verification:**" in report_b
+    verification = (r"\*\*(DuckDB|BigQuery) Verification: Expected vs Actual:\*\*", r"#{1,3} ")
+    assert "**DuckDB Verification: Expected vs Actual:**" in report_a
+    assert "**BigQuery Verification: Expected vs Actual:**" in report_b
     assert comparable(sections(report_b, *verification)) == comparable(
         sections(report_a, *verification)
     )

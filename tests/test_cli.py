@@ -54,6 +54,7 @@ def test_validate_ok_and_broken(tmp_path: Path) -> None:
                     "message": "unknown key 'comand' in step 'a'; did you mean 'command'?",
                 }
             ],
+            "warnings": [],
         }
     ]
 
@@ -314,10 +315,36 @@ def test_import_writes_a_draft_that_validates(tmp_path: Path) -> None:
     sub.mkdir(parents=True)
     res = run_cli("import", str(plan), "-o", str(sub / "draft.yaml"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert run_cli("validate", str(sub / "draft.yaml"), cwd=tmp_path).returncode == 0
+    checked = run_cli("validate", str(sub / "draft.yaml"), cwd=tmp_path)
+    assert checked.returncode == 0
+    # A draft lets exit 1 through and expects nothing yet: validate says it cannot fall short.
+    warned = [line for line in checked.stderr.splitlines() if line.startswith("warning: ")]
+    assert warned
+    assert all(line.endswith("and no expect") for line in warned)
     missing = run_cli("import", "nope.md", cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: cannot read nope.md:")
+
+
+def test_plan_warns_about_a_step_that_cannot_fall_short_and_still_reviews(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    write_runbook("""
+        version: 1
+        id: lenient
+        title: Lenient
+        steps:
+          - id: check
+            kind: validate
+            command: ls
+            ok_exit_codes: [0, 1]
+    """)
+    res = run_cli("plan", "rb.yaml", "--offline", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == (
+        "warning: rb.yaml:8: step 'check' cannot fall short: ok_exit_codes [0, 1] and no expect\n"
+    )
+    assert "ls" in res.stdout
 
 
 def test_validate_recognises_an_incident_file_without_its_schema_line(tmp_path: Path) -> None:

@@ -329,6 +329,184 @@ def test_manual_step_needs_yes_without_terminal(write_runbook: Write, tmp_path: 
     )
     record, _ = run(rb, tmp_path, yes=True)
     assert record.step("gate").status == Status.SUCCESS
+    assert record.step("gate").reason == "confirmed unattended (--yes)"
+    assert record.step("gate").confirmed_by == "unattended"
+
+
+def test_the_prompt_shows_the_rendered_instructions_first(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    rb = write_runbook("""
+        version: 1
+        id: t
+        title: T
+        vars:
+          date: {type: date, default: "2026-01-25"}
+        steps:
+          - id: gate
+            kind: manual
+            title: Check the dashboard
+            instructions: |
+              Open the scheduler dashboard for {{ date }}.
+              Confirm no job is queued.
+          - id: plain
+            kind: manual
+            prompt: Proceed for {{ date }}?
+    """)
+    asked: list[str] = []
+
+    def confirm(question: str) -> bool:
+        asked.append(question)
+        return True
+
+    record, _ = run(rb, tmp_path, interactive=True, confirm=confirm)
+    assert asked == [
+        "Open the scheduler dashboard for 2026-01-25.\nConfirm no job is queued.\n\n"
+        "Check the dashboard: done?",
+        "Proceed for 2026-01-25?",
+    ]
+    assert record.step("gate").reason == "confirmed at the prompt"
+    assert record.step("gate").confirmed_by == "operator"
+
+
+# --- on_shortfall: keyed by cause, templated over the step's evidence -----------------------
+
+
+def test_on_shortfall_is_picked_by_cause_then_status_then_default(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    keyed = """
+            on_shortfall:
+              crashed: {priority: HIGH, issue: "{{ cause }}: the processor raised"}
+              PARTIAL: {issue: "only {{ n }} saved ({{ cause }})"}
+              default:
+                issue: "{{ cause }} for {{ date }}"
+                action: ["re-run {{ steps.%s.status }}"]
+"""
+    rb = write_runbook(
+        f"""
+        version: 1
+        id: t
+        title: T
+        vars:
+          date: {{type: date, default: "2026-01-25"}}
+        steps:
+          - id: crash
+            kind: run
+            command: {PY} -c "raise RuntimeError('boom')"
+            capture: {{n: 'saved=(\\d+)'}}
+{keyed % "crash"}
+          - id: short
+            kind: run
+            command: {PY} -c "print('saved=3')"
+            capture: {{n: 'saved=(\\d+)'}}
+            expect: [n == 4]
+{keyed % "short"}
+          - id: exit
+            kind: run
+            command: {PY} -c "import sys; sys.exit(3)"
+            capture: {{n: 'saved=(\\d+)'}}
+{keyed % "exit"}
+          - id: fine
+            kind: run
+            command: {PY} -c "print('saved=4')"
+            capture: {{n: 'saved=(\\d+)'}}
+{keyed % "fine"}
+          - id: only_crash
+            kind: run
+            command: {PY} -c "import sys; sys.exit(3)"
+            on_shortfall:
+              crashed: {{issue: never shown}}
+          - id: plain
+            kind: run
+            command: {PY} -c "import sys; sys.exit(3)"
+            on_shortfall: {{priority: LOW, issue: "plain {{{{ date }}}}"}}
+    """
+    )
+    record, _ = run(rb, tmp_path)
+    assert record.step("crash").shortfall == {
+        "priority": "HIGH",
+        "issue": "crashed: the processor raised",
+        "cause": "crashed",
+    }
+    assert record.step("short").shortfall == {
+        "priority": "MEDIUM",
+        "issue": "only 3 saved (expectation)",
+        "cause": "PARTIAL",
+    }
+    assert record.step("exit").shortfall == {
+        "priority": "MEDIUM",
+        "issue": "exit_code for 2026-01-25",
+        "action": ["re-run FAILED"],
+        "cause": "default",
+    }
+    assert record.step("fine").shortfall is None
+    assert record.step("only_crash").shortfall is None
+    # One Shortfall: exactly as before, no "cause" added.
+    assert record.step("plain").shortfall == {"priority": "LOW", "issue": "plain 2026-01-25"}
+
+
+def test_on_shortfall_reads_the_missing_keys_and_a_skip_by_need_has_its_own_entry(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    import duckdb
+
+    db = tmp_path / "wh.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE SCHEMA raw")
+        con.execute("CREATE TABLE raw.schedule (game_id VARCHAR, team VARCHAR)")
+        con.execute(
+            "INSERT INTO raw.schedule VALUES ('g1', 'GSW'), ('g1', 'MIN'), ('g2', 'SAC'), "
+            "('g2', 'DET')"
+        )
+        con.execute("CREATE TABLE raw.context (game_id VARCHAR, team VARCHAR)")
+        con.execute("INSERT INTO raw.context VALUES ('g1', 'MIN'), ('g2', 'DET')")
+    rb = write_runbook(f"""
+        version: 1
+        id: t
+        title: T
+        warehouse: {{backend: duckdb, path: {db}}}
+        steps:
+          - id: counts
+            kind: verify
+            checks:
+              - table: raw.context
+                coverage:
+                  key: [game_id, team]
+                  expected: SELECT game_id, team FROM raw.schedule
+            on_shortfall:
+              coverage:
+                priority: HIGH
+                issue: "Context missing for {{{{ missing.team | join(', ') }}}}"
+                impact: "{{{{ missing.game_id | length }}}} games ({{{{ cause }}}})"
+          - id: after
+            kind: run
+            needs: [counts]
+            command: {PY} -c "print(1)"
+            on_shortfall:
+              needs: {{issue: "not run: {{{{ cause }}}}"}}
+          - id: after_plain
+            kind: run
+            needs: [counts]
+            command: {PY} -c "print(1)"
+            on_shortfall: {{issue: never for a skipped step}}
+    """)
+    record, _ = run(rb, tmp_path)
+    counts = record.step("counts")
+    assert counts.status == Status.PARTIAL
+    assert counts.shortfall == {
+        "priority": "HIGH",
+        "issue": "Context missing for GSW, SAC",
+        "impact": "2 games (coverage)",
+        "cause": "coverage",
+    }
+    assert record.step("after").status == Status.SKIPPED
+    assert record.step("after").shortfall == {
+        "priority": "MEDIUM",
+        "issue": "not run: needs",
+        "cause": "needs",
+    }
+    assert record.step("after_plain").shortfall is None
 
 
 def test_parallel_runs_independent_steps_together(write_runbook: Write, tmp_path: Path) -> None:

@@ -309,3 +309,32 @@ def test_gantt_time() -> None:
     at = T0 + timedelta(microseconds=123456)
     assert gantt_time(at, millis=True) == "2026-01-26T05:14:32.123"
     assert gantt_time(at, millis=False) == "2026-01-26T05:14:32"
+
+
+def test_numbers_in_context_and_gap_attribution() -> None:
+    from agent.output import facts
+    from agent.record import CheckResult, Item
+
+    zero = CheckResult(table="t", actual=0, expected=0, total=0, ok=True)
+    assert facts.check_statement("t", zero) == "t: 0 expected: nothing scheduled"
+    more = CheckResult(table="t", actual=18, expected=16, total=16)
+    assert facts.check_statement("t", more) == (
+        "t: 18 rows for 16 expected: 2 more than expected (duplicates?)"
+    )
+    assert facts.coverage_text(more) == "2 more than expected"
+    assert facts.points_text(62.5) == "+62.5 pp"
+    gap_check = CheckResult(
+        table="p",
+        key=["game_id", "team_abbr"],
+        missing_keys=[{"game_id": "g1", "team_abbr": t} for t in ("GSW", "MIN")],
+    )
+    gap = facts.Gap(1, "v", "p", gap_check, ["g1", "GSW", "MIN"], facts.key_groups(gap_check))
+    items = [
+        Item(capture="c", message="GSW@MIN: Missing teams"),
+        Item(capture="c", message="Curry (GSW): out"),  # one team code alone is any game's
+        Item(capture="c", message="GSWX@MINY: other"),
+    ]
+    attributions, rest = facts.attribute_items(items, [gap])
+    assert [a.subjects for a in attributions] == [["GSW@MIN"]]
+    assert [i.message for i in rest] == ["Curry (GSW): out", "GSWX@MINY: other"]
+    assert facts.item_tally([Item(capture="c", message="x", severity="issue")] * 2) == "2 issues"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ from hypothesis import strategies as st
 from agent.cli import main
 from agent.errors import ValidationError
 from agent.plan.loader import MAX_BYTES, load_runbook, load_text
+from agent.plan.model import SHORTFALL_STATUSES, ShortfallByCause
+from agent.record import CAUSES, Status
 from tests.procs import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +76,7 @@ def test_valid_and_broken_files_together(
     code, out, err = _validate([str(EXAMPLE), "cycle_two.yaml"], monkeypatch, capsys)
     assert code == 2
     assert out == f"{EXAMPLE}: ok\n"
+    # The spec's example warns of nothing: its validator's exit code tells issues from none.
     assert err == "cycle_two.yaml:8:48: cycle: a -> b -> a\n"
 
 
@@ -306,3 +311,196 @@ def test_random_documents_load_or_raise_validation_error(text: str) -> None:
 @given(_mutated())
 def test_mutated_runbooks_load_or_raise_validation_error(text: str) -> None:
     _loads_or_validation_error(text)
+
+
+# --- on_shortfall keyed by cause, and its templates over the step's evidence ----------------
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(ValidationError) as info:
+        load_text(textwrap.dedent(text).lstrip(), Path("rb.yaml"))
+    return [str(p) for p in info.value.problems]
+
+
+def test_on_shortfall_keyed_by_cause_loads_and_its_keys_are_checked() -> None:
+    ok = load_text(
+        textwrap.dedent("""
+            version: 1
+            id: x
+            title: T
+            steps:
+              - id: a
+                kind: run
+                command: ls
+                capture: {n: 'n=(\\d+)'}
+                on_shortfall:
+                  crashed: {priority: HIGH, issue: "{{ cause }} after {{ n }}"}
+                  PARTIAL: {issue: "{{ missing.team_abbr | join(', ') }}"}
+                  default: {issue: "{{ steps.a.status }}"}
+        """).lstrip(),
+        Path("rb.yaml"),
+    )
+    sf = ok.runbook.steps[0].on_shortfall
+    assert isinstance(sf, ShortfallByCause)
+    assert sf.pick("crashed", "FAILED") == ("crashed", sf.crashed)
+    assert sf.pick("exit_code", "FAILED") == ("default", sf.default)
+    assert sf.pick("needs", "SKIPPED") is None  # a skipped step gets no default
+    assert _problems("""
+        version: 1
+        id: x
+        title: T
+        steps:
+          - id: a
+            kind: run
+            command: ls
+            on_shortfall:
+              crashd: {issue: x}
+              FAILED: {isue: y}
+          - id: b
+            kind: run
+            command: ls
+            on_shortfall: {isue: x}
+          - id: c
+            kind: run
+            command: ls
+            on_shortfall: {issue: x, crashed: {issue: y}}
+    """) == [
+        "rb.yaml:9:7: unknown key 'crashd' in 'on_shortfall' of step 'a'; did you mean 'crashed'?",
+        "rb.yaml:10:16: unknown key 'isue' in 'on_shortfall.FAILED' of step 'a'; "
+        "did you mean 'issue'?",
+        "rb.yaml:14:20: unknown key 'isue' in 'on_shortfall' of step 'b'; did you mean 'issue'?",
+        "rb.yaml:18:30: unknown key 'crashed' in 'on_shortfall' of step 'c'",
+    ]
+
+
+def test_on_shortfall_keys_are_the_causes_the_statuses_and_default() -> None:
+    assert set(ShortfallByCause.model_fields) == {*CAUSES, *SHORTFALL_STATUSES, "default"}
+    assert set(SHORTFALL_STATUSES) < {s.value for s in Status}
+
+
+def test_on_shortfall_templates_read_own_captures_missing_and_cause_only() -> None:
+    assert _problems("""
+        version: 1
+        id: x
+        title: T
+        steps:
+          - id: a
+            kind: run
+            command: ls
+            capture: {n: 'n=(\\d+)'}
+            on_shortfall:
+              default: {issue: "{{ nope }} {{ n }}", action: ["{{ causes }}"]}
+          - id: b
+            kind: verify
+            checks: [{table: a.b}]
+            on_shortfall: {issue: "{{ missing.team_abbr | join(', ') }} {{ n }}"}
+    """) == [
+        "rb.yaml:10:24: undefined name 'nope' in 'on_shortfall' of step 'a'",
+        "rb.yaml:10:55: undefined name 'causes' in 'on_shortfall' of step 'a'; "
+        "did you mean 'cause'?",
+        "rb.yaml:14:27: undefined name 'n' in 'on_shortfall' of step 'b'",
+    ]
+
+
+def test_expect_coverage_needs_a_coverage_query() -> None:
+    assert _problems("""
+        version: 1
+        id: x
+        title: T
+        steps:
+          - id: v
+            kind: verify
+            checks:
+              - {table: a.b, expect: coverage}
+    """) == [
+        "rb.yaml:8:9: item 1 of 'checks' in step 'v': expect: coverage needs a coverage query "
+        "to count the expected keys"
+    ]
+
+
+# --- steps that can never fall short: warnings, not problems --------------------------------
+
+NEVER_SHORT = """
+    version: 1
+    id: x
+    title: T
+    vars:
+      games: {type: int, default: 8}
+    steps:
+      - id: lenient
+        kind: validate
+        command: ls
+        ok_exit_codes: [0, 1]
+      - id: defaults
+        kind: validate
+        command: ls
+        capture:
+          issues: {pattern: '(\\d+) ISSUES', type: int, default: 0}
+          warnings: {pattern: '(\\d+) WARNINGS', type: int, default: 0}
+          lines: {pattern: '^  (.*)$', all: true}
+        expect: [issues == 0, "warnings < games", "lines | length == 0"]
+      - id: required
+        kind: validate
+        command: ls
+        capture:
+          issues: {pattern: '(\\d+) ISSUES', type: int, default: 0, required: true}
+        expect: [issues == 0]
+      - id: lenient_but_required
+        kind: validate
+        command: ls
+        ok_exit_codes: [0, 1]
+        capture:
+          summary: {pattern: 'checked (\\d+)', required: true}
+      - id: no_default
+        kind: validate
+        command: ls
+        capture: {issues: '(\\d+) ISSUES'}
+        expect: [issues == 0]
+      - id: fails_at_default
+        kind: validate
+        command: ls
+        capture: {saved: {pattern: 'saved (\\d+)', type: int, default: 0}}
+        expect: [saved == games * 2]
+      - id: reads_a_step
+        kind: validate
+        command: ls
+        capture: {issues: {pattern: '(\\d+) ISSUES', type: int, default: 0}}
+        expect: ["issues == 0 and steps.defaults.status == 'SUCCESS'"]
+      - id: strict
+        kind: run
+        command: ls
+"""
+
+
+def test_steps_that_can_never_fall_short_are_warned_about() -> None:
+    loaded = load_text(textwrap.dedent(NEVER_SHORT).lstrip(), Path("rb.yaml"))
+    assert [(w.mark[0], w.message) for w in loaded.warnings] == [
+        (10, "step 'lenient' cannot fall short: ok_exit_codes [0, 1] and no expect"),
+        (
+            18,
+            "step 'defaults': its expectations hold when nothing matches (defaults issues=0, "
+            "warnings=0); mark a capture `required: true` or drop its default",
+        ),
+    ]
+
+
+def test_validate_prints_the_warnings_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rb.yaml").write_text(textwrap.dedent(NEVER_SHORT).lstrip(), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _validate(["rb.yaml"], monkeypatch, capsys)
+    assert code == 0
+    assert out == "rb.yaml: ok\n"
+    assert err == (
+        "warning: rb.yaml:10: step 'lenient' cannot fall short: ok_exit_codes [0, 1] and no "
+        "expect\n"
+        "warning: rb.yaml:18: step 'defaults': its expectations hold when nothing matches "
+        "(defaults issues=0, warnings=0); mark a capture `required: true` or drop its default\n"
+    )
+    code, out, _ = _validate(["rb.yaml", "--format", "json"], monkeypatch, capsys)
+    assert code == 0
+    assert [w.split(": ", 2)[1] for w in json.loads(out)[0]["warnings"]] == [
+        "rb.yaml:10",
+        "rb.yaml:18",
+    ]

@@ -140,10 +140,11 @@ def test_numbers_match_the_runs(demo: Path, report: str) -> None:
 def test_remaining_issues_are_gathered_without_duplicates(demo: Path, report: str) -> None:
     issues = re.findall(r"^### \d+\. (.*)$", _section(report, "Remaining Issues"), re.M)
     assert issues == [
-        "Player context for GSW and SAC",
-        "Team defense data gaps",
-        "Coverage gap in team_defense_game_summary, upcoming_player_game_context",
-        "API export script not found",
+        "Tonight's validation does not pass for 2026-01-25",
+        "Team defense data gaps for 2026-01-25",
+        "Coverage gap in nbac_team_boxscore, team_defense_game_summary, "
+        "upcoming_player_game_context",
+        "The API export script the plan names does not exist",
     ]
     # The same run twice (e.g. copied reports) still yields each issue once.
     reports = demo / "reports"

@@ -27,6 +27,7 @@ from agent.record import (
     CheckResult,
     DetailLine,
     ExpectResult,
+    Item,
     RunRecord,
     RunStatus,
     Status,
@@ -366,15 +367,16 @@ def test_actions_taken_details() -> None:
     assert "- Expected: records_processed == games * 2 — not met" in text
     assert "- Script `bin/export_api_data.py` does not exist\n" in text
     assert "  - `bin/operations/export_bigquery_tables.sh`\n" in text
-    assert "- Issue lines: 3\n  - ERROR — GSW@MIN: Missing teams GSW, MIN\n" in text
-    assert "**Log:** [logs/team_context.log](logs/team_context.log)" in text
-    assert "**BigQuery Verification:**" in text
-    assert "upcoming_team_game_context: 16 records (100% - complete)" in text
     assert (
-        "team_defense_game_summary:  10 records (62.5% - 6 team records missing (3 games))" in text
-    )
+        "- Listed: 3 lines not marked as issue or warning\n"
+        "  - ERROR: GSW@MIN: Missing teams GSW, MIN\n"
+    ) in text
+    assert "**Log:** [logs/team_context.log](logs/team_context.log)" in text
+    assert "**BigQuery Verification: Expected vs Actual:**" in text
+    # Each verify fact once in the step: the table, then the missing keys by game.
+    assert "10 records (62.5% - 6 team records missing" not in text
     assert "| nba_analytics.team_defense_game_summary  | 16  " in text
-    assert "- game_id 0022500651: GSW, MIN\n" in text
+    assert "  - game 0022500651: GSW, MIN\n" in text
 
 
 def test_summary_statistics() -> None:
@@ -382,7 +384,7 @@ def test_summary_statistics() -> None:
     stats = text[text.index("## Summary Statistics") : text.index("## Remaining Issues")]
     assert (
         "### upcoming_team_game_context\n- **Before:** 0/16 records (0%)\n"
-        "- **After:** 16/16 records (100%) ✅\n- **Improvement:** +16 records (+100%)\n"
+        "- **After:** 16/16 records (100%) ✅\n- **Improvement:** +16 records (+100 pp)\n"
     ) in stats
     assert "- **Still Missing:** 6 team records missing (3 games)" in stats
     assert (
@@ -435,7 +437,7 @@ def test_remaining_issues_sorted_by_priority_with_automatic_entries() -> None:
         "**Recommended Action:**\n- Wait for upstream boxscore data to become available\n"
         in section
     )
-    assert "**Impact:** team_defense_game_summary has 10 of 16 expected records (62.5%)" in section
+    assert "- team_defense_game_summary has 10 of 16 expected records (62.5%)" in section
 
 
 def test_lessons_next_steps_conclusion_log_footer() -> None:
@@ -467,7 +469,8 @@ def test_optional_sections_are_omitted_when_empty() -> None:
     assert "## Lessons Learned" not in text
     # A partial run still gets Next Steps: the follow-up command, and nothing else.
     next_steps = text.split("## Next Steps", 1)[1].split("\n---", 1)[0]
-    assert "### " not in next_steps
+    # Only what the evidence says: re-run commands, the follow-up command, no runbook advice.
+    assert re.findall(r"^### (.*)$", next_steps, flags=re.MULTILINE) == ["From this run's evidence"]
     assert "`runbook followup reports/" in next_steps
     record.status = RunStatus.COMPLETE
     assert "## Next Steps" not in render_report(record)
@@ -734,3 +737,190 @@ def test_compiled_templates_are_kept_between_processes_and_a_bad_cache_is_skippe
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
     assert _plan_with_cache(not_a_folder) == first
+
+
+# --------------------------------------------------------------------------- the world changes
+
+
+def _verify(counts: dict[str, CheckResult], status: Status) -> StepResult:
+    return StepResult(
+        id="verify_counts",
+        kind="verify",
+        title="Verify Record Counts",
+        status=status,
+        started_at=at(1),
+        ended_at=at(2),
+        counts=counts,
+    )
+
+
+def _remaining(text: str) -> str:
+    return text[text.index("## Remaining Issues") : text.index("## Conclusion")]
+
+
+def test_a_crash_without_on_shortfall_names_the_exception_and_the_rerun() -> None:
+    crashed = command_step(
+        "team_defense",
+        "Run TeamDefenseGameSummaryProcessor",
+        ["python", "-m", "proc", "--date", "2026-01-25"],
+        0,
+        2,
+        status=Status.FAILED,
+        exit_code=1,
+        crash="RuntimeError: warehouse unavailable",
+        reason="crashed: RuntimeError: warehouse unavailable",
+    )
+    text = render_report(base_record(steps=[crashed], status=RunStatus.FAILED, ended_at=at(3)))
+    section = _remaining(text)
+    assert "### 1. Run TeamDefenseGameSummaryProcessor crashed\n" in section
+    assert "**Cause:** crashed\n" in section
+    assert "- crashed (exit code 1): RuntimeError: warehouse unavailable\n" in section
+    assert "**Exception:** `RuntimeError: warehouse unavailable`" in section
+    assert "**Re-run:**\n```bash\npython -m proc --date 2026-01-25\n```" in section
+    assert "Wait for upstream" not in text
+    assert "coverage gap" not in text
+
+
+def test_a_default_capture_is_shown_as_such() -> None:
+    step = command_step(
+        "validation",
+        "Run Validation Script",
+        ["python", "v.py"],
+        0,
+        1,
+        kind="validate",
+        status=Status.SUCCESS,
+        captures={"issues": 0},
+        unmatched=["issues"],
+    )
+    text = render_report(base_record(steps=[step], status=RunStatus.COMPLETE, ended_at=at(2)))
+    assert "- Issues: 0 (no match: default)\n" in text
+    assert "- Issues: 0\n" not in text
+
+
+def _other_teams_record() -> RunRecord:
+    table = "nba_analytics.upcoming_player_game_context"
+    keys = [{"game_id": "0022500652", "team_abbr": t} for t in ("HOU", "MEM")]
+    verify = _verify(
+        {
+            table: CheckResult(
+                table=table,
+                actual=200,
+                minimum=1,
+                ok=False,
+                key=["game_id", "team_abbr"],
+                missing_keys=keys,
+                missing_total=2,
+            )
+        },
+        Status.PARTIAL,
+    )
+    items = [
+        Item(
+            capture="lines",
+            stage="game_context",
+            message="MEM@HOU: Missing teams",
+            severity="issue",
+        ),
+        Item(
+            capture="lines",
+            stage="predictions",
+            message="MEM@HOU: No predictions",
+            severity="issue",
+        ),
+        Item(capture="lines", stage="data_quality", message="A B (BOS): OUT", severity="issue"),
+        Item(capture="lines", stage="roster", message="HOU roster stale", severity="warning"),
+    ]
+    before = [
+        *items[:1],
+        Item(capture="lines", stage="x", message="GSW@MIN: gone", severity="issue"),
+    ]
+    validation = command_step(
+        "validation",
+        "Run Validation Script",
+        ["python", "v.py"],
+        3,
+        4,
+        kind="validate",
+        exit_code=1,
+        status=Status.PARTIAL,
+        captures={"issues": 3},
+        items=items,
+        expectations=[ExpectResult(expr="issues == 0", ok=False)],
+        baseline=Baseline(measured_at=at(0), captures={"issues": 2}, items=before),
+    )
+    return base_record(
+        steps=[verify, validation], status=RunStatus.PARTIALLY_COMPLETE, ended_at=at(5)
+    )
+
+
+def test_other_teams_missing_are_named_and_items_attributed() -> None:
+    text = render_report(_other_teams_record())
+    assert "- game 0022500652: HOU, MEM\n" in text
+    assert "Listed 3 issues, 1 warning" in text
+    assert (
+        "2 of 3 issues concern MEM@HOU, keys missing from upcoming_player_game_context (step 1)"
+        in text
+    )
+    assert "1 of 3 issues match no gap this run measured" in text
+    assert "Issues: 2 before, 3 after: 1 resolved, 2 new, 1 unchanged" in text
+    for leak in ("GSW, MIN", "SAC", "nothing scheduled", "duplicates?", "Issue lines"):
+        assert leak not in text.replace("GSW@MIN: gone", "")
+
+
+def test_zero_expected_says_nothing_scheduled() -> None:
+    table = "nba_analytics.team_defense_game_summary"
+    c = CheckResult(table=table, actual=0, expected=0, total=0, ok=True, key=["game_id"])
+    text = render_report(
+        base_record(steps=[_verify({table: c}, Status.SUCCESS)], status=RunStatus.COMPLETE)
+    )
+    assert "- team_defense_game_summary: 0 expected: nothing scheduled\n" in text
+    assert "100%" not in text
+    assert "0 records missing" not in text and "0 missing" not in text
+
+
+def test_more_rows_than_expected_is_a_finding() -> None:
+    table = "nba_analytics.team_defense_game_summary"
+    after = CheckResult(table=table, actual=18, expected=16, total=16, percent=112.5, ok=False)
+    step = _verify({table: after}, Status.PARTIAL)
+    step.baseline = Baseline(
+        measured_at=at(0),
+        counts={table: CheckResult(table=table, actual=0, expected=16, total=16, percent=0.0)},
+    )
+    text = render_report(base_record(steps=[step], status=RunStatus.PARTIALLY_COMPLETE))
+    assert (
+        "team_defense_game_summary: 18 rows for 16 expected: 2 more than expected (duplicates?)"
+        in text
+    )
+    assert "112.5" not in text
+    assert "Improvement" not in text
+
+
+def test_a_complete_run_lists_no_shortfall() -> None:
+    step = command_step("a", "Step A", ["true"], 0, 1, status=Status.SUCCESS)
+    record = base_record(
+        steps=[step],
+        status=RunStatus.COMPLETE,
+        ended_at=at(2),
+        lessons=[Advice(text="Always check the warehouse", standing=True)],
+        next_steps={"Later": [Advice(text="Add monitoring", standing=True)]},
+    )
+    text = render_report(record)
+    assert "None: every step that ran succeeded." in text
+    assert "From this run's evidence" not in text
+    assert "runbook followup" not in text
+    assert "### Standing advice (the runbook gives it for every run)\n- Add monitoring\n" in text
+    assert "**Fell short:**" not in text
+
+
+def test_unattended_manual_step() -> None:
+    step = StepResult(
+        id="m",
+        kind="manual",
+        title="Confirm",
+        status=Status.SUCCESS,
+        confirmed_by="unattended",
+        reason="confirmed by --yes",
+    )
+    text = render_report(base_record(steps=[step], status=RunStatus.COMPLETE))
+    assert "- Confirmed unattended (--yes): nobody confirmed it by hand\n" in text

@@ -53,3 +53,22 @@ def test_repo_runbook_points_at_schema_and_fits_it(path: Path) -> None:
 
 def test_there_are_runbooks() -> None:
     assert len(RUNBOOKS) >= 2
+
+
+def _step_fits(step: dict[str, object]) -> bool:
+    doc = {"version": 1, "id": "x", "title": "T", "steps": [step]}
+    return jsonschema.Draft202012Validator(json.loads(schema_text())).is_valid(doc)
+
+
+def test_schema_takes_on_shortfall_in_both_forms_and_expect_coverage() -> None:
+    run = {"id": "a", "kind": "run", "command": "ls"}
+    assert _step_fits({**run, "on_shortfall": {"issue": "x", "priority": "HIGH"}})
+    assert _step_fits(
+        {**run, "on_shortfall": {"crashed": {"issue": "x"}, "PARTIAL": {"issue": "y"}}}
+    )
+    assert _step_fits({**run, "on_shortfall": {"default": {"issue": "x"}}})
+    assert not _step_fits({**run, "on_shortfall": {"crashd": {"issue": "x"}}})
+    assert not _step_fits({**run, "on_shortfall": {"crashed": {"isue": "x"}}})
+    coverage = {"key": ["game_id"], "expected": "SELECT game_id FROM s.t"}
+    check = {"table": "a.b", "expect": "coverage", "coverage": coverage}
+    assert _step_fits({"id": "v", "kind": "verify", "checks": [check]})

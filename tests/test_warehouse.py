@@ -31,6 +31,7 @@ if not _PLUGGED_IN:  # make the emulator fixtures available without a conftest
     bq_loaded = bqemu.bq_loaded
     duckdb_loaded = bqemu.duckdb_loaded
 
+from agent.record import Status  # noqa: E402
 from agent.warehouse import CountCheck, WarehouseError, open_warehouse  # noqa: E402
 from agent.warehouse import sql as wsql  # noqa: E402
 from agent.warehouse.bigquery import (  # noqa: E402
@@ -111,6 +112,28 @@ def test_counts_and_coverage_name_the_missing_teams(wh: Any) -> None:
     assert tdgs.missing_total == 6
     assert tdgs.missing_keys == MISSING
     assert {k["game_id"] for k in tdgs.missing_keys} == {"0022500655", "0022500656", "0022500657"}
+
+
+def test_coverage_counts_the_distinct_expected_keys(wh: Any) -> None:
+    doubled = f"{EXPECTED_KEYS} UNION ALL {EXPECTED_KEYS}"  # every key twice: counted once
+    checks = [
+        CountCheck("plain", CONTEXT, "game_date = @date"),
+        coverage_check(),
+        CountCheck("doubled", TDGS, "game_date = @date", ("game_id", "team_abbr"), doubled),
+        CountCheck(
+            "nothing_scheduled",
+            TDGS,
+            "game_date = @date",
+            ("game_id", "team_abbr"),
+            "SELECT game_id, home_team AS team_abbr FROM nba_raw.schedule WHERE FALSE",
+        ),
+    ]
+    plain, tdgs, doubled_keys, nothing = wh.count(checks, PARAMS, LABELS)
+    assert plain.expected_total is None
+    assert (tdgs.expected_total, tdgs.missing_total) == (16, 6)
+    assert (doubled_keys.expected_total, doubled_keys.missing_total) == (16, 6)
+    assert (nothing.error, nothing.expected_total, nothing.missing_total) == (None, 0, 0)
+    assert nothing.missing_keys == []
 
 
 def test_ten_checks_cost_one_query(wh: Any) -> None:
@@ -664,3 +687,97 @@ def test_a_result_without_the_count_columns_is_an_error_not_a_crash(
     # The scripted server answers every query with one column f0_.
     (outcome,) = scripted.warehouse([]).count([CountCheck("all", SCHEDULE)], {}, {})
     assert outcome.error == "the count query's result has no column c0_count"
+
+
+# -- verify steps: the expected number taken from the warehouse ------------------------------
+
+SCHEDULED = {
+    "key": ["game_id", "team_abbr"],
+    "expected": " ".join(EXPECTED_KEYS.split()),
+}
+
+
+def _verify_run(
+    tmp_path: Path, duckdb_path: Path, checks: list[dict[str, Any]], date: dt.date = GAME_DATE
+) -> Any:
+    from agent.run.options import RunOptions
+    from agent.workflow import run_runbook
+
+    rb = tmp_path / "rb.yaml"
+    rb.write_text(
+        textwrap.dedent(f"""
+            version: 1
+            id: counts
+            title: Counts
+            vars:
+              date: {{type: date, default: "{date}"}}
+            warehouse: {{backend: duckdb, path: {duckdb_path}}}
+            steps:
+              - id: v
+                kind: verify
+                baseline: true
+                checks: {json.dumps(checks)}
+        """),
+        encoding="utf-8",
+    )
+    record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "reports"))
+    return record.step("v")
+
+
+def test_expect_coverage_takes_the_number_of_expected_keys(
+    tmp_path: Path, duckdb_loaded: Path
+) -> None:
+    day = "game_date = @date"
+    checks = [
+        {"name": "said", "table": TDGS, "where": day, "expect": "coverage", "coverage": SCHEDULED},
+        {"name": "omitted", "table": CONTEXT, "where": day, "coverage": SCHEDULED},
+        {"name": "by_var", "table": CONTEXT, "where": day, "expect": 16},
+        {"name": "floor", "table": CONTEXT, "where": day, "expect": {"min": 1}},
+    ]
+    step = _verify_run(tmp_path, duckdb_loaded, checks)
+    said, omitted = step.counts["said"], step.counts["omitted"]
+    assert (said.actual, said.expected, said.expected_source, said.total) == (
+        10,
+        16,
+        "coverage",
+        16,
+    )
+    assert (said.percent, said.missing_total, said.ok) == (62.5, 6, False)
+    assert (omitted.actual, omitted.expected, omitted.expected_source) == (16, 16, "coverage")
+    assert omitted.ok
+    assert (step.counts["by_var"].expected_source, step.counts["by_var"].ok) == ("var", True)
+    assert step.counts["floor"].expected_source is None
+    assert step.status == Status.PARTIAL
+    assert step.reason == "short: said: 10 of 16, 6 expected keys missing"
+    assert step.baseline.counts["said"].expected == 16
+    log = next((tmp_path / "reports").glob("*/logs/v.log")).read_text()
+    assert "rows: 10; expected: 16 (the coverage query's expected keys)" in log
+
+
+def test_a_day_with_nothing_expected_is_ok_with_no_rows(
+    tmp_path: Path, duckdb_loaded: Path
+) -> None:
+    checks = [
+        {"table": TDGS, "where": "game_date = @date", "expect": "coverage", "coverage": SCHEDULED}
+    ]
+    step = _verify_run(tmp_path, duckdb_loaded, checks, date=dt.date(1999, 1, 1))
+    check = step.counts[TDGS]
+    assert (check.actual, check.expected, check.expected_source) == (0, 0, "coverage")
+    assert (check.percent, check.missing_total, check.missing_keys, check.ok) == (None, 0, [], True)
+    assert step.status == Status.SUCCESS
+
+
+def test_more_rows_than_expected_keys_is_not_ok(tmp_path: Path, duckdb_loaded: Path) -> None:
+    one_game = {
+        **SCHEDULED,
+        "expected": SCHEDULED["expected"].replace(
+            "game_date = @date", "game_id = '0022500650' AND game_date = @date"
+        ),
+    }
+    checks = [
+        {"table": CONTEXT, "where": "game_date = @date", "expect": "coverage", "coverage": one_game}
+    ]
+    step = _verify_run(tmp_path, duckdb_loaded, checks)
+    check = step.counts[CONTEXT]
+    assert (check.actual, check.expected, check.ok) == (16, 2, False)
+    assert step.status == Status.PARTIAL

@@ -35,18 +35,6 @@ WAIT_TIMEOUT = "2h"
 _SCHEMA_LINE = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)\s*$")
 _TEMPLATE_KEYS_EXPR = {"when", "expect"}
 _NOT_TEMPLATED = {"id", "kind", "needs", "capture", "details", "checks", "resume"}
-# What a manual step keeps of a command step it replaces.
-_MANUAL_KEYS = (
-    "id",
-    "title",
-    "description",
-    "needs",
-    "when",
-    "timeout",
-    "baseline",
-    "on_shortfall",
-    "resume",
-)
 
 
 def _literal(text: str) -> str:
@@ -136,30 +124,6 @@ def _still_missing(
     return True, list(found.alternatives or result.alternatives)
 
 
-def _manual_step(
-    raw: dict[str, Any], result: StepResult, alternatives: list[str]
-) -> dict[str, Any]:
-    command = raw.get("command")
-    text = command if isinstance(command, str) else " ".join(str(c) for c in command or [])
-    missing = result.missing or "the program it names"
-    lines = [
-        f"The runbook's command `{' '.join(text.split())}` could not run: {missing} does not "
-        "exist.",
-    ]
-    if alternatives:
-        lines.append("Existing scripts with similar names:")
-        lines += [f"  - {a}" for a in alternatives]
-        lines.append("Run the right one by hand (or locate the correct script), then confirm.")
-    else:
-        lines.append("Locate the correct script and run it by hand, then confirm.")
-    step = {k: copy.deepcopy(raw[k]) for k in _MANUAL_KEYS if k in raw}
-    step["kind"] = "manual"
-    step = {"id": step.pop("id"), "kind": "manual", **step}
-    step["title"] = f"{raw.get('title') or raw['id']} (by hand: script not found)"
-    step["instructions"] = "\n".join(lines) + "\n"
-    return step
-
-
 def _schema_line(original: Path, text: str, target: Path) -> str | None:
     first = text.splitlines()[0] if text else ""
     m = _SCHEMA_LINE.match(first)
@@ -194,8 +158,8 @@ def followup(run_dir: Path, *, out: Path | None = None) -> str:
     the original order: every step that did not succeed, every verify step (they measure the
     result), and every step those need or read; a step whose ``on_shortfall.wait_for`` names a
     condition gets a ``wait`` step in front of it that it needs. A step whose program was
-    NOT_FOUND and is still missing becomes a ``manual`` step listing the closest existing
-    scripts (the original command is kept in a comment). The text passes ``runbook validate``.
+    NOT_FOUND and is still missing stays as written, NOT_FOUND again until it exists, with the
+    closest existing scripts in a comment. The text passes ``runbook validate``.
 
     Args:
         run_dir: The run directory (holding run.json); the runbook it ran must still exist.
@@ -272,10 +236,10 @@ def _followup(record: RunRecord, target: Path) -> str:
         ):
             missing, alternatives = _still_missing(result, loaded, values)
             if missing:
-                command = step.get("command")
-                shown = command if isinstance(command, str) else " ".join(map(str, command or []))
-                comments.append(f"original command: {' '.join(shown.split())}")
-                step = _manual_step(step, result, alternatives)
+                # It stays the step it was: NOT_FOUND again until the script exists, so no
+                # confirmation (--yes) can turn the follow-up COMPLETE while it is missing.
+                comments.append(f"{result.missing} is still missing: fix the command to run")
+                comments += [f"  closest existing: {a}" for a in alternatives]
             else:
                 comments.append(f"{result.missing} exists now: the step runs as written")
         if result is not None and sid in short_ids:

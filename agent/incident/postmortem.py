@@ -13,6 +13,8 @@ from agent.incident.incident import Action, LoadedIncident, load_incident
 from agent.output import mermaid
 from agent.output.facts import (
     AUTO_PRIORITY,
+    cause_facts,
+    cause_text,
     check_figure,
     count_change,
     counted,
@@ -21,6 +23,7 @@ from agent.output.facts import (
     key_noun,
     missing_count,
     priority_rank,
+    shortfall_title,
     skipped_on_purpose,
     timestamp,
     utc,
@@ -353,6 +356,8 @@ class IssueView:
     seen_in: list[str]
     impact: str | None
     actions: list[str]
+    cause: str | None = None
+    facts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -565,29 +570,32 @@ def _value_rows(entries: list[ActionRuns]) -> list[ValueRow]:
 
 
 def _issue_of(step: StepResult) -> tuple[str, str, str | None, list[str]]:
-    status = step.status
-    priority = AUTO_PRIORITY.get(status, "HIGH")
-    sf = step.shortfall
-    if sf:
-        action = sf.get("action") or []
-        actions = [str(a) for a in action] if isinstance(action, list) else [str(action)]
-        impact = sf.get("impact")
-        return str(sf.get("priority", priority)), str(sf["issue"]), impact, actions
-    if step.counts:
-        short = [_short(k) for k, c in step.counts.items() if not c.ok]
-        impact = "; ".join(
-            f"{_short(k)} {check_figure(c)}, missing {_missing(c)}"
-            for k, c in step.counts.items()
-            if not c.ok
-        )
-        issue = f"Coverage gap in {', '.join(short)}" if short else f"{step.title} fell short"
-        return priority, issue, impact or None, [f"Re-run {step.id} once the data is present"]
-    if status == Status.NOT_FOUND:
-        alts = ", ".join(step.alternatives)
-        impact = f"alternatives: {alts}" if alts else None
-        return priority, f"{step.title}: {step.missing or 'program'} not found", impact, []
-    value = status.value if status else "NOT FINISHED"
-    return priority, f"{step.title} ended {value}", step.reason, []
+    """Priority, title, the runbook's impact and actions: beside the facts, never instead."""
+    priority = AUTO_PRIORITY.get(step.status, "HIGH")
+    sf = step.shortfall or {}
+    action = sf.get("action") or []
+    actions = [str(a) for a in action] if isinstance(action, list) else [str(action)]
+    if not sf.get("action") and step.counts:
+        actions = [f"Re-run {step.id} once the data is present"]
+    impact = sf.get("impact")
+    issue = sf.get("issue") or shortfall_title(step)
+    return (
+        str(sf.get("priority", priority)),
+        str(issue),
+        None if impact is None else str(impact),
+        actions,
+    )
+
+
+def _record_of(entry: ActionRuns, step: StepResult) -> RunRecord | None:
+    """The run whose result `step` is (the latest run that holds it)."""
+    for _, record in reversed(entry.runs):
+        if any(s is step for s in record.steps):
+            return record
+    for _, record in reversed(entry.runs):
+        if any(s.id == step.id for s in record.steps):
+            return record
+    return None
 
 
 def _issues(entries: list[ActionRuns]) -> list[IssueView]:
@@ -597,12 +605,17 @@ def _issues(entries: list[ActionRuns]) -> list[IssueView]:
             if step.status == Status.SUCCESS or skipped_on_purpose(step):
                 continue
             priority, issue, impact, actions = _issue_of(step)
+            record = _record_of(e, step)
+            facts = cause_facts(record, step) if record is not None else []
             key = " ".join(issue.casefold().split())
             where = f"{e.action.id} / {sid} ({step.status.value if step.status else 'unfinished'})"
             view = found.get(key)
             if view is None:
-                found[key] = IssueView(priority, issue, [where], impact, list(actions))
+                found[key] = IssueView(
+                    priority, issue, [where], impact, list(actions), cause_text(step), facts
+                )
                 continue
+            view.facts += [f for f in facts if f not in view.facts]
             if priority_rank(priority) < priority_rank(view.priority):
                 view.priority = priority
             view.seen_in.append(where)

@@ -10,12 +10,27 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from agent.output.facts import STATUS_MARK, duration_text
+from agent.output.facts import STATUS_MARK, capture_text, defaulted, duration_text
 from agent.plan.durations import elapsed
 from agent.record import RunRecord, Status
 from agent.steps.base import Event
 
 __all__ = ["LiveConsole", "PlainConsole", "make_console"]
+
+
+def _instructions(data: Any) -> list[str]:
+    """A manual step's instructions, as its step_started event carries them."""
+    text = data.get("instructions")
+    if not isinstance(text, str):
+        return []
+    return [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()]
+
+
+def _summary_note(result: Any) -> str:
+    """The summary's last column: why a step fell short, and captures that only defaulted."""
+    parts = [result.reason or ""] if result.status != Status.SUCCESS else []
+    parts += [f"{n}: {capture_text(result, n)}" for n in defaulted(result)]
+    return "; ".join(p for p in parts if p)
 
 
 def _lines(data: Any) -> list[str]:
@@ -62,6 +77,8 @@ class PlainConsole:
             self._say(f"[{sid}] measuring baseline")
         elif k == "step_started":
             self._say(f"[{sid}] started: {d.get('title', '')}")
+            for line in _instructions(d):
+                self._say(f"[{sid}] instructions: {line}")
         elif k == "output" and self.verbose:
             for line in _lines(d):
                 self._say(f"[{sid}] | {line}")
@@ -80,6 +97,8 @@ class PlainConsole:
             self._say(
                 f"[{sid}] {STATUS_MARK[r.status]} {r.status.value if r.status else '?'}{secs}{why}"
             )
+            for name in defaulted(r):
+                self._say(f"[{sid}] {name}: {capture_text(r, name)}")
         elif k == "run_finished":
             rec = d["record"]
             status = rec.status.value if rec.status else "?"
@@ -170,6 +189,11 @@ class LiveConsole:
                 row["note"] = "measuring baseline…"
             elif k == "step_started" and row is not None:
                 row.update(state="running", t0=time.monotonic(), note="")
+                if self.live is not None:
+                    for line in _instructions(d):
+                        self.live.console.print(
+                            f"{sid} instructions: {line}", markup=False, highlight=False
+                        )
             elif k == "output" and row is not None:
                 row["note"] = d["line"].strip()[:200]
                 if self.verbose and self.live is not None:
@@ -228,7 +252,7 @@ class LiveConsole:
                 s.id,
                 f"{STATUS_MARK[s.status]} {s.status.value if s.status else '-'}",
                 duration_text(s.duration_s),
-                (s.reason or "")[:80] if s.status != Status.SUCCESS else "",
+                _summary_note(s)[:120],
             )
         if not self.quiet:
             self.console.print(table)

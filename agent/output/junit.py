@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from agent.output.facts import run_seconds, status_tally
+from agent.output.facts import capture_text, cause_text, defaulted, run_seconds, status_tally
 from agent.record import RunRecord, Status
 
 __all__ = ["junit_xml", "write_junit"]
@@ -67,7 +67,10 @@ def junit_xml(record: RunRecord) -> str:
             name=_clean(f"{step.id}: {step.title}"),
             time=f"{step.duration_s or 0.0:.3f}",
         )
-        reason = _clean(step.reason or (step.status.value if step.status else "not finished"))
+        reason = step.reason or (step.status.value if step.status else "not finished")
+        cause = cause_text(step)
+        # The reason often starts with its cause already: say it once.
+        reason = _clean(f"{cause}: {reason}" if cause and not reason.startswith(cause) else reason)
         if step.status in _FAILURES or step.status in _ERRORS or step.status is None:
             tag = "failure" if step.status in _FAILURES else "error"
             kind = step.status.value if step.status else "UNFINISHED"
@@ -75,8 +78,11 @@ def junit_xml(record: RunRecord) -> str:
             node.text = _clean("\n".join(step.output_tail[-20:]))
         elif step.status == Status.SKIPPED:
             ET.SubElement(case, "skipped", message=reason)
+        out = [f"{n}: {capture_text(step, n)}" for n in defaulted(step)]
         if step.log_path:
-            ET.SubElement(case, "system-out").text = f"log: {step.log_path}"
+            out.append(f"log: {step.log_path}")
+        if out:
+            ET.SubElement(case, "system-out").text = _clean("\n".join(out))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 

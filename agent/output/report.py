@@ -17,28 +17,48 @@ from agent.output.facts import (
     RUN_MARK,
     STATUS_MARK,
     Change,
+    attribution_lines,
+    capture_text,
+    cause_facts,
+    cause_text,
     check_percent,
+    check_statement,
     count_change,
     counted,
+    coverage_points,
+    coverage_text,
+    derived_next_steps,
     display_names,
+    excess_count,
     expected_text,
+    expr_values,
+    fell_short,
     fraction,
     is_number,
-    key_groups,
+    item_diffs,
+    item_list_captures,
+    item_tally,
+    item_text,
     key_noun,
     list_diff,
+    manual_instructions,
+    missing_count,
+    missing_key_lines,
     missing_phrase,
-    percent_change,
+    nothing_expected,
     percent_text,
     plural,
+    points_text,
     priority_rank,
+    rerun_command,
     run_folder,
     run_seconds,
     runbook_shown,
+    shortfall_title,
     signed_percent_text,
-    skipped_on_purpose,
     status_tally,
     status_words,
+    step_items,
     timestamp,
     utc,
     value_changes,
@@ -50,6 +70,7 @@ from agent.output.mermaid import run_flowchart, run_gantt
 from agent.output.templates import render_template, template_environment, templates_dir
 from agent.plan.durations import elapsed
 from agent.record import (
+    CAUSES,
     CheckResult,
     RunRecord,
     RunStatus,
@@ -73,10 +94,8 @@ DEFAULT_TEMPLATE = "remediation-report.md.j2"
 _DETAIL_MARK = {"ok": "✓", "warn": "⚠️", "error": "❌", "info": "•"}
 _MAX_LIST_ITEMS = 20
 _MAX_TAIL_LINES = 20
+_MAX_ITEM_EXAMPLES = 10
 _WRAP_AT = 80
-_EXPR_WORDS = {"and", "or", "not", "in", "is", "if", "else", "None", "True", "False", "none"}
-_IDENT = re.compile(r"\b[A-Za-z_]\w*\b")
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 # --------------------------------------------------------------------------- public API
@@ -175,6 +194,9 @@ class StepView:
     command: str | None
     results: list[Bullet]
     reason: str | None
+    cause: str | None
+    instructions: str | None
+    analysis: list[str]
     details: list[tuple[str, str]]
     missing: str | None
     missing_kind: str
@@ -192,6 +214,11 @@ class Issue:
     priority: str
     issue: str
     step: str
+    cause: str | None
+    facts: list[str]
+    missing: list[Bullet]
+    exception: str | None
+    rerun: str | None
     impact: str | None
     root_cause: list[str]
     causes: list[str]
@@ -217,13 +244,16 @@ class ReportView:
     action_label: str
     summary_lead: str
     summary_text: str | None
-    shortfalls: list[str]
+    shortfalls: list[Bullet]
     steps: list[StepView]
     run_stats: list[Stat]
     stats: list[StatGroup]
     issues: list[Issue]
     lessons: list[Lesson]
+    standing_lessons: list[Lesson]
+    derived: list[tuple[str, str]]
     next_steps: list[tuple[str, list[str]]]
+    standing_steps: list[str]
     followup: str | None
     status: str
     status_mark: str
@@ -318,94 +348,44 @@ def _shell_words(text: str) -> list[str]:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_fact(name: str, c: CheckResult) -> str:
-    if c.error:
-        return f"{name} could not be counted ({c.error})"
-    actual = "no" if c.actual is None else str(c.actual)
-    pct = check_percent(c)
-    if c.expected is not None:
-        tail = f" ({percent_text(pct)})" if pct is not None else ""
-        keys = f"; {missing_phrase(c)}" if c.missing_keys else ""
-        return f"{name} has {actual} of {c.expected} expected records{tail}{keys}"
-    keys = f"; {missing_phrase(c)}" if c.missing_keys else ""
-    if c.minimum is not None and (c.actual or 0) < c.minimum:
-        return f"{name} has {actual} records, at least {c.minimum} required{keys}"
-    if c.ratio is not None:
-        tail = f" ({percent_text(pct)})" if pct is not None else ""
-        return f"{name} has {actual} records{tail}, {expected_text(c)} required{keys}"
-    return f"{name} has {actual} records; {missing_phrase(c)}"
-
-
 def _verification(step: StepResult, backend: str) -> Verification:
     names = display_names(step.counts.items())
-    width = max((len(n) for n in names.values()), default=0) + 1
-    lines: list[str] = []
     rows: list[list[str]] = []
-    missing: list[Bullet] = []
+    findings: list[Bullet] = []
     for key, c in step.counts.items():
         name = names[key]
-        pct = check_percent(c)
-        if c.error:
-            desc = f"error - {c.error}"
-        else:
-            count = "no count" if c.actual is None else counted(c.actual, "record")
-            what = "complete" if c.ok else missing_phrase(c)
-            desc = (
-                f"{count} ({percent_text(pct)} - {what})"
-                if pct is not None
-                else f"{count} ({what})"
-            )
-        lines.append(f"{markdown.plain(name) + ':':<{width}} {desc}")
         mark = "❌" if c.error else ("✓" if c.ok else "⚠️")
         rows.append(
             [
                 c.table,
-                expected_text(c),
+                "0" if nothing_expected(c) else expected_text(c),
                 "n/a" if c.actual is None else str(c.actual),
-                "n/a" if pct is None else percent_text(pct),
+                coverage_text(c),
                 mark,
             ]
         )
-        if not c.ok and not c.error:
+        # Each fact once: the table says the counts; below only what needs words.
+        if c.error:
+            continue
+        if nothing_expected(c) or excess_count(c) is not None:
+            findings.append(Bullet(check_statement(name, c)))
+        elif not c.ok and missing_count(c):
             bullet = Bullet(f"{name}: {missing_phrase(c)}")
-            groups = key_groups(c)
-            if len(c.key) >= 2:
-                first = c.key[0]
-                others = ", ".join(c.key[1:])
-                items = [f"{first} {g}: {', '.join(v)}" for g, v in groups.items()]
-                bullet.subs = _capped(items, str, f"more {plural(key_noun(first), 2)}")
-                if items:
-                    bullet.text += f" — missing {others} by {first}"
-            elif c.missing_keys:
-                bullet.subs = _capped(list(groups), str)
+            lines = missing_key_lines(c)
+            if len(c.key) >= 2 and lines:
+                bullet.text += f" — missing {', '.join(c.key[1:])} by {key_noun(c.key[0])}"
+            more = f"more {plural(key_noun(c.key[0]), 2)}" if c.key else "more"
+            bullet.subs = _capped(lines, str, more)
             if c.missing_total is not None and c.missing_total > len(c.missing_keys):
                 bullet.subs.append(
                     f"showing {len(c.missing_keys)} of {c.missing_total} missing keys"
                 )
-            missing.append(bullet)
+            findings.append(bullet)
     label = {"bigquery": "BigQuery", "duckdb": "DuckDB"}.get(backend.lower(), "Warehouse")
-    return Verification(f"{label} Verification", lines, rows, missing)
+    return Verification(f"{label} Verification", [], rows, findings)
 
 
 # --------------------------------------------------------------------------- steps
-
-
-def _expr_values(expr: str, step: StepResult, variables: Mapping[str, Any]) -> str:
-    seen: list[str] = []
-    for name in _IDENT.findall(_QUOTED.sub("", expr)):
-        if name in _EXPR_WORDS or name in seen:
-            continue
-        value = step.captures[name] if name in step.captures else variables.get(name)
-        if (name in step.captures or name in variables) and not _sequence(value):
-            seen.append(name)
-    before = step.baseline.captures if step.baseline is not None else {}
-    values = []
-    for n in seen:
-        text = f"{n} = {value_text(step.captures[n] if n in step.captures else variables[n])}"
-        if n in step.captures and is_number(before.get(n)):
-            text += f", {value_text(before[n])} before the run"
-        values.append(text)
-    return ", ".join(values)
 
 
 def _failed_expectations(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
@@ -413,7 +393,7 @@ def _failed_expectations(step: StepResult, variables: Mapping[str, Any]) -> list
     for e in step.expectations:
         if e.ok:
             continue
-        values = _expr_values(e.expr, step, variables)
+        values = expr_values(e.expr, step, variables)
         text = f"Expected: {e.expr} — " + (f"error: {e.error}" if e.error else "not met")
         out.append(text + (f" ({values})" if values else ""))
     return out
@@ -430,8 +410,17 @@ def _missing_kind(step: StepResult) -> str:
 
 def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
     bullets: list[Bullet] = []
+    item_captures = item_list_captures(step)
+    if item_captures:
+        listed = step_items(step)
+        shown = _capped(listed[:_MAX_ITEM_EXAMPLES], item_text)
+        if len(listed) > _MAX_ITEM_EXAMPLES:
+            shown.append(f"… and {len(listed) - _MAX_ITEM_EXAMPLES} more (see the log)")
+        bullets.append(Bullet(f"Listed: {item_tally(listed)}", shown))
     for name, value in step.captures.items():
         label = _human(name)
+        if name in item_captures:
+            continue
         if _sequence(value):
             if not value:
                 bullets.append(Bullet(f"{label}: none"))
@@ -441,15 +430,12 @@ def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
             items = [f"{k}: {value_text(v)}" for k, v in value.items()]
             bullets.append(Bullet(f"{label}:", _capped(items, str)))
         else:
-            bullets.append(Bullet(f"{label}: {value_text(value)}"))
-    if step.confirmed_by and step.reason and step.status == Status.SUCCESS:
-        # Say who confirmed: a person at the prompt, or nobody (--yes).
-        who = (
-            "nobody confirmed it by hand"
-            if step.confirmed_by == "unattended"
-            else "a person confirmed it"
-        )
-        bullets.append(Bullet(f"{step.reason[:1].upper()}{step.reason[1:]} ({who})"))
+            bullets.append(Bullet(f"{label}: {capture_text(step, name)}"))
+    if step.confirmed_by == "unattended":
+        # --yes said yes for everyone: nobody confirmed this step by hand.
+        bullets.append(Bullet("Confirmed unattended (--yes): nobody confirmed it by hand"))
+    elif step.confirmed_by == "operator":
+        bullets.append(Bullet("Confirmed at the prompt by the operator"))
     if step.polls:
         last = step.polls[-1]
         bullets.append(
@@ -505,7 +491,15 @@ def _step_view(number: int, step: StepResult, record: RunRecord) -> StepView:
         status_words=status_words(status),
         command=None if command is None else _wrap_command(command),
         results=_results(step, record.vars),
-        reason=step.reason if status != Status.SUCCESS else None,
+        # A verify step's reason repeats its table: the cause is enough there.
+        reason=(
+            step.reason
+            if status != Status.SUCCESS and step.cause not in ("coverage", "expectation")
+            else None
+        ),
+        cause=cause_text(step) if fell_short(step) else None,
+        instructions=manual_instructions(step),
+        analysis=_analysis(step, record),
         details=[(_DETAIL_MARK.get(d.mark, "•"), d.text) for d in step.details],
         missing=step.missing if status == Status.NOT_FOUND else None,
         missing_kind=_missing_kind(step),
@@ -517,41 +511,19 @@ def _step_view(number: int, step: StepResult, record: RunRecord) -> StepView:
     )
 
 
-def _step_facts(step: StepResult, variables: Mapping[str, Any]) -> list[str]:
-    """What fell short in a step, with numbers (Executive Summary, automatic issues)."""
-    facts: list[str] = []
-    status = step.status
-    if status == Status.NOT_FOUND:
-        alt = (
-            f"; {counted(len(step.alternatives), 'alternative')} found" if step.alternatives else ""
-        )
-        facts.append(f"{step.title}: {step.missing or 'the program'} does not exist{alt}")
-    elif status == Status.FAILED:
-        reason = step.reason or ""
-        # The reason of a bad exit already starts "exit code N": say it once.
-        code = (
-            f" with exit code {step.exit_code}"
-            if step.exit_code is not None and not reason.startswith("exit code")
-            else ""
-        )
-        facts.append(f"{step.title} failed{code}" + (f": {reason}" if reason else ""))
-    elif status == Status.TIMED_OUT:
-        after = f" after {elapsed(step.duration_s)}" if step.duration_s is not None else ""
-        facts.append(f"{step.title} timed out{after}")
-    elif status == Status.ABORTED:
-        facts.append(f"{step.title} was aborted" + (f": {step.reason}" if step.reason else ""))
-    elif status is None:
-        facts.append(f"{step.title} did not finish")
-    names = display_names(step.counts.items())
-    facts.extend(_check_fact(names[k], c) for k, c in step.counts.items() if not c.ok)
-    for e in step.expectations:
-        if not e.ok:
-            values = _expr_values(e.expr, step, variables)
-            held = f"could not be evaluated ({e.error})" if e.error else "did not hold"
-            facts.append(f"{step.title}: {e.expr} {held}" + (f" ({values})" if values else ""))
-    if status == Status.PARTIAL and not facts and step.reason:
-        facts.append(f"{step.title}: {step.reason}")
-    return facts
+def _analysis(step: StepResult, record: RunRecord) -> list[str]:
+    """A validate step's items: counted apart, against the baseline, against the run's gaps."""
+    items = step_items(step)
+    if not items:
+        return []
+    lines = [f"Listed {item_tally(items)}"]
+    for diff in item_diffs(step):
+        text = diff.text[:1].upper() + diff.text[1:]
+        examples = [f"resolved: {item_text(i)}" for i in diff.resolved[:2]]
+        examples += [f"new: {item_text(i)}" for i in diff.new[:2]]
+        lines.append(text + (f" (e.g. {'; '.join(examples)})" if examples else ""))
+    lines.extend(a[:1].upper() + a[1:] for a in attribution_lines(record, step))
+    return lines
 
 
 # --------------------------------------------------------------------------- sections
@@ -588,18 +560,37 @@ def _numeric_changes(step: StepResult) -> list[StatGroup]:
     assert step.baseline is not None
     groups: list[StatGroup] = []
     before_all, after_all = step.baseline.captures, step.captures
+    item_captures = item_list_captures(step)
+    diffs = item_diffs(step)
     lists_changed = [
         n
         for n, v in after_all.items()
-        if _sequence(v) and _sequence(before_all.get(n)) and list(before_all[n]) != list(v)
+        if _sequence(v)
+        and _sequence(before_all.get(n))
+        and list(before_all[n]) != list(v)
+        and n not in item_captures
     ]
+    # The items changed though a count may hold: that is not "unchanged".
+    moved = item_captures if any(d.resolved or d.new for d in diffs) else []
     changes = value_changes(step)
     lone = len(changes) == 1
     for change in changes:
         label = _human(change.name)
         groups.append(
-            StatGroup(f"{label} ({step.title})", _change_stats(change, label, lone, lists_changed))
+            StatGroup(
+                f"{label} ({step.title})",
+                _change_stats(change, label, lone, [*lists_changed, *moved]),
+            )
         )
+    for diff in diffs:
+        stats = [
+            Stat("Before", str(diff.before)),
+            Stat("After", str(diff.after)),
+            Stat("Resolved", str(len(diff.resolved)), [item_text(i) for i in diff.resolved[:3]]),
+            Stat("New", str(len(diff.new)), [item_text(i) for i in diff.new[:3]]),
+            Stat("Unchanged", str(len(diff.unchanged))),
+        ]
+        groups.append(StatGroup(f"Listed {diff.label}, by identity ({step.title})", stats))
     for name in lists_changed:
         gone, new, kept = list_diff(before_all[name], after_all[name])
         stats = [
@@ -657,23 +648,29 @@ def _coverage_changes(step: StepResult) -> list[StatGroup]:
         def figure(c: CheckResult | None, *, mark: bool = False) -> str:
             if c is None or c.actual is None:
                 return "not measured" + (f" ({c.error})" if c is not None and c.error else "")
-            pct = check_percent(c)
-            text = fraction(c) + " records" + (f" ({percent_text(pct)})" if pct is not None else "")
+            if nothing_expected(c) or excess_count(c) is not None:
+                text = f"{fraction(c)} records ({coverage_text(c)})"
+            else:
+                pct = check_percent(c)
+                share = f" ({percent_text(pct)})" if pct is not None else ""
+                text = fraction(c) + " records" + share
             return text + (" ✅" if mark and c.ok else "")
 
         stats.append(Stat("Before", figure(before)))
         stats.append(Stat("After", figure(after, mark=True)))
         delta = count_change(before, after)
         if delta is not None:
-            points = percent_change(before, after)
-            pct = f" ({signed_percent_text(points)})" if points is not None else ""
-            if delta > 0:
+            points = coverage_points(before, after)
+            pct = f" ({points_text(points)})" if points is not None else ""
+            if excess_count(after) is not None or (nothing_expected(after) and after.actual):
+                stats.append(Stat("Finding", check_statement(names[key], after)))
+            elif delta > 0:
                 stats.append(Stat("Improvement", f"+{counted(delta, 'record')}{pct}"))
             elif delta < 0:
                 stats.append(Stat("Change", f"-{counted(-delta, 'record')}{pct}"))
             else:
                 stats.append(Stat("Change", "none (unchanged)"))
-        if not after.ok and after.error is None:
+        if not after.ok and after.error is None and missing_count(after):
             stats.append(Stat("Still Missing", missing_phrase(after)))
         groups.append(StatGroup(names[key], stats))
     return groups
@@ -704,59 +701,58 @@ def _as_list(value: Any) -> list[str]:
     return [value_text(value)]
 
 
-def _issues(record: RunRecord, facts_of: Mapping[str, list[str]]) -> list[Issue]:
+def _issues(record: RunRecord) -> list[Issue]:
     issues: list[Issue] = []
     for number, step in enumerate(record.steps, 1):
-        if step.status == Status.SUCCESS or skipped_on_purpose(step):
+        if not fell_short(step):
             continue
         where = f"{step.title} (step {number}, {status_words(step.status)})"
-        facts = facts_of[step.id]
         sf = dict(step.shortfall or {})
-        if sf:
-            priority = str(sf.pop("priority", AUTO_PRIORITY[step.status])).upper()
-            issue = value_text(sf.pop("issue", f"{step.title} did not succeed"))
-            impact_value = sf.pop("impact", None)
-            impact = (
-                value_text(impact_value) if impact_value is not None else "; ".join(facts) or None
-            )
-            root_cause = _as_list(sf.pop("root_cause", None))
-            causes: list[str] = []
-            for k in ("cause", "causes", "possible_causes"):
-                causes += _as_list(sf.pop(k, None))
-            actions = _as_list(sf.pop("action", None)) + _as_list(sf.pop("actions", None))
-            extra = [(_human(str(k)), value_text(v)) for k, v in sf.items()]
-        else:
-            priority = AUTO_PRIORITY[step.status]
-            issue = _auto_issue(step)
-            impact = "; ".join(facts) or None
-            root_cause = []
-            causes = []
+        # The runbook's text stands beside the measured facts, never instead of them.
+        priority = str(sf.pop("priority", AUTO_PRIORITY[step.status])).upper()
+        issue = value_text(sf.pop("issue", None) or shortfall_title(step))
+        impact_value = sf.pop("impact", None)
+        impact = value_text(impact_value) if impact_value is not None else None
+        root_cause = _as_list(sf.pop("root_cause", None))
+        keyed = sf.get("cause")
+        if isinstance(keyed, str) and keyed in CAUSES:
+            sf.pop("cause")  # the cause the text was chosen for, not a possible cause
+        causes: list[str] = []
+        for k in ("cause", "causes", "possible_causes"):
+            causes += _as_list(sf.pop(k, None))
+        actions = _as_list(sf.pop("action", None)) + _as_list(sf.pop("actions", None))
+        if not actions:
             actions = _auto_actions(step)
-            extra = []
-        issues.append(Issue(priority, issue, where, impact, root_cause, causes, actions, extra))
+        extra = [(_human(str(k)), value_text(v)) for k, v in sf.items()]
+        names = display_names(step.counts.items())
+        missing = [
+            Bullet(f"{names[k]}:", _capped(missing_key_lines(c), str))
+            for k, c in step.counts.items()
+            if not c.ok and c.missing_keys
+        ]
+        rerun = (
+            _wrap_command(rerun_command(record, step))
+            if step.cause not in ("needs", "not_found") and step.status is not None
+            else None
+        )
+        issues.append(
+            Issue(
+                priority,
+                issue,
+                where,
+                cause_text(step),
+                cause_facts(record, step),
+                missing,
+                step.crash,
+                rerun,
+                impact,
+                root_cause,
+                causes,
+                actions,
+                extra,
+            )
+        )
     return sorted(issues, key=lambda i: priority_rank(i.priority))
-
-
-def _auto_issue(step: StepResult) -> str:
-    match step.status:
-        case Status.NOT_FOUND:
-            return f"{_missing_kind(step)} not found for {step.title}"
-        case Status.FAILED:
-            return f"{step.title} failed"
-        case Status.TIMED_OUT:
-            return f"{step.title} timed out"
-        case Status.ABORTED:
-            return f"{step.title} was aborted"
-        case Status.SKIPPED:
-            return f"{step.title} was not run"
-        case Status.PARTIAL if step.counts:
-            names = display_names(step.counts.items())
-            short = [names[k] for k, c in step.counts.items() if not c.ok]
-            return f"Coverage gap in {', '.join(short)}" if short else f"{step.title} fell short"
-        case Status.PARTIAL:
-            return f"{step.title} fell short"
-        case _:
-            return f"{step.title} did not finish"
 
 
 def _auto_actions(step: StepResult) -> list[str]:
@@ -782,9 +778,11 @@ def _auto_actions(step: StepResult) -> list[str]:
             return [f"Re-run {step.id} once the missing data is available"]
 
 
-def _lessons(record: RunRecord) -> list[Lesson]:
+def _lessons(record: RunRecord, *, standing: bool) -> list[Lesson]:
     out: list[Lesson] = []
     for advice in record.lessons:
+        if advice.standing != standing:
+            continue
         lines = [ln.strip() for ln in markdown.clean(advice.text).split("\n") if ln.strip()]
         if not lines:
             continue
@@ -806,7 +804,11 @@ def _conclusion(record: RunRecord, issues: Sequence[Issue]) -> tuple[list[str], 
         names = display_names(step.counts.items())
         for key, c in step.counts.items():
             pct = check_percent(c)
-            if c.actual is not None:
+            if c.actual is None:
+                continue
+            if nothing_expected(c) or excess_count(c) is not None:
+                coverage.append(f"{names[key]} {fraction(c)} ({coverage_text(c)})")
+            else:
                 # A 0% share is left unsaid here: the figure already shows it.
                 share = f" ({percent_text(pct)})" if pct else ""
                 coverage.append(f"{names[key]} {fraction(c)}{share}")
@@ -892,11 +894,13 @@ def _execution_log(record: RunRecord, action: str) -> str:
 
 def _build(record: RunRecord) -> ReportView:
     heading, action_label = _heading(record)
-    variables = record.vars
-    facts_of = {s.id: _step_facts(s, variables) for s in record.steps}
-    shortfalls = [f for s in record.steps for f in facts_of[s.id]]
+    shortfalls = [
+        Bullet(f"{s.title} (step {n}): {cause_text(s)}", cause_facts(record, s))
+        for n, s in enumerate(record.steps, 1)
+        if fell_short(s)
+    ]
     run_stats, stats = _stats(record)
-    issues = _issues(record, facts_of)
+    issues = _issues(record)
     conclusion, recommendation = _conclusion(record, issues)
     generated = record.ended_at or utcnow()
     incident_ref = record.incident.get("reference") or None
@@ -913,9 +917,16 @@ def _build(record: RunRecord) -> ReportView:
         run_stats=run_stats,
         stats=stats,
         issues=issues,
-        lessons=_lessons(record),
+        lessons=_lessons(record, standing=False),
+        standing_lessons=_lessons(record, standing=True),
+        derived=derived_next_steps(record),
         next_steps=[
-            (h, [a.text for a in items]) for h, items in record.next_steps.items() if items
+            (h, [a.text for a in items if not a.standing])
+            for h, items in record.next_steps.items()
+            if any(not a.standing for a in items)
+        ],
+        standing_steps=[
+            a.text for items in record.next_steps.values() for a in items if a.standing
         ],
         followup=(
             f"runbook followup {run_folder(record)}"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -14,6 +17,9 @@ from agent.plan.document import Builder, KeyPath, Mark, child, suggest
 from agent.plan.model import (
     ID_PATTERN,
     RESERVED_NAMES,
+    CommandStep,
+    Runbook,
+    ShortfallByCause,
     TemplateField,
     VarSpec,
     step_templates,
@@ -23,9 +29,11 @@ from agent.plan.vars import coerce
 
 __all__ = [
     "STEP_FIELDS",
+    "PlanWarning",
     "check_structure",
     "check_templates",
     "check_var_defaults",
+    "fall_short_warnings",
     "step_name",
     "where",
 ]
@@ -61,6 +69,10 @@ def where(path: KeyPath, data: Any) -> str:
             return f"detail {path[3] + 1} of {name}"
         if len(path) >= 3 and path[2] == "retries":
             return f"'retries' of {name}"
+        if len(path) >= 3 and path[2] == "on_shortfall":
+            # One Shortfall, or one of a mapping keyed by cause: `on_shortfall.crashed`.
+            keyed = len(path) >= 4 and path[3] in ShortfallByCause.model_fields
+            return f"'on_shortfall{'.' + str(path[3]) if keyed else ''}' of {name}"
         return name
     if len(path) >= 2 and path[0] == "vars":
         return f"var '{path[1]}'"
@@ -363,3 +375,105 @@ def check_var_defaults(data: dict[str, Any], b: Builder) -> None:
                 coerce(str(name), spec, spec.default)
             except UsageError as exc:
                 b.problems.add(b.value_marks.get(("vars", name, "default"), (1, 1)), str(exc))
+
+
+# --- steps that can never fall short (warnings: the runbook is valid) -------------------------
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    """Something valid that is likely a mistake, at a line of the runbook (1-based)."""
+
+    mark: Mark
+    message: str
+
+
+def fall_short_warnings(runbook: Runbook, marks: Mapping[KeyPath, Mark]) -> list[PlanWarning]:
+    """Find command steps that can never fall short, whatever their program prints.
+
+    Two ways: `ok_exit_codes` beyond [0] with no `expect` (and no required capture), and, for a
+    step whose only good exit is 0, expectations that all hold when no capture matches (each
+    capture at its default), over at least one capture that has a default and is not `required`.
+
+    Args:
+        runbook: a loaded runbook.
+        marks: where its values are (the loader's value marks).
+
+    Returns:
+        One warning per such step, at its `ok_exit_codes` or its `expect`.
+    """
+    values = _var_defaults(runbook)
+    out: list[PlanWarning] = []
+    for i, step in enumerate(runbook.steps):
+        if not isinstance(step, CommandStep):
+            continue
+        name = f"step '{step.id}'"
+        if not step.expect:
+            lenient = [c for c in step.ok_exit_codes if c != 0]
+            if lenient and not any(c.required for c in step.capture.values()):
+                mark = marks.get(("steps", i, "ok_exit_codes"), marks.get(("steps", i), (1, 1)))
+                out.append(
+                    PlanWarning(
+                        mark,
+                        f"{name} cannot fall short: ok_exit_codes {step.ok_exit_codes} "
+                        "and no expect",
+                    )
+                )
+            continue
+        # When a non-zero exit is also fine, the program's exit code tells "found something"
+        # from "nothing to report": after exit 0 its defaults are its own word, and after the
+        # other exits an unmatched capture is no evidence (steps/command.py).
+        speaks = any(c != 0 for c in step.ok_exit_codes)
+        defaulted = {} if speaks else _defaults_that_pass(step, values)
+        if defaulted:
+            shown = ", ".join(f"{n}={json.dumps(v, default=str)}" for n, v in defaulted.items())
+            mark = marks.get(("steps", i, "expect"), marks.get(("steps", i), (1, 1)))
+            out.append(
+                PlanWarning(
+                    mark,
+                    f"{name}: its expectations hold when nothing matches (defaults {shown}); "
+                    "mark a capture `required: true` or drop its default",
+                )
+            )
+    return out
+
+
+def _var_defaults(runbook: Runbook) -> dict[str, Any]:
+    """The vars that have a default, typed as a run would type them."""
+    values: dict[str, Any] = {}
+    for name, spec in runbook.vars.items():
+        if spec.default is None:
+            continue
+        try:
+            values[name] = coerce(name, spec, spec.default)
+        except UsageError:
+            continue  # check_var_defaults reports it
+    return values
+
+
+def _defaults_that_pass(step: CommandStep, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaulted, not required captures the expectations read, when all of them hold with
+    every capture at its default and exit code 0; else nothing."""
+    at_default = {n: ([] if c.all else c.default) for n, c in step.capture.items()}
+    names = {
+        **values,
+        "env": {},
+        "steps": {},
+        "run": {"id": ""},
+        "counts": {},
+        **at_default,
+        "exit_code": 0,
+    }
+    read: set[str] = set()
+    for expr in step.expect:
+        try:
+            read |= templating.expression_names(expr)
+            if not templating.evaluate_expectation(expr, names):
+                return {}
+        except templating.TemplateError:
+            return {}  # it cannot be judged without a run: no warning
+    return {
+        n: c.default
+        for n, c in step.capture.items()
+        if n in read and not c.all and not c.required and c.default is not None
+    }

@@ -15,7 +15,14 @@ import yaml
 from pydantic import BaseModel
 
 from agent.errors import Problem, ValidationError, display_path
-from agent.plan.model import ID_PATTERN, STEP_CLASSES, TABLE_PATTERN, VAR_PATTERN, Runbook
+from agent.plan.model import (
+    ID_PATTERN,
+    SHORTFALL_TAGS,
+    STEP_CLASSES,
+    TABLE_PATTERN,
+    VAR_PATTERN,
+    Runbook,
+)
 
 __all__ = [
     "MAX_BYTES",
@@ -287,15 +294,30 @@ def read_document(path: Path, *, kind: str) -> tuple[str, bytes]:
 # --- pydantic errors -> located, readable problems -------------------------------------------
 
 
-def _unwrap(tp: Any) -> list[Any]:
-    """The concrete types behind Annotated, Optional and unions."""
+_NO_NODE: Any = object()
+
+
+def _unwrap(tp: Any, node: Any = _NO_NODE) -> list[Any]:
+    """The concrete types behind Annotated, Optional and unions.
+
+    A union with a callable discriminator gives only the member it picks for `node` (the value
+    the type describes), so that a "did you mean" offers the keys of the model that was used.
+    """
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(tp)[0])
+        inner, *meta = typing.get_args(tp)
+        picker = next((m for m in meta if isinstance(m, pydantic.Discriminator)), None)
+        if picker is not None and callable(picker.discriminator) and node is not _NO_NODE:
+            tag = picker.discriminator(node)
+            for member in typing.get_args(inner):
+                tags = typing.get_args(member)[1:] if typing.get_origin(member) else ()
+                if any(isinstance(t, pydantic.Tag) and t.tag == tag for t in tags):
+                    return _unwrap(member, node)
+        return _unwrap(inner, node)
     if origin in (typing.Union, types.UnionType):
         out: list[Any] = []
         for arg in typing.get_args(tp):
-            out.extend(_unwrap(arg))
+            out.extend(_unwrap(arg, node))
         return out
     return [tp]
 
@@ -325,7 +347,7 @@ def model_at(path: KeyPath, data: Any, root: type[BaseModel] = Runbook) -> type[
     for depth, elem in enumerate(path):
         nxt: list[Any] = []
         for tp in current:
-            for t in _unwrap(tp):
+            for t in _unwrap(tp, node):
                 origin = typing.get_origin(t)
                 if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(elem, str):
                     f = t.model_fields.get(elem)
@@ -343,7 +365,7 @@ def model_at(path: KeyPath, data: Any, root: type[BaseModel] = Runbook) -> type[
                 nxt = [cls]
         current = nxt
     for tp in current:
-        for t in _unwrap(tp):
+        for t in _unwrap(tp, node):
             if isinstance(t, type) and issubclass(t, BaseModel):
                 return t
     return None
@@ -369,8 +391,10 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[KeyPath, tuple[in
             rest.pop(0)  # the discriminator tag pydantic puts in the loc
         elif elem == "[key]":
             break  # a dict key that does not fit; the caller points at the key
-        elif isinstance(elem, str) and ("[" in elem or elem in _UNION_MEMBERS):
-            rest.pop(0)  # a union member's name
+        elif isinstance(elem, str) and (
+            "[" in elem or elem in _UNION_MEMBERS or elem in SHORTFALL_TAGS
+        ):
+            rest.pop(0)  # a union member's name, or the tag of a discriminated one
         else:
             break
     return tuple(found), tuple(rest)

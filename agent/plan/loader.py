@@ -32,11 +32,17 @@ class LoadedRunbook:
     sha256: str
     graph: dag.Graph
     marks: dict[KeyPath, Mark] = field(default_factory=dict)
+    warnings: list[checks.PlanWarning] = field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
         """The folder that relative paths in the runbook start from."""
         return self.path.parent
+
+    def warning_lines(self) -> list[str]:
+        """The warnings as `validate` and `plan` print them: `warning: FILE:LINE: message`."""
+        file = display_path(self.path)
+        return [f"warning: {file}:{w.mark[0]}: {w.message}" for w in self.warnings]
 
 
 # --- pydantic errors -> the runbook's own words ----------------------------------------------
@@ -124,7 +130,10 @@ def load_text(text: str, path: Path, *, raw: bytes | None = None) -> LoadedRunbo
         raise ValidationError(problems)
     sha = hashlib.sha256(raw if raw is not None else text.encode()).hexdigest()
     marks = {**builder.value_marks}
-    return LoadedRunbook(runbook=runbook, path=path, sha256=sha, graph=graph, marks=marks)
+    warnings = checks.fall_short_warnings(runbook, marks)
+    return LoadedRunbook(
+        runbook=runbook, path=path, sha256=sha, graph=graph, marks=marks, warnings=warnings
+    )
 
 
 def load_runbook(path: Path) -> LoadedRunbook:

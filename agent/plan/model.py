@@ -14,8 +14,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     GetJsonSchemaHandler,
+    Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -24,7 +26,11 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 __all__ = [
+    "EXPECT_COVERAGE",
     "KINDS",
+    "SHORTFALL_NAMES",
+    "SHORTFALL_STATUSES",
+    "SHORTFALL_TAGS",
     "STEP_CLASSES",
     "Capture",
     "Check",
@@ -41,6 +47,7 @@ __all__ = [
     "RunStep",
     "Runbook",
     "Shortfall",
+    "ShortfallByCause",
     "Step",
     "TemplateField",
     "ValidateStep",
@@ -274,6 +281,90 @@ class Shortfall(_Strict):
     )
 
 
+SHORTFALL_STATUSES = ("PARTIAL", "FAILED", "NOT_FOUND", "TIMED_OUT", "SKIPPED")
+"""The statuses `on_shortfall` may be keyed by (besides the causes and `default`)."""
+
+
+class ShortfallByCause(_Strict):
+    """`on_shortfall` keyed by why the step fell short: its cause, else its status, else default.
+
+    The keys are the record's causes (`agent.record.CAUSES`), the statuses in
+    SHORTFALL_STATUSES and `default`. A step skipped because of a need or left unconfirmed gets
+    only an entry named by its cause or SKIPPED, never the default: a plain Shortfall is not
+    given for skipped steps either.
+    """
+
+    crashed: Shortfall | None = None
+    exit_code: Shortfall | None = None
+    error: Shortfall | None = None
+    timed_out: Shortfall | None = None
+    not_found: Shortfall | None = None
+    expectation: Shortfall | None = None
+    coverage: Shortfall | None = None
+    needs: Shortfall | None = None
+    unconfirmed: Shortfall | None = None
+    interrupted: Shortfall | None = None
+    PARTIAL: Shortfall | None = None
+    FAILED: Shortfall | None = None
+    NOT_FOUND: Shortfall | None = None
+    TIMED_OUT: Shortfall | None = None
+    SKIPPED: Shortfall | None = None
+    default: Shortfall | None = None
+
+    def pick(self, cause: str | None, status: str) -> tuple[str, Shortfall] | None:
+        """The entry for a result: by its cause, then its status, then `default`.
+
+        Args:
+            cause: the result's cause (`StepResult.cause`), if any.
+            status: the result's status.
+
+        Returns:
+            (the key that matched, its Shortfall), or None when no entry applies.
+        """
+        keys = [k for k in (cause, status) if k]
+        if status != "SKIPPED":
+            keys.append("default")
+        for key in keys:
+            entry = getattr(self, key, None) if key in type(self).model_fields else None
+            if isinstance(entry, Shortfall):
+                return key, entry
+        return None
+
+    @property
+    def wait_for(self) -> str | None:
+        """The first `wait_for` among the entries (default first): for a follow-up runbook."""
+        entries = [self.default, *(getattr(self, k) for k in type(self).model_fields)]
+        return next((e.wait_for for e in entries if e is not None and e.wait_for), None)
+
+
+_SHORTFALL_KEYS = frozenset(Shortfall.model_fields)
+SHORTFALL_TAGS = ("one shortfall", "shortfall by cause")
+"""The tags pydantic puts in an error's location under `on_shortfall` (skipped when placing it)."""
+
+
+def _shortfall_form(value: Any) -> str:
+    """Which form an `on_shortfall` is, so that a problem in it is named in the right terms.
+
+    A mapping that uses a Shortfall key is one Shortfall; one that uses a cause or status key,
+    or (misspelt) holds only mappings, is keyed by cause; anything else is one Shortfall.
+    """
+    if isinstance(value, ShortfallByCause):
+        return SHORTFALL_TAGS[1]
+    if not isinstance(value, dict) or not value or _SHORTFALL_KEYS & set(value):
+        return SHORTFALL_TAGS[0]
+    keyed = set(value) & set(ShortfallByCause.model_fields)
+    if keyed or all(isinstance(v, dict) for v in value.values()):
+        return SHORTFALL_TAGS[1]
+    return SHORTFALL_TAGS[0]
+
+
+ShortfallField = Annotated[
+    Annotated[Shortfall, Tag(SHORTFALL_TAGS[0])]
+    | Annotated[ShortfallByCause, Tag(SHORTFALL_TAGS[1])],
+    Discriminator(_shortfall_form),
+]
+
+
 def _str_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
@@ -346,9 +437,20 @@ _NOT_TEMPLATED = {
 }
 
 
+SHORTFALL_NAMES = ("missing", "cause")
+"""What `on_shortfall` templates see of the step besides its captures: `missing` (each key
+column's missing values, `StepResult.missing_values()`) and `cause` (`StepResult.cause`)."""
+
+
 def _texts(raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
+    captures = raw.get("capture")
+    own = frozenset({str(k) for k in captures} if isinstance(captures, dict) else set())
     for path, s in strings(raw):
-        if path[0] not in _NOT_TEMPLATED:
+        if path[0] == "on_shortfall":
+            # Rendered after the step ended, over its own evidence.
+            reads = own | set(SHORTFALL_NAMES)
+            yield TemplateField(path, s, "text", "on_shortfall", after=True, reads=reads)
+        elif path[0] not in _NOT_TEMPLATED:
             yield TemplateField(path, s, "text", str(path[0]))
     # `when` is decided before the step runs: it may read earlier steps only.
     yield TemplateField(("when",), raw.get("when"), "expression", "when")
@@ -382,7 +484,7 @@ class _StepBase(_Strict):
     timeout: PositiveDuration | None = None
     retries: RetriesField | None = None
     baseline: bool = False
-    on_shortfall: Shortfall | None = None
+    on_shortfall: ShortfallField | None = None
     resume: Literal["auto", "never"] = "auto"
 
     @property
@@ -471,13 +573,22 @@ class Coverage(_Strict):
     expected: str
 
 
+EXPECT_COVERAGE = "coverage"
+"""`expect: coverage`: a check expects as many rows as its coverage query's expected keys."""
+
+
 class Check(_Strict):
     """One row count of a verify step."""
 
     table: str = Field(pattern=TABLE_PATTERN)
     where: str | None = None
     name: str | None = None
-    expect: int | Template | dict[str, Any] | None = None
+    expect: int | Template | dict[str, Any] | None = Field(
+        default=None,
+        description="A number, a template, {min: N}, {ratio: R} of expect_total, or `coverage`: "
+        "as many rows as the coverage query's expected keys (also when a check with coverage "
+        "omits expect).",
+    )
     expect_total: int | Template | None = None
     coverage: Coverage | None = None
 
@@ -494,7 +605,14 @@ class Check(_Strict):
     def _ratio_total(self) -> Check:
         if isinstance(self.expect, dict) and "ratio" in self.expect and self.expect_total is None:
             raise ValueError("a ratio needs expect_total: the number it is a ratio of")
+        if self.expect == EXPECT_COVERAGE and self.coverage is None:
+            raise ValueError("expect: coverage needs a coverage query to count the expected keys")
         return self
+
+    @property
+    def expects_coverage(self) -> bool:
+        """Whether the expected number is the coverage query's count of expected keys."""
+        return self.expect == EXPECT_COVERAGE or (self.expect is None and self.coverage is not None)
 
 
 class VerifyStep(_StepBase):

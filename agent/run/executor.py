@@ -20,6 +20,7 @@ from typing import Any
 from agent import __version__
 from agent.errors import UsageError
 from agent.plan import templating
+from agent.plan.model import ShortfallByCause
 from agent.proc.process import process_start_ticks
 from agent.proc.redact import MASK
 from agent.record import (
@@ -219,16 +220,38 @@ class Runner:
             result.status, result.reason = Status.FAILED, f"internal error: {exc!r}"
         if result.status is None:
             result.status, result.reason = Status.FAILED, "the step ended without a status"
-        if result.status not in (Status.SUCCESS, Status.SKIPPED) and step.on_shortfall:
-            result.shortfall = self._shortfall(step, ctx)
+        result.shortfall = self._shortfall(step, ctx)
         result.ended_at = utcnow()
         _fault_injection_point("exited", sid)
         self.finish_step(result)
         _fault_injection_point("finished", sid)
 
-    def _shortfall(self, step: Any, ctx: StepContext) -> dict[str, Any]:
-        sf = step.on_shortfall
-        names = ctx.template_context(**ctx.result.captures)
+    def _shortfall(self, step: Any, ctx: StepContext) -> dict[str, Any] | None:
+        """The step's `on_shortfall` for its result, rendered over its evidence; None if none.
+
+        One Shortfall is given for every status but SUCCESS and SKIPPED, as written. A mapping
+        gives the entry of the result's cause, else of its status, else `default` (see
+        `ShortfallByCause.pick`), with the key that matched added as "cause".
+        """
+        res = ctx.result
+        fine = res.status == Status.SUCCESS or (
+            res.status == Status.SKIPPED and res.skipped_by not in ("needs", "manual")
+        )
+        if step.on_shortfall is None or res.status is None or fine:
+            return None
+        picked: str | None = None
+        if isinstance(step.on_shortfall, ShortfallByCause):
+            chosen = step.on_shortfall.pick(res.cause, res.status.value)
+            if chosen is None:
+                return None
+            picked, sf = chosen
+        elif res.status == Status.SKIPPED:
+            return None
+        else:
+            sf = step.on_shortfall
+        # The step's own captures win over the names the shortfall adds, as over vars.
+        evidence = {"missing": res.missing_values(), "cause": res.cause, **res.captures}
+        names = ctx.template_context(**evidence)
 
         def r(s: str) -> str:
             try:
@@ -245,6 +268,8 @@ class Runner:
             )
         if sf.wait_for:
             out["wait_for"] = r(sf.wait_for)
+        if picked is not None:
+            out["cause"] = picked
         return out
 
     def finish_step(self, result: StepResult) -> None:
@@ -258,6 +283,8 @@ class Runner:
     def skip(self, sid: str, status: Status, reason: str, by: str | None) -> None:
         result = self.result(sid)
         result.status, result.reason, result.skipped_by = status, reason, by
+        if by == "needs":  # a shortfall keyed by `needs` or SKIPPED says what it leaves undone
+            result.shortfall = self._shortfall(self.steps[sid], self.context(result))
         now = utcnow()
         result.started_at = result.started_at or now
         result.ended_at = now

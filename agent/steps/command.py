@@ -5,13 +5,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.plan import templating
 from agent.plan.durations import setting
 from agent.plan.model import Capture, CommandStep
 from agent.proc.process import run_process
-from agent.record import Attempt, Baseline, DetailLine, ExpectResult, Status, StepResult, utcnow
+from agent.record import (
+    Attempt,
+    Baseline,
+    DetailLine,
+    ExpectResult,
+    Item,
+    Status,
+    StepResult,
+    utcnow,
+)
 from agent.steps.base import (
     Event,
     StepContext,
@@ -25,7 +34,7 @@ from agent.steps.base import (
     step_timeout,
 )
 
-__all__ = ["CommandKind", "CrashWatch", "Scanner", "convert_capture"]
+__all__ = ["CommandKind", "CrashWatch", "Scanner", "convert_capture", "severity"]
 
 MAX_DETAILS = 50
 MAX_ALL = 1000
@@ -33,6 +42,14 @@ MAX_ALL = 1000
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+-\s+[\w.]+\s+-\s+[A-Z]+\s+-\s+")
 _MARKS = re.compile(r"^\s*(?:✓|✅|⚠️|⚠|❌|✗|△|○|•)\ufe0f?\s*")
 TRACEBACK = "Traceback (most recent call last):"
+# A line that may be a heading over a validator's items: it ends with a colon, or from its
+# start (or a log prefix's last "- ") it has capitals and no lowercase letter. A superset of
+# `_heading` on the raw line, so that a chunk it does not match holds no heading and can be
+# skipped. Possessive quantifiers: a long line of capitals must not cost quadratic time.
+_HEADING_HINT = r":[^\S\n]*+$|(?:^|- )[^a-zA-Z\n]*+[A-Z][^a-z\n]*+$"
+_ISSUE_WORDS = re.compile(r"(?i)\b(?:issue|error|fail|problem)")
+_WARNING_WORDS = re.compile(r"(?i)\bwarn")
+MAX_HEADING = 120  # longer lines are prose, not headings
 
 
 def convert_capture(spec: Capture, raw: Any) -> Any:
@@ -100,11 +117,52 @@ class CrashWatch:
         return None
 
 
+def _heading(line: str) -> str | None:
+    """The line as a heading (log prefix and marks stripped), or None when it is not one."""
+    text = _MARKS.sub("", _LOG_PREFIX.sub("", line)).strip()
+    if not text or len(text) > MAX_HEADING or not any(ch.isalpha() for ch in text):
+        return None
+    if text.endswith(":") or (not any(ch.islower() for ch in text) and re.search("[A-Z]{3}", text)):
+        return text
+    return None
+
+
+def severity(heading: str | None) -> Literal["issue", "warning"] | None:
+    """What a heading says its items are: issues, warnings, or (saying neither) None.
+
+    When it names both, the word that comes first decides.
+    """
+    if heading is None:
+        return None
+    issue, warning = _ISSUE_WORDS.search(heading), _WARNING_WORDS.search(heading)
+    if issue and (warning is None or issue.start() < warning.start()):
+        return "issue"
+    return "warning" if warning else None
+
+
+def _item(name: str, groups: tuple[str | None, ...], section: str | None) -> Item:
+    """An item from a match's groups: `[stage] message` with two or more, a message with one."""
+    stage, message = (groups[0], groups[1]) if len(groups) > 1 else (None, groups[0])
+    return Item(
+        capture=name,
+        stage=stage.strip() if stage else None,
+        message=(message or "").strip(),
+        section=section,
+        severity=severity(section),
+    )
+
+
 class Scanner:
-    """Reads a step's output line by line: captures (last match wins), details, crashes."""
+    """Reads a step's output line by line: captures (last match wins), items, details, crashes."""
 
     def __init__(self, step: CommandStep) -> None:
         self.captures = {name: (re.compile(c.pattern), c) for name, c in step.capture.items()}
+        # Every match of an `all: true` capture with groups is also an item, under the heading
+        # the output last printed above it (the nearest line that looks like one).
+        self.itemized = {n for n, (rx, c) in self.captures.items() if c.all and rx.groups}
+        self.sections: dict[str, str] = {}
+        self.items: list[Item] = []
+        self._item_counts = dict.fromkeys(self.itemized, 0)
         self.details = [(re.compile(d.match), d.mark) for d in step.details]
         self.crashes = CrashWatch(step.fatal)
         # Each pattern first searches a whole chunk (MULTILINE, at C speed); only a chunk in
@@ -117,6 +175,8 @@ class Scanner:
         # anyway (the newest lines of each chunk) and, at the end, in the tail.
         self.needs_every_line = bool(patterns)
         patterns.append("^" + re.escape(TRACEBACK))
+        if self.itemized:
+            patterns.append(_HEADING_HINT)
         self.prefilters = [re.compile(p, re.MULTILINE) for p in patterns]
         self.values: dict[str, Any] = {}
         self.lists: dict[str, list[Any]] = {n: [] for n, (_, c) in self.captures.items() if c.all}
@@ -152,6 +212,10 @@ class Scanner:
         for name, (rx, spec) in self.captures.items():
             m = rx.search(line)
             if m is None:
+                if name in self.itemized and line.strip():
+                    heading = _heading(line)
+                    if heading is not None:
+                        self.sections[name] = heading
                 continue
             raw: Any = (
                 m.groups() if len(m.groups()) > 1 else (m.group(1) if m.groups() else m.group(0))
@@ -159,6 +223,9 @@ class Scanner:
             if spec.all:
                 if len(self.lists[name]) < MAX_ALL:
                     self.lists[name].append(convert_capture(spec, raw))
+                if name in self.itemized and self._item_counts[name] < MAX_ALL:
+                    self._item_counts[name] += 1
+                    self.items.append(_item(name, m.groups(), self.sections.get(name)))
             else:
                 # The last match wins: a processor's closing summary beats its progress lines.
                 self.values[name] = convert_capture(spec, raw)
@@ -220,6 +287,7 @@ class CommandKind(StepKind):
         """Run the command once before the run; its captures are the baseline."""
         self.run(step, ctx)
         base.captures = ctx.result.captures
+        base.items = ctx.result.items
         base.status = ctx.result.status
         if ctx.result.status not in (Status.SUCCESS, Status.PARTIAL):
             base.error = ctx.result.reason
@@ -330,6 +398,7 @@ class CommandKind(StepKind):
                     break
         res.captures = {k: _redact_value(ctx, v) for k, v in scanner.result().items()}
         res.unmatched = scanner.unmatched
+        res.items = [_redact_item(ctx, item) for item in scanner.items]
         res.details = [
             DetailLine(mark=d.mark, text=ctx.redactor.redact(d.text)) for d in scanner.detail_lines
         ]
@@ -411,6 +480,17 @@ def _redact_value(ctx: StepContext, value: Any) -> Any:
     if isinstance(value, list):
         return [_redact_value(ctx, v) for v in value]
     return value
+
+
+def _redact_item(ctx: StepContext, item: Item) -> Item:
+    red = ctx.redactor.redact
+    return item.model_copy(
+        update={
+            "stage": red(item.stage) if item.stage else None,
+            "message": red(item.message),
+            "section": red(item.section) if item.section else None,
+        }
+    )
 
 
 def _tail_hint(tail: list[str]) -> str:

@@ -30,10 +30,12 @@ class ManualKind(StepKind):
         res = ctx.result
         question = ctx.render(step.prompt or f"{step.label}: done?")
         if ctx.yes:
-            res.status, res.reason = Status.SUCCESS, "confirmed by --yes"
+            res.status, res.reason = Status.SUCCESS, "confirmed unattended (--yes)"
             res.confirmed_by = "unattended"
         elif ctx.interactive and ctx.confirm is not None:
-            answer = ctx.confirm(question)
+            # The person reads what to do before being asked whether it is done.
+            instructions = ctx.render(step.instructions).strip() if step.instructions else ""
+            answer = ctx.confirm(f"{instructions}\n\n{question}" if instructions else question)
             if answer is None or ctx.stop.is_set():
                 res.status, res.reason = Status.ABORTED, "interrupted at the prompt"
             elif answer:

@@ -38,16 +38,28 @@ def _as_int(value: Any, what: str) -> int:
         raise templating.TemplateError(f"{what} must be a whole number, got '{value}'") from None
 
 
-def _expectation(check: Check, ctx: StepContext) -> dict[str, Any]:
+def _expectation(
+    check: Check, ctx: StepContext, outcome: CountOutcome | None = None
+) -> dict[str, Any]:
+    """What a check expects, as CheckResult fields.
+
+    `expect: coverage` (or no `expect` beside a coverage query) expects the outcome's count of
+    expected keys; without an outcome (a dry run before counting) that number is left out.
+    """
     out: dict[str, Any] = {}
     exp = check.expect
-    if isinstance(exp, dict):
+    if check.expects_coverage:
+        out["expected_source"] = "coverage"
+        if outcome is not None and outcome.expected_total is not None:
+            out["expected"] = outcome.expected_total
+    elif isinstance(exp, dict):
         if "min" in exp:
             out["minimum"] = _as_int(ctx.render(str(exp["min"])), "expect.min")
         if "ratio" in exp:
             out["ratio"] = float(ctx.render(str(exp["ratio"])))
     elif exp is not None:
         out["expected"] = _as_int(ctx.render(str(exp)), "expect")
+        out["expected_source"] = "var"
     if check.expect_total is not None:
         out["total"] = _as_int(ctx.render(str(check.expect_total)), "expect_total")
     elif "expected" in out:
@@ -138,8 +150,9 @@ def _evidence(
         if r.error:
             lines.append(f"  error: {r.error}")
             continue
+        source = " (the coverage query's expected keys)" if r.expected_source == "coverage" else ""
         lines.append(
-            f"  rows: {r.actual}; expected: {r.expected if r.expected is not None else '-'}"
+            f"  rows: {r.actual}; expected: {r.expected if r.expected is not None else '-'}{source}"
         )
         if r.missing_total is not None:
             lines.append(f"  expected keys missing: {r.missing_total}")
@@ -160,7 +173,7 @@ def _result(
         error=outcome.error,
     )
     try:
-        for k, v in _expectation(check, ctx).items():
+        for k, v in _expectation(check, ctx, outcome).items():
             setattr(result, k, v)
     except (templating.TemplateError, ValueError) as exc:
         result.error = str(exc)
@@ -202,7 +215,9 @@ class VerifyKind(StepKind):
         for i, (c, counted) in enumerate(zip(step.checks, checks, strict=True)):
             exp = _expectation(c, ctx)
             want = (
-                f"exactly {exp['expected']}"
+                "as many rows as the coverage query's expected keys"
+                if exp.get("expected_source") == "coverage"
+                else f"exactly {exp['expected']}"
                 if "expected" in exp
                 else f"at least {exp['minimum']}"
                 if "minimum" in exp

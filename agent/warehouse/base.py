@@ -37,6 +37,8 @@ class CountOutcome:
     count: int | None = None
     missing_keys: list[dict[str, Any]] = field(default_factory=list)
     missing_total: int | None = None
+    # How many distinct keys the coverage query expects: the number a check may expect.
+    expected_total: int | None = None
     error: str | None = None
 
 

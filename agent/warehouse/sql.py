@@ -262,9 +262,10 @@ def build_count_query(prepared: Sequence[PreparedCheck]) -> CountQuery:
     """Build the single statement that counts every check and finds every missing key.
 
     It returns one row: for check number i, `c{i}_count`, and for coverage checks also
-    `c{i}_missing_total` and `c{i}_missing` (the first MISSING_KEYS_CAP missing keys as an array
-    of structs, ordered by the key columns). Missing keys are an anti-join computed in the
-    warehouse (`EXCEPT DISTINCT`), so only they come back.
+    `c{i}_expected_total` (the distinct expected keys), `c{i}_missing_total` and `c{i}_missing`
+    (the first MISSING_KEYS_CAP missing keys as an array of structs, ordered by the key columns).
+    Missing keys are an anti-join computed in the warehouse (`EXCEPT DISTINCT`), so only they
+    come back.
 
     Args:
         prepared: checks from `prepare_checks`, at least one.
@@ -285,11 +286,17 @@ def build_count_query(prepared: Sequence[PreparedCheck]) -> CountQuery:
         if check.expected_sql is not None:
             cols = ", ".join(f"`{k}`" for k in check.key)
             struct = ", ".join(f"`{k}` AS `{k}`" for k in check.key)
-            cte = f"runbook_missing_{i}"
+            # The expected keys once, distinct: the missing ones are taken from them, and their
+            # number is what `expect: coverage` expects.
+            keys, cte = f"runbook_expected_{i}", f"runbook_missing_{i}"
             ctes.append(
-                f"{cte} AS (SELECT {cols} FROM ({check.expected_sql}) "  # noqa: S608
+                f"{keys} AS (SELECT DISTINCT {cols} FROM ({check.expected_sql}))"  # noqa: S608
+            )
+            ctes.append(
+                f"{cte} AS (SELECT {cols} FROM {keys} "  # noqa: S608
                 f"EXCEPT DISTINCT SELECT {cols} FROM {check.table_sql}{where})"
             )
+            missing.append(f"(SELECT COUNT(*) FROM {keys}) AS c{i}_expected_total")  # noqa: S608
             missing.append(f"(SELECT COUNT(*) FROM {cte}) AS c{i}_missing_total")  # noqa: S608
             missing.append(
                 f"(SELECT ARRAY_AGG(STRUCT({struct}) ORDER BY {cols}) FROM "  # noqa: S608
@@ -332,6 +339,8 @@ def read_count_row(query: CountQuery, row: Mapping[str, Any]) -> list[CountOutco
         outcome = CountOutcome(name=check.check.name, count=int(row[f"c{i}_count"]))
         if check.expected_sql is not None:
             outcome.missing_total = int(row[f"c{i}_missing_total"] or 0)
+            expected = row.get(f"c{i}_expected_total")
+            outcome.expected_total = None if expected is None else int(expected)
             keys = row[f"c{i}_missing"] or []
             outcome.missing_keys = [{k: dict(item)[k] for k in check.key} for item in keys]
         outcomes.append(outcome)

@@ -72,11 +72,15 @@ INCIDENT_GAMES = (
     ("TOR", "POR"),
 )
 TIPOFF_HOURS = (20, 22, 23, 23, 24, 25, 26, 27)
+# Games a changed world may add to the incident day (`--games 9`, `--games 10`).
+MORE_GAMES = (("ATL", "NYK"), ("DEN", "OKC"))
+MORE_TIPOFF_HOURS = (27, 28)
 FIRST_GAME_SEQ = 650  # the incident day's first game is 0022500650
 NO_BOXSCORE = {"SAC@DET", "MIA@PHX", "TOR@POR"}  # scraper never delivered these
 NO_GAMEBOOK = {"SAC@DET", "TOR@POR"}
 NO_PROPS = {"GSW@MIN", "SAC@DET"}  # so the player context processor skipped them
 STALE_ROSTER_DAYS = {"GSW": 6, "SAC": 5, "PHX": 4, "POR": 4}
+CLEAN = False  # --clean: no prediction for a player listed OUT (the validator's data_quality)
 GAMES_PER_DAY = (10, 8, 9, 4, 11, 6, 6)  # other days; 296 games from day -30 to day +7
 DAYS_BEFORE, DAYS_AFTER = 45, 14
 LINES_SNAPSHOT = time(4, 54)  # odds scraped 15.1 h before the first tip-off
@@ -340,7 +344,7 @@ def incident_rows(day: date, games: list[tuple], roster: dict) -> dict[str, list
                         made,
                     )
                 )
-                if line is not None:
+                if line is not None and not (CLEAN and injuries.get(lookup) == "Out"):
                     predicted = line + (num(pkey + "p", 0, 70) - 35) / 10
                     out["props"].append((game_id, day, lookup, team, "bettingpros", line))
                     out["pred"].append(
@@ -360,6 +364,8 @@ def incident_rows(day: date, games: list[tuple], roster: dict) -> dict[str, list
 
 def insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
     """Bulk-load rows into one of the tables above through a CSV file (binding is slow)."""
+    if not rows:
+        return  # COPY cannot read an empty file; a world without games has no rows here
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.csv"
         with path.open("w", newline="") as f:
@@ -410,12 +416,51 @@ def seed(path: Path, date: str) -> None:
         con.close()
 
 
+def change_world(
+    *,
+    games: int | None = None,
+    no_boxscore: set[str] | None = None,
+    no_gamebook: set[str] | None = None,
+    no_props: set[str] | None = None,
+    clean: bool = False,
+) -> None:
+    """Seed another world than the incident's: other games missing data, more or fewer games."""
+    global INCIDENT_GAMES, TIPOFF_HOURS, NO_BOXSCORE, NO_GAMEBOOK, NO_PROPS, CLEAN  # noqa: PLW0603
+    CLEAN = clean
+    if games is not None:
+        pool = INCIDENT_GAMES + MORE_GAMES
+        if not 0 <= games <= len(pool):
+            raise SystemExit(f"--games must be between 0 and {len(pool)}")
+        INCIDENT_GAMES = pool[:games]
+        TIPOFF_HOURS = (TIPOFF_HOURS + MORE_TIPOFF_HOURS)[:games]
+    NO_BOXSCORE = NO_BOXSCORE if no_boxscore is None else no_boxscore
+    NO_GAMEBOOK = NO_GAMEBOOK if no_gamebook is None else no_gamebook
+    NO_PROPS = NO_PROPS if no_props is None else no_props
+
+
+def _matchups(text: str) -> set[str]:
+    return {m.strip() for m in text.split(",") if m.strip()}
+
+
 def main() -> None:
-    """Command line: seed.py --warehouse PATH [--date D]."""
+    """Command line: seed.py --warehouse PATH [--date D] [--games N] [--no-boxscore A@H,...]."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--warehouse", type=Path, default=Path(".runbook/warehouse.duckdb"))
     parser.add_argument("--date", default="2026-01-25")
+    parser.add_argument("--games", type=int, help="games on the day (default: the incident's 8)")
+    for name in ("no-boxscore", "no-gamebook", "no-props"):
+        parser.add_argument(
+            f"--{name}", type=_matchups, help="matchups (AWAY@HOME, comma-separated)"
+        )
+    parser.add_argument("--clean", action="store_true", help="no predictions for OUT players")
     args = parser.parse_args()
+    change_world(
+        clean=args.clean,
+        games=args.games,
+        no_boxscore=args.no_boxscore,
+        no_gamebook=args.no_gamebook,
+        no_props=args.no_props,
+    )
     seed(args.warehouse, args.date)
     print(f"Seeded {args.warehouse} for {args.date}")
 
