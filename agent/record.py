@@ -200,6 +200,7 @@ class StepResult(_Model):
     # Who confirmed a step that asks for confirmation: "operator" (a person at the prompt) or
     # "unattended" (--yes said yes for everyone). None when nothing was confirmed.
     confirmed_by: str | None = None
+    instructions: str | None = None  # what a person was asked to do (a manual step), rendered
     command: list[str] | None = None  # argv as run (secrets masked)
     command_display: str | None = None  # the same, quoted for a POSIX shell
     started_at: datetime | None = None

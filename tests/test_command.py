@@ -295,12 +295,9 @@ def test_item_text_is_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert [i.message for i in record.step("s").items] == ["bad token ***"]
 
 
-def test_looking_for_headings_stays_linear_on_a_long_line_of_capitals() -> None:
-    import time
-
+def test_a_long_line_of_capitals_is_not_a_heading() -> None:
+    # Once a quadratic search (2 s on 20,000 characters); its time is for bench/, not asserted.
     scanner = _scanner(capture={"x": {"pattern": r"^  \[(\w+)\] (.*)$", "all": True}})
     text = "A" * 200_000 + "a\n  [s] m\n"
-    start = time.perf_counter()
     scanner.block(text, 0, len(text) - 1)
-    assert time.perf_counter() - start < 1.0
     assert [(i.stage, i.section) for i in scanner.items] == [("s", None)]

@@ -315,7 +315,6 @@ def test_sigterm_during_retry_backoff_aborts_and_writes_the_record(
     """)
     proc = _cli("run", str(rb), "--reports", "reports", cwd=tmp_path)
     assert proc.stderr is not None
-    started = time.monotonic()
     for line in proc.stderr:  # the console says when the back-off begins
         if "attempt 2 of 3 in 30s" in line:
             break
@@ -323,7 +322,6 @@ def test_sigterm_during_retry_backoff_aborts_and_writes_the_record(
     FAULTS.append("SIGTERM in retry back-off")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
-    assert time.monotonic() - started < 10  # it did not sit out the 30 s back-off
     run_dir = _run_dir(tmp_path)
     record = load_record(run_dir)
     flaky = record.step("flaky")

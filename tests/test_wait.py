@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,12 +65,11 @@ def test_a_poll_gets_only_the_time_left(write_runbook: Write, tmp_path: Path) ->
             every: 1s
             timeout: 2s
     """)
-    started = time.monotonic()
     record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
-    took = time.monotonic() - started
     wait = record.step("wait")
     assert wait.status == Status.TIMED_OUT
-    assert took < 15, took  # was at least 60 s: each poll had max(every, 60 s)
+    # The poll got the step's time that was left (it once had max(every, 60 s)).
+    assert wait.polls[0].error == "the poll was stopped when the step's time ran out"
     assert len(wait.polls) == 1
     assert wait.reason is not None
     assert "the poll was stopped when the step's time ran out" in wait.reason
@@ -144,9 +142,7 @@ def test_an_interrupt_ends_the_wait(write_runbook: Write, tmp_path: Path) -> Non
             options.stop.set()
 
     options.listeners.append(on_event)
-    started = time.monotonic()
     record, _ = run_runbook(rb, options)
-    assert time.monotonic() - started < 15
     wait = record.step("wait")
     assert wait.status == Status.ABORTED
     assert len(wait.polls) == 1

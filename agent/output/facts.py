@@ -1390,6 +1390,5 @@ def derived_next_steps(record: RunRecord) -> list[tuple[str, str]]:
 
 def manual_instructions(step: StepResult) -> str | None:
     """A manual step's instructions as recorded (None when the record has none)."""
-    # `instructions` is not yet a StepResult field; a record that carries it is read.
-    text = getattr(step, "instructions", None)
+    text = step.instructions
     return text if isinstance(text, str) and text.strip() else None

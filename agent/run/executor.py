@@ -206,8 +206,11 @@ class Runner:
         result.ended_at = None
         self.journal.append("step_started", step=sid, session=len(self.record.sessions))
         _fault_injection_point("started", sid)
-        self.emit(Event("step_started", sid, {"title": result.title, "kind": step.kind}))
         ctx = self.context(result)
+        started: dict[str, Any] = {"title": result.title, "kind": step.kind}
+        with contextlib.suppress(templating.TemplateError):  # the step's own run reports it
+            started["instructions"] = REGISTRY[step.kind].instructions(step, ctx)
+        self.emit(Event("step_started", sid, started))
         try:
             if step.when and not templating.evaluate(step.when, ctx.template_context()):
                 result.status, result.skipped_by = Status.SKIPPED, "when"

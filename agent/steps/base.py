@@ -213,6 +213,10 @@ class StepKind:
         """What the step captures from its output, as `plan` lists it."""
         return []
 
+    def instructions(self, step: Any, ctx: StepContext) -> str | None:
+        """What a person is asked to do, rendered; None for a step no person takes part in."""
+        return None
+
     def times_out(self, step: Any) -> bool:
         """Whether a `timeout` bounds the step (a person at a prompt is not timed)."""
         return True

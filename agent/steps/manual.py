@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent.plan.model import ManualStep
 from agent.record import Status
-from agent.steps.base import StepContext, StepKind, StepReview, register
+from agent.steps.base import StepContext, StepKind, StepReview, register, write_evidence
 
 __all__ = ["ManualKind"]
 
@@ -25,17 +25,22 @@ class ManualKind(StepKind):
         review.lines.append("asks for confirmation (or `--yes`)")
         return review
 
+    def instructions(self, step: ManualStep, ctx: StepContext) -> str | None:
+        """The step's instructions, rendered."""
+        return ctx.render(step.instructions).strip() if step.instructions else None
+
     def run(self, step: ManualStep, ctx: StepContext) -> None:
         """Ask, or take --yes, or skip with the reason."""
         res = ctx.result
+        res.instructions = self.instructions(step, ctx)
         question = ctx.render(step.prompt or f"{step.label}: done?")
         if ctx.yes:
             res.status, res.reason = Status.SUCCESS, "confirmed unattended (--yes)"
             res.confirmed_by = "unattended"
         elif ctx.interactive and ctx.confirm is not None:
             # The person reads what to do before being asked whether it is done.
-            instructions = ctx.render(step.instructions).strip() if step.instructions else ""
-            answer = ctx.confirm(f"{instructions}\n\n{question}" if instructions else question)
+            text = res.instructions
+            answer = ctx.confirm(f"{text}\n\n{question}" if text else question)
             if answer is None or ctx.stop.is_set():
                 res.status, res.reason = Status.ABORTED, "interrupted at the prompt"
             elif answer:
@@ -46,3 +51,6 @@ class ManualKind(StepKind):
         else:
             res.status, res.skipped_by = Status.SKIPPED, "manual"
             res.reason = "not run: manual step needs a terminal to confirm, or --yes"
+        write_evidence(
+            ctx, [f"--- {question}", *(res.instructions or "").splitlines(), f"=> {res.reason}"]
+        )

@@ -22,6 +22,7 @@ from agent.steps.base import (
     sql_params,
     step_env,
     step_timeout,
+    write_evidence,
 )
 from agent.warehouse.base import WarehouseError
 
@@ -74,7 +75,9 @@ class WaitKind(StepKind):
                 finally:
                     warehouse.close()
             except WarehouseError as exc:
+                write_evidence(ctx, [f"poll at {at.isoformat()}: {cond.sql}", f"  error: {exc}"])
                 return Poll(at=at, ok=False, error=str(exc))
+            write_evidence(ctx, [f"poll at {at.isoformat()}: {cond.sql}", f"  value: {value!r}"])
             return Poll(at=at, value=value, ok=bool(value))
         log = ctx.log_path()
         assert log is not None
