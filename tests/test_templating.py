@@ -356,3 +356,13 @@ def test_evaluate_expectation(expr: str, context: dict[str, object], expected: b
 def test_evaluate_expectation_undefined_is_an_error() -> None:
     with pytest.raises(TemplateError, match="'nope' is undefined"):
         templating.evaluate_expectation("nope > 1", {})
+
+
+def test_a_here_string_is_an_ordinary_word_not_a_here_document(tmp_path: object) -> None:
+    # `<<<'...'` once read as `<<` with a quoted delimiter that swallowed the value: KeyError.
+    for script in ("cat <<<'{{ v }}'", 'cat <<<"{{ v }}"', "cat <<< {{ v }}"):
+        for value in ("plain", "a'; touch PWNED; echo '", "$(touch PWNED2)"):
+            argv = templating.render_command(script, {"v": value}, shell=True)
+            # /bin/sh may be dash, which has no here-strings: the quoting is bash's too.
+            assert _sh(["bash", "-c", argv[2]], tmp_path) == value + "\n", (script, value)
+    assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]

@@ -252,7 +252,9 @@ class _Scanner:
                 self.slots[int(m.group(1))] = Slot("comment")
                 i = m.end()
             return end
-        if c == "<" and text.startswith("<<", i) and not text.startswith("<<<", i):
+        if c == "<" and text.startswith("<<<", i):
+            return i + 3  # a here-string: the word after it is an ordinary word, quoted as such
+        if c == "<" and text.startswith("<<", i):
             strip = text.startswith("<<-", i)
             delimiter, quoted, after = _read_delimiter(text, i + (3 if strip else 2))
             self.pending.append(
