@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.plan import templating
 from agent.plan.templating import TemplateError
@@ -366,3 +369,46 @@ def test_a_here_string_is_an_ordinary_word_not_a_here_document(tmp_path: object)
             # /bin/sh may be dash, which has no here-strings: the quoting is bash's too.
             assert _sh(["bash", "-c", argv[2]], tmp_path) == value + "\n", (script, value)
     assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]
+
+
+# sh's own word rules around `#`: each of these once let a value run as a command.
+COMMENT_LOOKALIKES = [
+    "echo a\\;#{{ x }}",
+    "echo $(echo a)#{{ x }}",
+    "echo \\ #{{ x }}",
+    "echo a\\\n#{{ x }}",
+    "echo a\\&#{{ x }}",
+    "echo a\\|#{{ x }}",
+]
+FRAGMENTS = ["echo a", " ", "\\", ";", "&&", "|", "#", "(", ")", "$(", "\n", "b", "'", '"', "\\\n"]
+
+
+@pytest.mark.parametrize("script", COMMENT_LOOKALIKES)
+def test_a_hash_that_does_not_start_a_word_is_no_comment(script: str, tmp_path: Path) -> None:
+    for value in [";touch PWNED", *SHELL_HOSTILE]:
+        argv = templating.render_command(script, {"x": value}, shell=True)
+        subprocess.run(argv, cwd=tmp_path, capture_output=True, check=False, timeout=10)
+        assert list(tmp_path.iterdir()) == [], (script, value, argv)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=st.lists(st.sampled_from(FRAGMENTS), max_size=6),
+    after=st.lists(st.sampled_from(FRAGMENTS), max_size=3),
+    value=st.sampled_from([";touch PWNED", "$(touch PWNED)", "`touch PWNED`", "a\ntouch PWNED"]),
+)
+def test_no_script_that_validates_runs_a_value_in_real_sh(
+    before: list[str], after: list[str], value: str, tmp_path: Path
+) -> None:
+    """Generated contexts: whatever the scanner accepts, real /bin/sh keeps the value data."""
+    script = "".join(before) + "{{ x }}" + "".join(after)
+    try:
+        argv = templating.render_command(script, {"x": value}, shell=True)
+    except TemplateError:
+        return  # refused: validate says so, nothing runs
+    work = tmp_path / f"w{abs(hash(script + value))}"
+    work.mkdir()
+    subprocess.run(argv, cwd=work, capture_output=True, check=False, timeout=10)
+    assert not (work / "PWNED").exists(), (script, value, argv)

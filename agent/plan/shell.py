@@ -94,6 +94,23 @@ def _read_delimiter(text: str, i: int) -> tuple[str, bool, int]:
 _CLOSING = {"single": "'", "dollar_single": "'", "backtick": "`"}
 
 
+def _starts_word(text: str, i: int) -> bool:
+    """Whether text[i] begins a word for sh, as `#` must to begin a comment.
+
+    Only after an unescaped blank, newline, `;`, `&` or `|`: an escaped one (`\\;`, `\\ `, a
+    backslash-newline) is part of the word before, and after `)` the `#` may continue a
+    `$(...)` word. When in doubt it is not a comment, so the value is quoted: safe either way.
+    """
+    if i == 0:
+        return True
+    if text[i - 1] not in " \t\n;&|":
+        return False
+    slashes = 0
+    while i - 2 - slashes >= 0 and text[i - 2 - slashes] == "\\":
+        slashes += 1
+    return slashes % 2 == 0
+
+
 class _Scanner:
     """Reads a script as a POSIX shell would, enough to know the quoting around each value."""
 
@@ -243,7 +260,7 @@ class _Scanner:
         text = self.text
         c = text[i]
         prev = text[i - 1] if i else "\n"
-        if c == "#" and prev in " \t\n;&|()":
+        if c == "#" and _starts_word(text, i):
             end = text.find("\n", i)
             end = len(text) if end < 0 else end
             while (ph := text.find("\x00", i, end)) >= 0:
