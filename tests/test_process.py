@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -21,9 +22,11 @@ from agent.proc.process import (
     MAX_LINE_CHARS,
     ProcessResult,
     _Lines,
+    process_start_ticks,
     run_captured,
     run_process,
     shell_quote,
+    stop_leftover_group,
     strip_ansi,
 )
 from agent.proc.redact import Redactor
@@ -553,3 +556,75 @@ def test_run_captured_leaves_nothing_running_behind() -> None:
 def test_run_captured_missing_program_raises_like_subprocess(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         run_captured(["no-such-program-xyz"], cwd=tmp_path)
+
+
+# --- stopping what a dead runner left: only groups provably started by a step ---------------
+
+
+def _session_leader(code: str) -> subprocess.Popen[bytes]:
+    """A Python child that leads its own session and process group, as a step's program does."""
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+
+
+def _wait_for_file(path: Path) -> None:
+    for _ in range(2000):
+        if path.exists() and path.read_text():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{path} never appeared")
+
+
+@pytest.mark.parametrize("pgid", [0, 1, -1])
+def test_no_group_below_2_is_ever_signalled(pgid: int) -> None:
+    assert stop_leftover_group(pgid, process_start_ticks(os.getpid()), grace=0.1) is False
+
+
+def test_the_runners_own_group_is_never_signalled() -> None:
+    own = os.getpgrp()
+    assert stop_leftover_group(own, process_start_ticks(own), grace=0.1) is False
+    assert alive(os.getpid())
+
+
+def test_a_leader_with_the_recorded_start_time_is_stopped_and_another_is_not() -> None:
+    child = _session_leader("import time; time.sleep(60)")
+    try:
+        ticks = process_start_ticks(child.pid)
+        assert ticks is not None
+        assert stop_leftover_group(child.pid, ticks + 1, grace=0.1) is False  # a reused pid
+        assert stop_leftover_group(child.pid, None, grace=0.1) is False  # nothing recorded
+        assert child.poll() is None
+        assert stop_leftover_group(child.pid, ticks, grace=0.5) is True
+        assert child.wait(timeout=10) != 0
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_with_the_leader_gone_only_descendants_are_stopped(tmp_path: Path) -> None:
+    pid_file = tmp_path / "member.pid"
+    # The leader starts a member of its group, writes its pid and exits: the member remains.
+    leader = _session_leader(
+        "import subprocess, sys, pathlib\n"
+        "m = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(m.pid))\n"
+    )
+    leader_ticks = process_start_ticks(leader.pid)
+    _wait_for_file(pid_file)
+    leader.wait(timeout=10)
+    member = int(pid_file.read_text())
+    try:
+        assert leader_ticks is not None and alive(member)
+        member_ticks = process_start_ticks(member)
+        assert member_ticks is not None
+        # A member that started before the recorded leader cannot be its descendant.
+        assert stop_leftover_group(leader.pid, member_ticks + 1, grace=0.1) is False
+        assert alive(member)
+        assert stop_leftover_group(leader.pid, leader_ticks, grace=0.5) is True
+        for _ in range(500):
+            if not alive(member):
+                break
+            threading.Event().wait(0.01)
+        assert not alive(member)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, 9)

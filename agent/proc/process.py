@@ -389,8 +389,9 @@ def process_start_ticks(pid: int) -> int | None:
 def stop_leftover_group(pgid: int, start_ticks: int | None, grace: float = 5.0) -> bool:
     """Stop what is left of a step's process group after its runner died (kill -9, reboot).
 
-    The group's leader must still be the process that was started (same start time) or be
-    gone; a pid reused by an unrelated session leader is left alone.
+    Only a group it can prove the step made is stopped (see `_started_by_us`): a pid reused by
+    an unrelated process, this runner's own group and a group without a recorded start time
+    are left alone.
 
     Args:
         pgid: the group recorded when the step started.
@@ -400,13 +401,40 @@ def stop_leftover_group(pgid: int, start_ticks: int | None, grace: float = 5.0) 
     Returns:
         True when something was stopped.
     """
-    now = process_start_ticks(pgid)
-    if now is not None and start_ticks is not None and now != start_ticks:
+    if not _started_by_us(pgid, start_ticks):
         return False
     if _wait_group_gone(pgid, 0):
         return False
     _stop_group(pgid, grace)
     return True
+
+
+def _group_members(pgid: int) -> list[int | None]:
+    """The start times of the processes now in group `pgid` (None where unreadable)."""
+    ticks: list[int | None] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(entry / "stat")
+        if len(fields) > 19 and fields[2] == str(pgid):
+            ticks.append(int(fields[19]) if fields[19].isdigit() else None)
+    return ticks
+
+
+def _started_by_us(pgid: int, start_ticks: int | None) -> bool:
+    """Whether group `pgid` is provably the one a step's leader made when it started then.
+
+    Never group 0, 1 or below, nor this runner's own; the leader, when alive, must have the
+    recorded start time; with the leader gone, every member must have started after it (a
+    descendant), or nothing is proved and nothing is stopped.
+    """
+    if pgid <= 1 or pgid in (os.getpgrp(), os.getpid()) or start_ticks is None:
+        return False
+    leader = process_start_ticks(pgid)
+    if leader is not None:
+        return leader == start_ticks
+    members = _group_members(pgid)
+    return all(m is not None and m >= start_ticks for m in members)
 
 
 @dataclass(frozen=True)
