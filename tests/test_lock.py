@@ -52,6 +52,10 @@ def _runbook(write_runbook: Write, seconds: float = 1.5, *, until: str = "") -> 
     """)
 
 
+def _day(run_dir: Path) -> object:
+    return json.loads((run_dir / "vars.json").read_text()).get("day", "mon")
+
+
 def _start(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [PY, "-m", "agent", *args],
@@ -112,14 +116,18 @@ def test_two_runs_started_together_exactly_one_gets_the_lock(
 def test_other_vars_run_alongside_and_resume_of_a_live_run_is_refused(
     write_runbook: Write, tmp_path: Path
 ) -> None:
-    rb = _runbook(write_runbook, seconds=2)
+    # Both steps wait until the test releases them: the first run is still going when the
+    # other run starts beside it and when the resume is refused.
+    rb = _runbook(write_runbook, until="release")
     first = _start("run", str(rb), "--reports", "reports", "-q", cwd=tmp_path)
     _wait_for(tmp_path / "started-mon")
     other = _start("run", str(rb), "--reports", "reports", "-q", "--var", "day=tue", cwd=tmp_path)
-    (run_dir,) = list((tmp_path / "reports").glob("*-locky-*"))
+    _wait_for(tmp_path / "started-tue")  # it took its own lock: other vars
+    (run_dir,) = [d for d in (tmp_path / "reports").glob("*-locky-*") if _day(d) == "mon"]
     # Resuming the run that is still going would run its steps twice at once.
     resume = _start("resume", str(run_dir), cwd=tmp_path)
     _, err = resume.communicate(timeout=20)
+    (tmp_path / "release").touch()
     assert resume.returncode == 1
     match = HOLDER.search(err)
     assert match, err

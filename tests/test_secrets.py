@@ -265,3 +265,45 @@ def test_resume_needs_secret_vars_again_and_never_stores_them(
     assert record.step("b").output_tail == [MASK]
     leaks = _scan({str(p): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()})
     assert leaks == [], leaks
+
+
+QUOTED = "T0k3n-Secr3t'Quote"
+
+
+def test_secrets_in_error_messages_and_shell_quoted_are_masked(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    """A rendered value in an error message, and a secret as a shell quotes it (issue 18)."""
+    rb = write_runbook(f"""
+        version: 1
+        id: errs
+        title: Errors
+        vars:
+          token: {{type: string, secret: true, required: true}}
+        steps:
+          - id: nowhere
+            kind: run
+            workdir: /nonexistent/{{{{ token }}}}
+            command: {PY} -c "print(1)"
+          - id: quoted
+            kind: run
+            command: {PY} -c "import sys; print(sys.argv[1]); sys.exit(2)" {{{{ token }}}}
+    """)
+    res = run_cli("run", str(rb), "--reports", "reports", "--var", f"token={QUOTED}", cwd=tmp_path)
+    (run_dir,) = (tmp_path / "reports").glob("*-errs-*")
+    texts = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    texts["console"] = (res.stdout + res.stderr).encode()
+    leaks = [
+        f"{name} in {where}"
+        for name, form in {
+            "plain": QUOTED,
+            "shell-quoted": QUOTED.replace("'", "'\"'\"'"),
+            "tail": "Secr3t",
+        }.items()
+        for where, data in texts.items()
+        if form.encode() in data
+    ]
+    assert leaks == []
+    record = load_record(run_dir)
+    assert MASK in (record.step("nowhere").reason or "")
+    assert record.step("quoted").status == Status.FAILED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
@@ -47,9 +48,9 @@ def secret_forms(secret: str) -> list[str]:
 
     Returns:
         The distinct forms: plain, URL-encoded (``quote`` with and without ``/`` kept, and
-        ``quote_plus``), JSON-escaped (ASCII-only and not), base64 (standard and URL-safe, with
-        and without padding) and the alignment-independent inner parts of base64 at the three
-        byte offsets. Empty when the secret is shorter than ``MIN_SECRET_LENGTH``.
+        ``quote_plus``), JSON-escaped (ASCII-only and not), shell-quoted, base64 (standard and
+        URL-safe, with and without padding) and the alignment-independent inner parts of base64
+        at the three byte offsets. Empty when the secret is shorter than ``MIN_SECRET_LENGTH``.
     """
     if len(secret) < MIN_SECRET_LENGTH:
         return []
@@ -61,6 +62,9 @@ def secret_forms(secret: str) -> list[str]:
         quote_plus(secret),
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
+        # As a shell shows it: a quote inside it becomes '"'"' between quoted pieces.
+        shlex.quote(secret),
+        secret.replace("'", "'\"'\"'"),
     }
     for encode in (base64.b64encode, base64.urlsafe_b64encode):
         padded = encode(raw).decode("ascii")

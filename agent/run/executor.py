@@ -22,7 +22,7 @@ from agent.errors import UsageError
 from agent.plan import templating
 from agent.plan.model import ShortfallByCause
 from agent.proc.process import process_start_ticks
-from agent.proc.redact import MASK
+from agent.proc.redact import MASK, Redactor
 from agent.record import (
     Advice,
     Baseline,
@@ -276,6 +276,7 @@ class Runner:
         return out
 
     def finish_step(self, result: StepResult) -> None:
+        _mask_result(result, self.redactor)
         with self.lock_mutex:
             self.journal.append(
                 "step_finished", step=result.id, result=result.model_dump(mode="json")
@@ -431,6 +432,29 @@ class Runner:
             h: [Advice(text=r(x.text), standing=x.when is None) for x in items if keep(x)]
             for h, items in rep.next_steps.items()
         }
+
+
+def _masked(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_masked(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v, redact) for k, v in value.items()}
+    return value
+
+
+def _mask_result(result: StepResult, redactor: Redactor) -> None:
+    """Mask every text of a finished result, whichever part of the step wrote it.
+
+    Error messages carry rendered values (a workdir, a ratio) that no step masked; this is
+    the one place every result passes before the journal, the record and the outputs.
+    """
+    if not redactor.active:
+        return
+    masked = StepResult.model_validate(_masked(result.model_dump(), redactor.redact))
+    for name in StepResult.model_fields:
+        setattr(result, name, getattr(masked, name))
 
 
 def new_session(redact: Callable[[str], str]) -> Session:
