@@ -65,7 +65,7 @@ class TimelineEntry(_Strict):
     """A moment of the incident that no run recorded (detection, escalation, a decision)."""
 
     at: datetime = Field(description="when, in UTC (a time without a zone is read as UTC)")
-    event: str
+    event: str = Field(description="What happened, in one line.")
 
     _zone = field_validator("at", mode="after")(_utc)
 
@@ -73,7 +73,9 @@ class TimelineEntry(_Strict):
 class Action(_Strict):
     """One remediation action: a runbook (its runs are found under the reports folder) or prose."""
 
-    id: Annotated[str, Field(pattern=ACTION_ID_PATTERN)]
+    id: Annotated[str, Field(pattern=ACTION_ID_PATTERN)] = Field(
+        description="The action's name: [a-z][a-z0-9_]*; criteria read it as actions.<id>."
+    )
     title: str | None = Field(default=None, description="default: the runbook's rendered title")
     runbook: str | None = Field(default=None, description="path relative to the incident file")
     vars: dict[str, Any] = Field(default_factory=dict, description="the runbook's vars (--var)")
@@ -82,7 +84,7 @@ class Action(_Strict):
         default=None, description="manual actions only: how far it got (default: not started)"
     )
     at: datetime | None = Field(default=None, description="manual actions only: when it ended")
-    owner: str | None = None
+    owner: str | None = Field(default=None, description="Who carried the action out.")
 
     _zone = field_validator("at", mode="after")(_utc)
 
@@ -102,19 +104,23 @@ class Action(_Strict):
 class ActionItem(_Strict):
     """Follow-up work that prevents a recurrence (tracked outside the incident)."""
 
-    title: str
-    owner: str
-    priority: Priority
-    due: date
-    type: Literal["prevent", "detect", "mitigate", "repair", "investigate", "document", "process"]
-    status: Literal["open", "in progress", "done"] = "open"
-    ticket: str | None = None
+    title: str = Field(description="The work to do, in one line.")
+    owner: str = Field(description="Who owns it (a team or a person).")
+    priority: Priority = Field(description="CRITICAL, HIGH, MEDIUM or LOW.")
+    due: date = Field(description="When it is due: YYYY-MM-DD.")
+    type: Literal[
+        "prevent", "detect", "mitigate", "repair", "investigate", "document", "process"
+    ] = Field(description="prevent, detect, mitigate, repair, investigate, document or process.")
+    status: Literal["open", "in progress", "done"] = Field(
+        default="open", description="open, in progress or done."
+    )
+    ticket: str | None = Field(default=None, description="The ticket that tracks it.")
 
 
 class Criterion(_Strict):
     """A success criterion: an expression over the actions' runs, with an optional partial one."""
 
-    text: str
+    text: str = Field(description="The criterion as the postmortem states it.")
     expect: str = Field(description="e.g. actions.backfill.counts['ds.table'].actual >= 16")
     partial: str | None = Field(default=None, description="when true (and expect false): [~]")
 
@@ -129,25 +135,45 @@ StrList = Annotated[list[str], pydantic.BeforeValidator(_str_list)]
 class Incident(_Strict):
     """A whole incident: what happened, what was done about it (actions), what was learned."""
 
-    version: Literal[1] = 1
-    id: Annotated[str, Field(pattern=ID_PATTERN)]
-    title: str
-    severity: Annotated[str, Field(pattern=SEVERITY_PATTERN)]
-    detected: datetime
-    resolved: datetime | None = None
+    version: Literal[1] = Field(default=1, description="The format's version: 1.")
+    id: Annotated[str, Field(pattern=ID_PATTERN)] = Field(
+        description="The incident's name: [a-z0-9][a-z0-9_-]*."
+    )
+    title: str = Field(description="The postmortem's title.")
+    severity: Annotated[str, Field(pattern=SEVERITY_PATTERN)] = Field(
+        description="SEV0 to SEV5, or P0 to P4."
+    )
+    detected: datetime = Field(description="When it was detected, in UTC.")
+    resolved: datetime | None = Field(
+        default=None, description="When it was resolved, in UTC (not before detected)."
+    )
     reference: str | None = Field(default=None, description="the action plan or ticket")
-    summary: str
-    impact: StrList = Field(default_factory=list)
-    root_causes: StrList = Field(min_length=1)
-    contributing_factors: StrList = Field(default_factory=list)
-    went_well: StrList = Field(default_factory=list)
-    went_wrong: StrList = Field(default_factory=list)
-    lucky: StrList = Field(default_factory=list)
-    lessons: StrList = Field(default_factory=list)
-    timeline: list[TimelineEntry] = Field(default_factory=list)
-    actions: list[Action] = Field(min_length=1)
-    success_criteria: list[Criterion] = Field(default_factory=list)
-    action_items: list[ActionItem] = Field(default_factory=list)
+    summary: str = Field(description="What happened, in a paragraph.")
+    impact: StrList = Field(
+        default_factory=list, description="Who or what was affected: a line or a list."
+    )
+    root_causes: StrList = Field(min_length=1, description="Why it happened: at least one.")
+    contributing_factors: StrList = Field(
+        default_factory=list, description="What made it worse or more likely."
+    )
+    went_well: StrList = Field(default_factory=list, description="What went well.")
+    went_wrong: StrList = Field(default_factory=list, description="What went wrong.")
+    lucky: StrList = Field(default_factory=list, description="Where we got lucky.")
+    lessons: StrList = Field(default_factory=list, description="What was learned.")
+    timeline: list[TimelineEntry] = Field(
+        default_factory=list,
+        description="Moments no run recorded; the runs' own times are added to them.",
+    )
+    actions: list[Action] = Field(
+        min_length=1, description="What was done: runbooks and manual actions, at least one."
+    )
+    success_criteria: list[Criterion] = Field(
+        default_factory=list,
+        description="Expressions over the actions' runs, checked [x], [~] or [ ].",
+    )
+    action_items: list[ActionItem] = Field(
+        default_factory=list, description="Follow-up work that prevents a recurrence."
+    )
 
     _zone = field_validator("detected", "resolved", mode="after")(_utc)
 

@@ -164,37 +164,74 @@ class _Strict(BaseModel):
 class VarSpec(_Strict):
     """A typed parameter of the runbook; `--var name=value` overrides its default."""
 
-    type: Literal["string", "int", "float", "bool", "date", "list"] = "string"
-    required: bool = False
-    default: Any = None
-    description: str | None = None
-    secret: bool = False
-    choices: list[Any] | None = None
+    type: Literal["string", "int", "float", "bool", "date", "list"] = Field(
+        default="string",
+        description="The value's type: string, int, float, bool (true/false), date (YYYY-MM-DD) "
+        "or list (comma-separated on the command line).",
+    )
+    required: bool = Field(
+        default=False, description="The run does not start unless `--var name=value` gives it."
+    )
+    default: Any = Field(
+        default=None, description="The value when no `--var` gives one, of the var's type."
+    )
+    description: str | None = Field(
+        default=None, description="What the var means; `runbook plan` shows it beside the value."
+    )
+    secret: bool = Field(
+        default=False,
+        description="Mask the value as *** in every output; it is never stored, so "
+        "`runbook resume` needs it again.",
+    )
+    choices: list[Any] | None = Field(default=None, description="The only values allowed.")
 
 
 class Incident(_Strict):
     """The incident this runbook answers; printed in the report's header and footer."""
 
-    reference: str | None = None
-    action: str | None = None
-    plan: str | None = None
+    reference: str | None = Field(
+        default=None, description="The action plan or ticket the runbook answers (path or URL)."
+    )
+    action: str | None = Field(
+        default=None, description="Which action of the plan this runbook carries out: Action 3."
+    )
+    plan: str | None = Field(default=None, description="The plan's name.")
 
 
 class Warehouse(_Strict):
     """Where verify and wait steps query."""
 
-    backend: Literal["duckdb", "bigquery"] = "duckdb"
-    path: str = ".runbook/warehouse.duckdb"
-    project: str | None = None
-    location: str | None = None
+    backend: Literal["duckdb", "bigquery"] = Field(
+        default="duckdb",
+        description="duckdb (an embedded database file, the default) or bigquery.",
+    )
+    path: str = Field(
+        default=".runbook/warehouse.duckdb",
+        description="duckdb: the database file, relative to the workdir.",
+    )
+    project: str | None = Field(
+        default=None, description="bigquery: the Google Cloud project the queries run in."
+    )
+    location: str | None = Field(
+        default=None, description="bigquery: where the jobs run, such as US or EU (optional)."
+    )
 
 
 class Retries(_Strict):
     """How many times a failing command is tried, and the pause between tries."""
 
-    attempts: int = Field(default=1, ge=1, le=100)
-    backoff: Duration = 0.0
-    factor: float = Field(default=1.0, ge=1.0, description="backoff multiplier per attempt")
+    attempts: int = Field(
+        default=1, ge=1, le=100, description="Tries in all, 1 to 100 (1: no retry)."
+    )
+    backoff: Duration = Field(
+        default=0.0,
+        description="The pause before the second try: seconds, or a duration such as 5s or 2m.",
+    )
+    factor: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="Backoff multiplier per attempt: each pause is the one before times this.",
+    )
 
 
 def _retries(value: Any) -> Any:
@@ -216,8 +253,16 @@ RetriesField = Annotated[
 class Defaults(_Strict):
     """Applied to every step that does not set its own."""
 
-    timeout: PositiveDuration | None = None
-    retries: RetriesField | None = None
+    timeout: PositiveDuration | None = Field(
+        default=None,
+        description="The timeout of every step that sets none: seconds, or 90s, 10m, 2h "
+        "(default: 1h).",
+    )
+    retries: RetriesField | None = Field(
+        default=None,
+        description="The retries of every step that sets none: a number of attempts, or "
+        "{attempts, backoff, factor}.",
+    )
 
 
 def _compiles(value: str) -> str:
@@ -235,10 +280,21 @@ Regex = Annotated[str, AfterValidator(_compiles)]
 class Capture(_Strict):
     """A named value read from a step's output by a regular expression."""
 
-    pattern: Regex
-    type: Literal["int", "float", "string", "bool", "auto"] = "auto"
-    all: bool = False
-    default: Any = None
+    pattern: Regex = Field(
+        description="A Python regular expression searched in every output line; its group is the "
+        "value (several groups: a list of them). The last matching line wins."
+    )
+    type: Literal["int", "float", "string", "bool", "auto"] = Field(
+        default="auto",
+        description="How the matched text is read: int, float, string, bool, or auto (a number "
+        "when it reads as one, else the text).",
+    )
+    all: bool = Field(
+        default=False, description="Keep every match as a list (up to 1,000), not only the last."
+    )
+    default: Any = Field(
+        default=None, description="The value when no line matches (without it: null)."
+    )
     required: bool = Field(
         default=False,
         description="The pattern must match: when no line does, the step is not SUCCESS, "
@@ -265,17 +321,31 @@ CaptureField = Annotated[
 class Detail(_Strict):
     """Output lines matching `match` are quoted under "Details" in the report with a mark."""
 
-    match: Regex
-    mark: Literal["ok", "warn", "error", "info"] = "info"
+    match: Regex = Field(
+        description="A Python regular expression; every output line it matches is quoted."
+    )
+    mark: Literal["ok", "warn", "error", "info"] = Field(
+        default="info", description="The mark beside the line: ok, warn, error or info."
+    )
 
 
 class Shortfall(_Strict):
     """What the report's "Remaining Issues" says when the step is not SUCCESS."""
 
-    priority: Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"] = "MEDIUM"
-    issue: Template
-    impact: Template | None = None
-    action: Template | list[Template] | None = None
+    priority: Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"] = Field(
+        default="MEDIUM",
+        description="Where the issue is listed: CRITICAL, HIGH, MEDIUM or LOW.",
+    )
+    issue: Template = Field(
+        description="What is wrong, in one line (a template: it also sees the step's captures, "
+        "`missing` and `cause`)."
+    )
+    impact: Template | None = Field(
+        default=None, description="What the shortfall means for the data's users (a template)."
+    )
+    action: Template | list[Template] | None = Field(
+        default=None, description="What to do about it: one line or a list (templates)."
+    )
     wait_for: Template | None = Field(
         default=None, description="SQL condition a follow-up runbook waits for before re-running"
     )
@@ -294,22 +364,56 @@ class ShortfallByCause(_Strict):
     given for skipped steps either.
     """
 
-    crashed: Shortfall | None = None
-    exit_code: Shortfall | None = None
-    error: Shortfall | None = None
-    timed_out: Shortfall | None = None
-    not_found: Shortfall | None = None
-    expectation: Shortfall | None = None
-    coverage: Shortfall | None = None
-    needs: Shortfall | None = None
-    unconfirmed: Shortfall | None = None
-    interrupted: Shortfall | None = None
-    PARTIAL: Shortfall | None = None
-    FAILED: Shortfall | None = None
-    NOT_FOUND: Shortfall | None = None
-    TIMED_OUT: Shortfall | None = None
-    SKIPPED: Shortfall | None = None
-    default: Shortfall | None = None
+    crashed: Shortfall | None = Field(
+        default=None,
+        description="The program crashed: a Python traceback or a `fatal` line in its output.",
+    )
+    exit_code: Shortfall | None = Field(
+        default=None, description="The command exited with a code not in `ok_exit_codes`."
+    )
+    error: Shortfall | None = Field(
+        default=None,
+        description="The step could not run or be judged: an error instead of an exit code.",
+    )
+    timed_out: Shortfall | None = Field(
+        default=None, description="The step ran out of its `timeout`."
+    )
+    not_found: Shortfall | None = Field(
+        default=None, description="The script, module or program the command names does not exist."
+    )
+    expectation: Shortfall | None = Field(default=None, description="An `expect` did not hold.")
+    coverage: Shortfall | None = Field(
+        default=None,
+        description="A verify check's count fell short (its coverage names the missing keys).",
+    )
+    needs: Shortfall | None = Field(
+        default=None, description="SKIPPED: a step it `needs` did not succeed."
+    )
+    unconfirmed: Shortfall | None = Field(
+        default=None, description="SKIPPED: a manual step nobody confirmed."
+    )
+    interrupted: Shortfall | None = Field(
+        default=None, description="The run was interrupted while the step ran (ABORTED)."
+    )
+    PARTIAL: Shortfall | None = Field(
+        default=None, description="Any PARTIAL result without an entry for its cause."
+    )
+    FAILED: Shortfall | None = Field(
+        default=None, description="Any FAILED result without an entry for its cause."
+    )
+    NOT_FOUND: Shortfall | None = Field(
+        default=None, description="Any NOT_FOUND result without an entry for its cause."
+    )
+    TIMED_OUT: Shortfall | None = Field(
+        default=None, description="Any TIMED_OUT result without an entry for its cause."
+    )
+    SKIPPED: Shortfall | None = Field(
+        default=None,
+        description="Any SKIPPED result without an entry for its cause (never `default`).",
+    )
+    default: Shortfall | None = Field(
+        default=None, description="Any other result that is not SUCCESS and not SKIPPED."
+    )
 
     def pick(self, cause: str | None, status: str) -> tuple[str, Shortfall] | None:
         """The entry for a result: by its cause, then its status, then `default`.
@@ -476,16 +580,50 @@ def _command(raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
 
 
 class _StepBase(_Strict):
-    id: StepId
-    title: Template | None = None
-    description: Template | None = None
-    needs: list[str] | None = None
-    when: str | None = None
-    timeout: PositiveDuration | None = None
-    retries: RetriesField | None = None
-    baseline: bool = False
-    on_shortfall: ShortfallField | None = None
-    resume: Literal["auto", "never"] = "auto"
+    id: StepId = Field(
+        description="The step's name, unique in the runbook: [a-z0-9][a-z0-9_-]*; templates "
+        "read it as steps.<id>."
+    )
+    title: Template | None = Field(
+        default=None, description="The step's heading in the report (default: its id)."
+    )
+    description: Template | None = Field(
+        default=None, description="What the step is for, for the people who read the runbook."
+    )
+    needs: list[str] | None = Field(
+        default=None,
+        description="Steps that must succeed first, else this one is SKIPPED. Without it a step "
+        "follows the one before it whatever its status; [] makes it independent.",
+    )
+    when: str | None = Field(
+        default=None,
+        description="An expression over vars and earlier steps; when false the step is SKIPPED.",
+    )
+    timeout: PositiveDuration | None = Field(
+        default=None,
+        description="Stop the step (its whole process group) after this long: seconds, or 90s, "
+        "10m, 2h, 1h30m (default: defaults.timeout, else 1h).",
+    )
+    retries: RetriesField | None = Field(
+        default=None,
+        description="Tries of a failing command (exit code, timeout), not of a PARTIAL result: a "
+        "number of attempts, or {attempts, backoff, factor}.",
+    )
+    baseline: bool = Field(
+        default=False,
+        description="Also measure the step before the first step runs, so the report shows "
+        "before and after.",
+    )
+    on_shortfall: ShortfallField | None = Field(
+        default=None,
+        description="The report's remaining issue when the step is not SUCCESS: one entry, or "
+        "entries keyed by cause, by status, or default.",
+    )
+    resume: Literal["auto", "never"] = Field(
+        default="auto",
+        description="never: `runbook resume` stops at this step, if a crash left it unfinished, "
+        "instead of running it again (unless --force).",
+    )
 
     @property
     def label(self) -> str:
@@ -509,14 +647,38 @@ class _StepBase(_Strict):
 class CommandStep(_StepBase):
     """Fields shared by the kinds that run a command."""
 
-    command: Template | list[Template]
-    shell: bool = False
-    env: dict[str, Template] = Field(default_factory=dict)
-    workdir: str | None = None
-    ok_exit_codes: list[int] = Field(default_factory=lambda: [0])
-    capture: dict[str, CaptureField] = Field(default_factory=dict)
-    details: list[Detail] = Field(default_factory=list)
-    expect: StrList = Field(default_factory=list)
+    command: Template | list[Template] = Field(
+        description="The program and its arguments: a string split like a shell splits words "
+        "before values are substituted, or a list of arguments."
+    )
+    shell: bool = Field(
+        default=False,
+        description="Run the command as a bash script; every substituted value is quoted.",
+    )
+    env: dict[str, Template] = Field(
+        default_factory=dict, description="Added to this step's environment (templated)."
+    )
+    workdir: str | None = Field(
+        default=None,
+        description="Where the command runs, relative to the runbook's workdir (default: it).",
+    )
+    ok_exit_codes: list[int] = Field(
+        default_factory=lambda: [0], description="Exit codes that count as success."
+    )
+    capture: dict[str, CaptureField] = Field(
+        default_factory=dict,
+        description="Named values read from the output: a pattern, or {pattern, type, all, "
+        "default, required}.",
+    )
+    details: list[Detail] = Field(
+        default_factory=list,
+        description="Output lines to quote under Details in the report, with a mark.",
+    )
+    expect: StrList = Field(
+        default_factory=list,
+        description="Expressions over vars, captures and exit_code: all true, or the step is "
+        "PARTIAL. One reading null is false.",
+    )
     fatal: list[Regex] = Field(
         default_factory=list,
         description="Output lines that mean the program crashed (a Python traceback always "
@@ -551,26 +713,35 @@ class CommandStep(_StepBase):
 class RunStep(CommandStep):
     """A processor or any command."""
 
-    kind: Literal["run"]
+    kind: Literal["run"] = Field(description="run: a processor or any command.")
 
 
 class ValidateStep(CommandStep):
     """A command whose captured counts are compared with its baseline."""
 
-    kind: Literal["validate"]
+    kind: Literal["validate"] = Field(
+        description="validate: a command whose captured counts are compared with its baseline."
+    )
 
 
 class ExportStep(CommandStep):
     """A command whose missing script is NOT_FOUND with alternatives, and the run goes on."""
 
-    kind: Literal["export"]
+    kind: Literal["export"] = Field(
+        description="export: a command whose missing script is NOT_FOUND with the nearest "
+        "existing ones, and the run goes on."
+    )
 
 
 class Coverage(_Strict):
     """Name what is missing: the expected keys (SQL) that have no row in the table."""
 
-    key: StrList
-    expected: str
+    key: StrList = Field(
+        description="The key column (or columns) of the table, as the expected query names them."
+    )
+    expected: str = Field(
+        description="SQL that yields the expected keys; @name binds a var, {{ }} writes numbers."
+    )
 
 
 EXPECT_COVERAGE = "coverage"
@@ -580,17 +751,29 @@ EXPECT_COVERAGE = "coverage"
 class Check(_Strict):
     """One row count of a verify step."""
 
-    table: str = Field(pattern=TABLE_PATTERN)
-    where: str | None = None
-    name: str | None = None
+    table: str = Field(
+        pattern=TABLE_PATTERN, description="The table: dataset.table or project.dataset.table."
+    )
+    where: str | None = Field(
+        default=None,
+        description="SQL condition on the rows counted; @name binds a var, {{ }} writes numbers.",
+    )
+    name: str | None = Field(
+        default=None,
+        description="The check's name in the report and in counts (default: its table).",
+    )
     expect: int | Template | dict[str, Any] | None = Field(
         default=None,
         description="A number, a template, {min: N}, {ratio: R} of expect_total, or `coverage`: "
         "as many rows as the coverage query's expected keys (also when a check with coverage "
         "omits expect).",
     )
-    expect_total: int | Template | None = None
-    coverage: Coverage | None = None
+    expect_total: int | Template | None = Field(
+        default=None, description="The number a {ratio: R} expectation is a ratio of."
+    )
+    coverage: Coverage | None = Field(
+        default=None, description="Name the missing keys: {key, expected}."
+    )
 
     @field_validator("expect")
     @classmethod
@@ -618,9 +801,14 @@ class Check(_Strict):
 class VerifyStep(_StepBase):
     """Row counts and key coverage in the warehouse."""
 
-    kind: Literal["verify"]
-    checks: list[Check] = Field(min_length=1)
-    expect: StrList = Field(default_factory=list)
+    kind: Literal["verify"] = Field(
+        description="verify: row counts and key coverage in the warehouse, one query per step."
+    )
+    checks: list[Check] = Field(min_length=1, description="The row counts to take, at least one.")
+    expect: StrList = Field(
+        default_factory=list,
+        description="More expressions over vars and counts: all true, or the step is PARTIAL.",
+    )
 
     @classmethod
     def templates(cls, raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
@@ -649,12 +837,27 @@ class VerifyStep(_StepBase):
 class WaitStep(_StepBase):
     """Poll a SQL condition or a command until it holds or the timeout ends."""
 
-    kind: Literal["wait"]
-    until: str | None = None
-    command: Template | list[Template] | None = None
-    every: PositiveDuration = 60.0
-    shell: bool = False
-    env: dict[str, Template] = Field(default_factory=dict)
+    kind: Literal["wait"] = Field(
+        description="wait: poll a SQL condition or a command until it holds or the timeout ends."
+    )
+    until: str | None = Field(
+        default=None,
+        description="SQL yielding one boolean, polled until true; @name binds a var. "
+        "Give exactly one of until and command.",
+    )
+    command: Template | list[Template] | None = Field(
+        default=None, description="A command polled until it exits 0; one of until and command."
+    )
+    every: PositiveDuration = Field(
+        default=60.0, description="The pause between polls: seconds, or 30s, 5m (default 60s)."
+    )
+    shell: bool = Field(
+        default=False,
+        description="Run the command as a bash script; every substituted value is quoted.",
+    )
+    env: dict[str, Template] = Field(
+        default_factory=dict, description="Added to the command's environment (templated)."
+    )
 
     @classmethod
     def templates(cls, raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
@@ -675,9 +878,15 @@ class WaitStep(_StepBase):
 class ManualStep(_StepBase):
     """A human confirms: a prompt on a terminal, `--yes` otherwise."""
 
-    kind: Literal["manual"]
-    instructions: Template | None = None
-    prompt: Template | None = None
+    kind: Literal["manual"] = Field(
+        description="manual: a person confirms (on a terminal, or --yes); else it is SKIPPED."
+    )
+    instructions: Template | None = Field(
+        default=None, description="What the person does, shown before the prompt and in the report."
+    )
+    prompt: Template | None = Field(
+        default=None, description="The question asked (default: '<title>: done?')."
+    )
 
 
 Step = Annotated[
@@ -708,8 +917,11 @@ def step_templates(raw: Mapping[Any, Any]) -> Iterator[TemplateField]:
 class Lesson(_Strict):
     """A lesson for the report, shown only when its `when` holds against the run."""
 
-    text: Template
-    when: str | None = None
+    text: Template = Field(description="The lesson, or next step, in prose (a template).")
+    when: str | None = Field(
+        default=None,
+        description="An expression over vars and steps: shown only when true (default: always).",
+    )
 
 
 LessonField = Annotated[
@@ -722,24 +934,58 @@ LessonField = Annotated[
 class ReportSection(_Strict):
     """Prose the run cannot know by itself."""
 
-    lessons: list[LessonField] = Field(default_factory=list)
-    next_steps: dict[str, list[LessonField]] = Field(default_factory=dict)
+    lessons: list[LessonField] = Field(
+        default_factory=list, description="Lessons learned: text, or {text, when}."
+    )
+    next_steps: dict[str, list[LessonField]] = Field(
+        default_factory=dict,
+        description="Next steps under headings: heading -> list of text or {text, when}.",
+    )
 
 
 class Runbook(_Strict):
     """One action plan."""
 
-    version: Literal[1]
-    id: StepId
-    title: Template
-    incident: Incident | None = None
-    summary: Template | None = None
-    vars: dict[VarName, VarSpec] = Field(default_factory=dict)
-    env: dict[str, Template] = Field(default_factory=dict)
-    secrets: list[str] = Field(default_factory=list)
-    workdir: str = "."
-    warehouse: Warehouse = Field(default_factory=Warehouse)
-    defaults: Defaults = Field(default_factory=Defaults)
-    notify: str | None = None
-    steps: list[Step] = Field(min_length=1)
-    report: ReportSection = Field(default_factory=ReportSection)
+    version: Literal[1] = Field(description="The format's version: 1.")
+    id: StepId = Field(
+        description="The runbook's name: [a-z0-9][a-z0-9_-]*; in run ids, locks and history."
+    )
+    title: Template = Field(description="The report's title (templated).")
+    incident: Incident | None = Field(
+        default=None, description="The incident it answers, for the report's header and footer."
+    )
+    summary: Template | None = Field(
+        default=None, description="One paragraph on what the runbook does (templated)."
+    )
+    vars: dict[VarName, VarSpec] = Field(
+        default_factory=dict,
+        description="Typed parameters by name; `--var name=value` sets them.",
+    )
+    env: dict[str, Template] = Field(
+        default_factory=dict,
+        description="Added to every command's environment (templated; may read env.X).",
+    )
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of env vars whose values never appear in any output (masked ***).",
+    )
+    workdir: str = Field(
+        default=".",
+        description="Where commands run, relative to the runbook file's folder (templated).",
+    )
+    warehouse: Warehouse = Field(
+        default_factory=Warehouse,
+        description="The warehouse verify and wait steps query: DuckDB (default) or BigQuery.",
+    )
+    defaults: Defaults = Field(
+        default_factory=Defaults, description="timeout and retries for every step without its own."
+    )
+    notify: str | None = Field(
+        default=None,
+        description="A Slack-compatible webhook URL that gets a summary when the run ends.",
+    )
+    steps: list[Step] = Field(min_length=1, description="The steps, at least one, in file order.")
+    report: ReportSection = Field(
+        default_factory=ReportSection,
+        description="Prose the run cannot know by itself: lessons and next steps.",
+    )
