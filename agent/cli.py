@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import signal
 import sys
 import threading
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
 import typer
+from typer.core import TyperCommand
 
+from agent import __version__
 from agent.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -30,6 +33,47 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
+
+class _Command(TyperCommand):
+    """A command whose help names values by what they are (FILE, NAME=VALUE, N), never by type.
+
+    typer's own help shows an argument as `{file}` and `file <path>` and, from 0.15 on, an option
+    without a metavar as `<list[str]>`; the usage line and the lists are written here from each
+    parameter's metavar instead, so the help reads the same on every typer the bounds allow.
+    """
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """The usage line: `[OPTIONS]`, then each argument (`FILE...`, `[FILE]`)."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = _argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        """The Arguments and Options lists, each argument under its metavar."""
+        arguments: list[tuple[str, str]] = []
+        options: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_name(param), record[1]))
+            elif param.param_type_name == "option":
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_name(param: Any) -> str:
+    name = str(param.metavar or (param.name or "").upper())
+    return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
+
+
 app = typer.Typer(
     name="runbook",
     help="Run incident runbooks for data pipelines and write their remediation reports.\n\n"
@@ -38,14 +82,138 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+command = functools.partial(app.command, cls=_Command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"runbook {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    del version  # handled by its eager callback, before any command
+
+
+def _complete_steps(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """The step ids of the runbook given before the option; none when it cannot be read."""
+    file = _runbook_argument(ctx)
+    if file is None:
+        return []
+    try:
+        from agent.plan.loader import load_runbook
+
+        steps = load_runbook(file).runbook.steps
+    except Exception:  # noqa: BLE001 - a completion never fails aloud: no runbook, no ids
+        return []
+    chosen = set(ctx.params.get("only") or ())
+    return [
+        (s.id, str(s.title or s.kind))
+        for s in steps
+        if s.id.startswith(incomplete) and s.id not in chosen
+    ]
+
+
+def _runbook_argument(ctx: typer.Context) -> Path | None:
+    """The command's FILE argument while the shell completes one of its options.
+
+    click stops parsing at an option that still awaits its value (the one being completed) and
+    leaves the arguments unset, so they are read from the words the shell passed: `COMP_WORDS`
+    (bash) or `_TYPER_COMPLETE_ARGS` (zsh, fish, PowerShell).
+    """
+    import shlex
+
+    if ctx.params.get("file"):
+        return Path(str(ctx.params["file"]))
+    line = os.environ.get("_TYPER_COMPLETE_ARGS") or os.environ.get("COMP_WORDS") or ""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    takes_value = {
+        name
+        for p in ctx.command.params
+        if p.param_type_name == "option" and not getattr(p, "is_flag", False)
+        for name in p.opts
+    }
+    rest = words[words.index(ctx.info_name) + 1 :] if ctx.info_name in words else []
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word == "--":
+            return Path(rest[i + 1]) if i + 1 < len(rest) and rest[i + 1] else None
+        if word.startswith("-"):
+            i += 2 if word in takes_value else 1
+            continue
+        return Path(word) if word else None
+    return None
+
+
+def _completes(complete: Callable[[typer.Context, str], list[tuple[str, str]]]) -> dict[str, Any]:
+    """The keyword that gives a parameter its completion, on every typer the bounds allow.
+
+    typer 0.15 on takes `autocompletion` and deprecates `shell_complete`; older typer warns
+    that `autocompletion` is deprecated and takes click's `shell_complete` (ctx, param,
+    incomplete) quietly. Either warning would fail a run that treats warnings as errors.
+    """
+    major, minor = (int(x) for x in typer.__version__.split(".")[:2])
+    if (major, minor) >= (0, 15):
+        return {"autocompletion": complete}
+
+    def shell_complete(ctx: typer.Context, param: Any, incomplete: str) -> list[str]:
+        del param
+        return [value for value, _ in complete(ctx, incomplete)]
+
+    return {"shell_complete": shell_complete}
+
+
+_STATUSES = {
+    "complete": "every step succeeded",
+    "partial": "partially complete: some steps fell short",
+    "failed": "a step failed",
+    "interrupted": "stopped before the end",
+}
+
+
+def _complete_status(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """The run statuses `history --status` takes."""
+    del ctx
+    return [(k, v) for k, v in _STATUSES.items() if k.startswith(incomplete.lower())]
+
 
 VarOpt = Annotated[
-    list[str] | None, typer.Option("--var", help="Set a var: name=value (repeatable).")
+    list[str] | None,
+    typer.Option("--var", metavar="NAME=VALUE", help="Set a var (repeatable)."),
 ]
-EndpointOpt = Annotated[str | None, typer.Option(help="BigQuery API endpoint (emulator).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q")]
-OutputOpt = Annotated[Path | None, typer.Option("-o", "--output")]
+EndpointOpt = Annotated[
+    str | None, typer.Option(metavar="URL", help="BigQuery API endpoint (emulator).")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print no progress, only how the run ended.")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Echo every output line.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Confirm manual steps.")]
+ReportsOpt = Annotated[Path, typer.Option(metavar="DIR", help="Where run directories go.")]
+RunbookArg = Annotated[Path, typer.Argument(metavar="FILE", help="The runbook.")]
+RunDirArg = Annotated[
+    Path, typer.Argument(metavar="RUN_DIR", help="A run directory (reports/<run-id>).")
+]
+
+
+def _output(what: str) -> Any:
+    return typer.Option(
+        "-o", "--output", metavar="FILE", help=f"Write {what} here (default: stdout)."
+    )
 
 
 P = ParamSpec("P")
@@ -113,11 +281,15 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-@app.command()
+@command()
 @_command
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Runbook files to check.")],
-    fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE...", help="Runbook or incident files to check.")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="Output: text or json.")
+    ] = "text",
 ) -> int:
     """Check runbooks without running anything; each problem as FILE:LINE:COL: message.
 
@@ -161,17 +333,17 @@ def validate(
     return code
 
 
-@app.command()
+@command()
 @_command
 def plan(
-    file: Annotated[Path, typer.Argument(help="The runbook.")],
+    file: RunbookArg,
     var: VarOpt = None,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the review here.")
-    ] = None,
+    output: Annotated[Path | None, _output("the review")] = None,
     offline: Annotated[bool, typer.Option(help="Do not query the warehouse.")] = False,
     warehouse_endpoint: EndpointOpt = None,
-    fmt: Annotated[str, typer.Option("--format", help="markdown or json")] = "markdown",
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="Output: markdown or json.")
+    ] = "markdown",
 ) -> int:
     """Dry-run review: every rendered command, the order, what is missing; starts no command.
 
@@ -263,24 +435,40 @@ def _options(
     )
 
 
-@app.command()
+@command()
 @_command
 def run(
-    file: Annotated[Path, typer.Argument(help="The runbook.")],
+    file: RunbookArg,
     var: VarOpt = None,
-    reports: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("reports"),
-    parallel: Annotated[int, typer.Option(min=1, help="Steps run at once when needs allow.")] = 1,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm manual steps.")] = False,
-    only: Annotated[list[str] | None, typer.Option(help="Run only this step (repeatable).")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Start at this step.")] = None,
+    reports: ReportsOpt = Path("reports"),
+    parallel: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Steps run at once when needs allow.")
+    ] = 1,
+    yes: YesOpt = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="STEP", **_completes(_complete_steps), help="Run only this step (repeatable)."
+        ),
+    ] = None,
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from", metavar="STEP", **_completes(_complete_steps), help="Start at this step."
+        ),
+    ] = None,
     warehouse_endpoint: EndpointOpt = None,
-    max_log_bytes: Annotated[int | None, typer.Option(help="Cap each step's log file.")] = None,
-    junit: Annotated[Path | None, typer.Option(help="Also write JUnit XML here.")] = None,
-    notify: Annotated[str | None, typer.Option(help="Slack-compatible webhook URL.")] = None,
+    max_log_bytes: Annotated[
+        int | None, typer.Option(metavar="BYTES", help="Cap each step's log file.")
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Also write JUnit XML here.")
+    ] = None,
+    notify: Annotated[
+        str | None, typer.Option(metavar="URL", help="Post a summary to this Slack-style webhook.")
+    ] = None,
     quiet: QuietOpt = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Echo every output line.")
-    ] = False,
+    verbose: VerboseOpt = False,
 ) -> int:
     """Execute a runbook; writes report.md, run.json, journal.jsonl and logs/ under --reports.
 
@@ -311,20 +499,24 @@ def run(
     return outcome.exit_code
 
 
-@app.command()
+@command()
 @_command
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory (reports/<run-id>).")],
+    run_dir: RunDirArg,
     force: Annotated[
         bool, typer.Option(help="Resume although the runbook or a script changed.")
     ] = False,
     var: Annotated[
         list[str] | None,
-        typer.Option("--var", help="Give secret vars again: name=value (they are never stored)."),
+        typer.Option(
+            "--var",
+            metavar="NAME=VALUE",
+            help="Give a secret var again (repeatable; secrets are never stored).",
+        ),
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
+    yes: YesOpt = False,
     quiet: QuietOpt = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> int:
     """Continue an interrupted or crashed run; finished steps are kept, not re-run.
 
@@ -338,12 +530,14 @@ def resume(
     return outcome.exit_code
 
 
-@app.command()
+@command()
 @_command
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory.")],
-    template: Annotated[Path | None, typer.Option(help="Another Jinja2 template.")] = None,
-    output: OutputOpt = None,
+    run_dir: RunDirArg,
+    template: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Render with this Jinja2 template instead.")
+    ] = None,
+    output: Annotated[Path | None, _output("the report")] = None,
 ) -> int:
     """Render a run's report again from its run.json.
 
@@ -375,7 +569,7 @@ def report(
     return EXIT_OK
 
 
-@app.command()
+@command()
 @_command
 def schema() -> int:
     """Print the JSON Schema of the runbook format (for editors).
@@ -388,12 +582,16 @@ def schema() -> int:
     return EXIT_OK
 
 
-@app.command()
+@command()
 @_command
 def demo(
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="Lay the demo out here (default: a new temporary folder)."),
+        typer.Option(
+            "--dir",
+            metavar="DIR",
+            help="Lay the demo out here (default: a new temporary folder).",
+        ),
     ] = None,
     quiet: QuietOpt = False,
     incident: Annotated[
@@ -433,16 +631,29 @@ def demo(
     return EXIT_INTERRUPTED if record.exit_code == EXIT_INTERRUPTED else EXIT_OK
 
 
-@app.command()
+@command()
 @_command
 def history(
-    reports: Annotated[Path, typer.Option(help="The reports folder.")] = Path("reports"),
-    runbook: Annotated[str | None, typer.Option(help="Only runs of this runbook id.")] = None,
-    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="Only runs since: 2h, 3d or an ISO time.")
+    reports: Annotated[Path, typer.Option(metavar="DIR", help="The reports folder.")] = Path(
+        "reports"
+    ),
+    runbook: Annotated[
+        str | None, typer.Option(metavar="ID", help="Only runs of this runbook id.")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    status: Annotated[
+        str | None,
+        typer.Option(
+            metavar="STATUS",
+            **_completes(_complete_status),
+            help="Only runs with this status: complete, partial, failed or interrupted.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(metavar="WHEN", help="Only runs since: 2h, 3d or an ISO time.")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="Output: table or json.")
+    ] = "table",
 ) -> int:
     """List past runs, newest first.
 
@@ -471,9 +682,9 @@ def history(
     return EXIT_OK
 
 
-@app.command()
+@command()
 @_command
-def show(run_dir: Annotated[Path, typer.Argument(help="The run directory.")]) -> int:
+def show(run_dir: RunDirArg) -> int:
     """Print one run's summary: status, vars, and each step's status and time.
 
     Example: runbook show reports/<run-id>
@@ -485,55 +696,97 @@ def show(run_dir: Annotated[Path, typer.Argument(help="The run directory.")]) ->
     return EXIT_OK
 
 
-@app.command()
+_SCHEMA_LINE = "# yaml-language-server: $schema="
+
+
+def _checkout_schema(folder: Path) -> Path | None:
+    """The nearest runbook schema of a folder or the folders above it, if any.
+
+    A checkout of this repository keeps it in `runbooks/`; a project may keep its own there
+    (`runbook schema > runbooks/runbook.schema.json`) or beside its runbooks.
+    """
+    folder = folder.resolve()
+    if (folder / "runbook.schema.json").is_file():
+        return folder / "runbook.schema.json"
+    for d in (folder, *folder.parents):
+        if (d / "runbooks" / "runbook.schema.json").is_file():
+            return d / "runbooks" / "runbook.schema.json"
+    return None
+
+
+def _bundled_schema() -> Path:
+    """The schema the installed package carries (`agent/_data/`), else the source tree's copy."""
+    package = Path(__file__).resolve().parent
+    bundled = package / "_data" / "runbook.schema.json"
+    return bundled if bundled.is_file() else package.parent / "runbooks" / "runbook.schema.json"
+
+
+def _schema_reference(target: Path) -> str:
+    """What a runbook written at `target` names in its `$schema` line (`init`, `import`).
+
+    The schema of the checkout or project around it, relative to its folder, so the line holds
+    on another machine; else the installed package's copy, by its absolute path.
+    """
+    folder = target.resolve().parent
+    found = _checkout_schema(folder)
+    if found is None:
+        return str(_bundled_schema())
+    return os.path.relpath(found, folder)
+
+
+@command()
 @_command
 def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the starter runbook.")] = Path(
-        "runbook.yaml"
-    ),
+    path: Annotated[
+        Path, typer.Argument(metavar="FILE", help="Where to write the starter runbook.")
+    ] = Path("runbook.yaml"),
 ) -> int:
     """Write a commented starter runbook that validates.
 
     Example: runbook init runbooks/my-backfill.yaml
     """
     from agent.output.report import templates_dir
-    from agent.plan.schema import schema_text
 
     if path.exists():
         raise UsageError(f"{path} exists; choose another name")
     starter = (templates_dir() / "starter-runbook.yaml").read_text(encoding="utf-8")
-    _write(path, starter)
-    # Editors find the schema beside the runbook (written there if it is not yet).
-    schema = path.parent / "runbook.schema.json"
-    if not schema.exists():
-        schema.write_text(schema_text(), encoding="utf-8")
+    # The starter's first line names the schema; it is pointed at one that exists, not copied.
+    _, rest = starter.split("\n", 1)
+    _write(path, f"{_SCHEMA_LINE}{_schema_reference(path)}\n{rest}")
     nxt = f"runbook validate {path} && runbook plan {path} --var date=YYYY-MM-DD"
     typer.echo(f"wrote {path}; next: {nxt}")
     return EXIT_OK
 
 
-@app.command("import")
+@command("import")
 @_command
 def import_(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN.md", help="A markdown action plan.")],
     action: Annotated[
-        str | None, typer.Option(help="Import one action: 3, 'Action 3' or its title.")
+        str | None,
+        typer.Option(metavar="ACTION", help="Import one action: 3, 'Action 3' or its title."),
     ] = None,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the draft here.")
-    ] = None,
+    output: Annotated[Path | None, _output("the draft")] = None,
 ) -> int:
     """Draft a runbook from a markdown incident action plan; review it, then validate it.
 
     Example: runbook import docs/incidents/PLAN.md --action 3 -o runbooks/incident/action-3.yaml
     """
-    from agent.incident.importer import import_plan
+    from agent.incident.importer import DEFAULT_SCHEMA_PATH, import_plan
 
     try:
         text = plan_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {plan_file}: {exc}") from None
-    draft = import_plan(text, source=str(plan_file), action=action)
+    # On stdout the draft's place is unknown: in a checkout it is meant for runbooks/<folder>/
+    # (the importer's default); elsewhere the package's schema is named by its absolute path.
+    if output is not None:
+        schema = _schema_reference(output)
+    elif _checkout_schema(Path.cwd()) is not None:
+        schema = DEFAULT_SCHEMA_PATH
+    else:
+        schema = str(_bundled_schema())
+    draft = import_plan(text, source=str(plan_file), action=action, schema_path=schema)
     if output is None:
         sys.stdout.write(draft)
     else:
@@ -542,12 +795,14 @@ def import_(
     return EXIT_OK
 
 
-@app.command()
+@command()
 @_command
 def postmortem(
     incident: Annotated[Path, typer.Argument(metavar="INCIDENT.yaml", help="The incident file.")],
-    reports: Annotated[Path, typer.Option(help="Where the actions' runs are.")] = Path("reports"),
-    output: OutputOpt = None,
+    reports: Annotated[
+        Path, typer.Option(metavar="DIR", help="Where the actions' runs are.")
+    ] = Path("reports"),
+    output: Annotated[Path | None, _output("the postmortem")] = None,
 ) -> int:
     """The post-incident report over all the incident's runs (blameless form).
 
@@ -564,13 +819,21 @@ def postmortem(
     return EXIT_OK
 
 
-@app.command()
+@command()
 @_command
 def followup(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory of a run that fell short.")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(metavar="RUN_DIR", help="The run directory of a run that fell short."),
+    ],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Default: beside the runbook, <name>.followup.yaml."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="Write the follow-up here (default: beside the runbook, <name>.followup.yaml).",
+        ),
     ] = None,
 ) -> int:
     """Write a runbook of what fell short in a run, ready to run when the data arrives.
@@ -587,7 +850,7 @@ def followup(
 def main() -> int:
     """Run the CLI and return its exit code."""
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="runbook")
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:  # click's own exits (e.g. --help)

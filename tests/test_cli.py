@@ -163,6 +163,163 @@ def test_init_writes_a_runbook_that_validates(tmp_path: Path) -> None:
     assert again.stderr == "error: starter.yaml exists; choose another name\n"
 
 
+def _first_line(path: Path) -> str:
+    return path.read_text(encoding="utf-8").splitlines()[0]
+
+
+def test_init_points_at_the_schema_rather_than_copying_it(tmp_path: Path) -> None:
+    # Outside any checkout: the package's own copy, by its absolute path; nothing is copied.
+    bundled = ROOT / "agent" / "_data" / "runbook.schema.json"
+    package_schema = bundled if bundled.is_file() else ROOT / "runbooks" / "runbook.schema.json"
+    assert run_cli("init", "starter.yaml", cwd=tmp_path).returncode == 0
+    assert _first_line(tmp_path / "starter.yaml") == (
+        f"# yaml-language-server: $schema={package_schema}"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["starter.yaml"]
+    # Inside a checkout (or project) with runbooks/runbook.schema.json: that one, relative.
+    project = tmp_path / "project"
+    (project / "runbooks" / "incident").mkdir(parents=True)
+    (project / "runbooks" / "runbook.schema.json").write_text(schema_text(), encoding="utf-8")
+    for target, line in [
+        ("runbooks/incident/a.yaml", "# yaml-language-server: $schema=../runbook.schema.json"),
+        ("runbooks/b.yaml", "# yaml-language-server: $schema=runbook.schema.json"),
+        ("c.yaml", "# yaml-language-server: $schema=runbooks/runbook.schema.json"),
+    ]:
+        res = run_cli("init", target, cwd=project)
+        assert res.returncode == 0, res.stderr
+        assert _first_line(project / target) == line
+        assert run_cli("validate", target, cwd=project).returncode == 0
+    assert sorted(p.name for p in (project / "runbooks" / "incident").iterdir()) == ["a.yaml"]
+
+
+def test_import_names_the_schema_as_init_does(tmp_path: Path) -> None:
+    plan = next((ROOT / "tests" / "plans").glob("*.md"))
+    project = tmp_path / "project"
+    (project / "runbooks").mkdir(parents=True)
+    (project / "runbooks" / "runbook.schema.json").write_text(schema_text(), encoding="utf-8")
+    for out in ("runbooks/incident/draft.yaml", "draft.yaml"):
+        assert run_cli("import", str(plan), "-o", out, cwd=project).returncode == 0
+        assert run_cli("init", f"{out}.init", cwd=project).returncode == 0
+        assert _first_line(project / out) == _first_line(project / f"{out}.init")
+    assert _first_line(project / "draft.yaml") == (
+        "# yaml-language-server: $schema=runbooks/runbook.schema.json"
+    )
+    # On stdout in a checkout: meant for runbooks/<folder>/, as the repository's runbooks are.
+    res = run_cli("import", str(plan), cwd=project)
+    assert res.stdout.splitlines()[0] == "# yaml-language-server: $schema=../runbook.schema.json"
+
+
+def test_version() -> None:
+    from agent import __version__
+
+    for argv in (["--version"], ["--version", "validate"]):
+        res = run_cli(*argv)
+        assert (res.returncode, res.stdout, res.stderr) == (0, f"runbook {__version__}\n", "")
+
+
+COMMANDS = [
+    [],
+    *([name] for name in sorted(c.name for c in typer.main.get_command(cli.app).commands.values())),
+]
+
+
+def _help_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "COLUMNS": "100"}
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) or "runbook" for c in COMMANDS])
+def test_help_by_h_names_values_not_python_types(command: list[str]) -> None:
+    short = run_cli(*command, "-h", env=_help_env())
+    long = run_cli(*command, "--help", env=_help_env())
+    assert short.returncode == long.returncode == 0, short.stderr
+    assert short.stdout == long.stdout
+    assert short.stdout.startswith(f"Usage: runbook {' '.join([*command, '[OPTIONS]'])}")
+    for python_type in ("<list", "str]", "{files}", "int range", "<path>", "<str>", "<int>", "{"):
+        assert python_type not in short.stdout
+
+
+def test_help_lines_of_run_and_validate() -> None:
+    run = run_cli("run", "-h", env=_help_env()).stdout.splitlines()
+    assert run[0] == "Usage: runbook run [OPTIONS] FILE"
+    for line in [
+        "  FILE  The runbook.  [required]",
+        "  --var NAME=VALUE          Set a var (repeatable).",
+        "  --reports DIR             Where run directories go.  [default: reports]",
+        "  --only STEP               Run only this step (repeatable).",
+        "  --from STEP               Start at this step.",
+        "  --warehouse-endpoint URL  BigQuery API endpoint (emulator).",
+        "  --max-log-bytes BYTES     Cap each step's log file.",
+        "  --junit FILE              Also write JUnit XML here.",
+        "  --notify URL              Post a summary to this Slack-style webhook.",
+        "  -q, --quiet               Print no progress, only how the run ended.",
+        "  -h, --help                Show this message and exit.",
+    ]:
+        assert line in run
+    validate = run_cli("validate", "-h", env=_help_env()).stdout.splitlines()
+    assert validate[0] == "Usage: runbook validate [OPTIONS] FILE..."
+    assert "  FILE...  Runbook or incident files to check.  [required]" in validate
+    init = run_cli("init", "-h", env=_help_env()).stdout.splitlines()
+    assert init[0] == "Usage: runbook init [OPTIONS] [FILE]"
+    top = run_cli("-h", env=_help_env()).stdout.splitlines()
+    assert "  --version             Print the version and exit." in top
+
+
+def test_every_option_and_argument_has_a_description() -> None:
+    group = typer.main.get_command(cli.app)
+    commands = {"runbook": group, **getattr(group, "commands", {})}
+    missing = [
+        f"{name} {param.name}"
+        for name, command in commands.items()
+        for param in command.params
+        if not (getattr(param, "help", None) or "").strip()
+    ]
+    assert missing == []
+    assert sum(len(c.params) for c in commands.values()) > 40
+
+
+def _complete(words: str, cwd: Path) -> list[str]:
+    import os
+
+    env = {
+        **os.environ,
+        "_RUNBOOK_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split(" ")) - 1),
+    }
+    res = run_cli(env=env, cwd=cwd)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    return res.stdout.split()
+
+
+def test_completion_of_step_ids_and_statuses(tmp_path: Path) -> None:
+    shutil.copy(SPEC_EXAMPLE, tmp_path / "rb.yaml")
+    steps = ["team_context", "verify_counts", "export", "validation", "wait_boxscores"]
+    assert _complete("runbook run rb.yaml --only ", tmp_path) == steps
+    assert _complete("runbook run rb.yaml --only export --only v", tmp_path) == [
+        "verify_counts",
+        "validation",
+    ]
+    assert _complete("runbook run --var date=2026-01-25 -y rb.yaml --from ex", tmp_path) == [
+        "export"
+    ]
+    assert _complete(f"runbook run {SPEC_EXAMPLE} --from wait", tmp_path) == ["wait_boxscores"]
+    # A file that is missing or broken, or none yet: no ids, and no error.
+    (tmp_path / "bad.yaml").write_text("steps: [\n")
+    assert _complete("runbook run nope.yaml --only ", tmp_path) == []
+    assert _complete("runbook run bad.yaml --only ", tmp_path) == []
+    assert _complete("runbook run --only ", tmp_path) == []
+    assert _complete("runbook history --status ", tmp_path) == [
+        "complete",
+        "partial",
+        "failed",
+        "interrupted",
+    ]
+    assert _complete("runbook history --status p", tmp_path) == ["partial"]
+
+
 def _quick_runbook(write_runbook: Write, notify: str | None = None) -> Path:
     extra = f"notify: '{notify}'" if notify else "summary: no notification"
     return write_runbook(f"""
