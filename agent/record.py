@@ -191,6 +191,9 @@ class StepResult(_Model):
     id: str
     kind: str
     title: str
+    # The partition this result is for (a partitioned runbook has one result per step and
+    # partition, in `RunRecord.steps` side by side); None in a runbook without partitions.
+    partition: str | None = None
     status: Status | None = None
     reason: str | None = None
     # Why a SKIPPED step was skipped: "when" (its condition was false), "needs" (a step it
@@ -298,6 +301,10 @@ class RunRecord(_Model):
     status: RunStatus | None = None
     exit_code: int | None = None
     steps: list[StepResult] = Field(default_factory=list)
+    # A partitioned run: the var each partition binds and the partitions run, in order. Its
+    # `steps` then hold one result per (step, partition) pair, step by step.
+    partition_var: str | None = None
+    partitions: list[str] = Field(default_factory=list)
     needs: dict[str, list[str]] = Field(default_factory=dict)  # explicit: must have succeeded
     after: dict[str, list[str]] = Field(default_factory=dict)  # every ordering edge
     lessons: list[AdviceField] = Field(default_factory=list)
@@ -428,15 +435,15 @@ def replay_journal(
     Returns:
         The same record.
     """
-    index = {s.id: i for i, s in enumerate(record.steps)}
+    index: dict[tuple[Any, Any], int] = {(s.id, s.partition): i for i, s in enumerate(record.steps)}
     for ev in Journal.read(journal) if events is None else events:
-        sid = ev.get("step")
-        if sid not in index:
+        at = index.get((ev.get("step"), ev.get("partition")))
+        if at is None:
             continue
         if ev.get("event") == "step_finished" and isinstance(ev.get("result"), dict):
-            record.steps[index[sid]] = StepResult.model_validate(ev["result"])
-        elif ev.get("event") == "baseline" and record.steps[index[sid]].baseline is None:
-            record.steps[index[sid]].baseline = Baseline.model_validate(ev["baseline"])
+            record.steps[at] = StepResult.model_validate(ev["result"])
+        elif ev.get("event") == "baseline" and record.steps[at].baseline is None:
+            record.steps[at].baseline = Baseline.model_validate(ev["baseline"])
     return record
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -408,7 +409,6 @@ def test_no_script_that_validates_runs_a_value_in_real_sh(
         argv = templating.render_command(script, {"x": value}, shell=True)
     except TemplateError:
         return  # refused: validate says so, nothing runs
-    work = tmp_path / f"w{abs(hash(script + value))}"
-    work.mkdir()
+    work = Path(tempfile.mkdtemp(dir=tmp_path))  # one folder per example: examples repeat
     subprocess.run(argv, cwd=work, capture_output=True, check=False, timeout=10)
     assert not (work / "PWNED").exists(), (script, value, argv)

@@ -23,6 +23,7 @@ __all__ = [
     "Change",
     "Gap",
     "ItemDiff",
+    "PartitionGrid",
     "attribute_items",
     "attribution_lines",
     "baseline_items",
@@ -62,6 +63,7 @@ __all__ = [
     "missing_phrase",
     "needed_shortfalls",
     "nothing_expected",
+    "partition_grid",
     "percent_change",
     "percent_text",
     "plural",
@@ -1392,3 +1394,88 @@ def manual_instructions(step: StepResult) -> str | None:
     """A manual step's instructions as recorded (None when the record has none)."""
     text = step.instructions
     return text if isinstance(text, str) and text.strip() else None
+
+
+# --- partitions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PartitionGrid:
+    """A partitioned run at a glance: partitions by steps, and which partitions fell short."""
+
+    noun: str  # "dates" when every partition is a date, else "partitions"
+    steps: list[str]  # step ids, in the record's order
+    rows: list[tuple[str, list[str]]]  # (partition, one cell per step: mark, and coverage)
+    complete: list[str]
+    short: dict[str, list[str]]  # status word ("partial", "failed", ...) -> partitions
+    summary: str  # "178 of 180 dates complete; 2 partial: 2026-01-03, 2026-01-07"
+
+    @property
+    def short_partitions(self) -> list[str]:
+        """Every partition that fell short, in the run's order."""
+        bad = {p for ps in self.short.values() for p in ps}
+        return [p for p, _ in self.rows if p in bad]
+
+
+def _pair_fine(r: StepResult) -> bool:
+    return r.status == Status.SUCCESS or (r.status == Status.SKIPPED and r.skipped_by == "when")
+
+
+def _coverage_cell(r: StepResult) -> str:
+    percents = [c.percent for c in r.counts.values() if c.percent is not None]
+    return f" {min(percents):g}%" if percents else ""
+
+
+_SHORT_WORD_ORDER = ("ABORTED", "FAILED", "TIMED_OUT", "NOT_FOUND", "PARTIAL", "SKIPPED", "None")
+
+
+def partition_grid(record: RunRecord) -> PartitionGrid | None:
+    """The grid and summary line of a partitioned run (None for a run without partitions).
+
+    A partition is complete when every one of its pairs succeeded (or was skipped by its
+    `when`); one that fell short is named under the worst status of its pairs.
+    """
+    if record.partition_var is None:
+        return None
+    import datetime as _dt
+
+    def is_date(p: str) -> bool:
+        try:
+            _dt.date.fromisoformat(p)
+        except ValueError:
+            return False
+        return True
+
+    parts = list(record.partitions)
+    noun = "dates" if parts and all(is_date(p) for p in parts) else "partitions"
+    steps = list(dict.fromkeys(r.id for r in record.steps))
+    cells: dict[tuple[str, str | None], StepResult] = {(r.id, r.partition): r for r in record.steps}
+    rows: list[tuple[str, list[str]]] = []
+    complete: list[str] = []
+    short: dict[str, list[str]] = {}
+    for p in parts:
+        row: list[str] = []
+        worst: str | None = None
+        for sid in steps:
+            r = cells.get((sid, p))
+            if r is None:
+                row.append("")
+                continue
+            row.append(STATUS_MARK[r.status] + (_coverage_cell(r) if r.counts else ""))
+            if not _pair_fine(r):
+                word = str(r.status.value) if r.status else "None"
+                if worst is None or _SHORT_WORD_ORDER.index(word) < _SHORT_WORD_ORDER.index(worst):
+                    worst = word
+        rows.append((p, row))
+        if worst is None:
+            complete.append(p)
+        else:
+            label = "unfinished" if worst == "None" else worst.lower().replace("_", " ")
+            short.setdefault(label, []).append(p)
+    if not parts:
+        summary = "0 partitions: there was nothing to run"
+    else:
+        summary = f"{len(complete)} of {len(parts)} {noun} complete"
+        for label, ps in short.items():
+            summary += f"; {len(ps)} {label}: {', '.join(ps)}"
+    return PartitionGrid(noun, steps, rows, complete, short, summary)

@@ -17,6 +17,7 @@ from agent.output.facts import (
     RUN_MARK,
     STATUS_MARK,
     Change,
+    PartitionGrid,
     attribution_lines,
     capture_text,
     cause_facts,
@@ -46,6 +47,7 @@ from agent.output.facts import (
     missing_key_lines,
     missing_phrase,
     nothing_expected,
+    partition_grid,
     percent_text,
     plural,
     points_text,
@@ -268,6 +270,7 @@ class ReportView:
     runbook: str
     run_id: str
     record: RunRecord
+    partitions: PartitionGrid | None = None  # a partitioned run's grid and summary line
 
 
 # --------------------------------------------------------------------------- formatting
@@ -553,6 +556,13 @@ def _summary_lead(record: RunRecord) -> str:
     order: list[Status | None] = [*Status, None]
     parts = [f"{tally[s]} {COUNT_WORDS[s]}" for s in order if s in tally]
     status = f" Run status: {record.status.value}." if record.status else ""
+    if record.partitions:
+        steps = len({s.id for s in record.steps})
+        runs = (
+            f"{counted(steps, 'step')} over {counted(len(record.partitions), 'partition')} "
+            f"({counted(n, 'step run')})"
+        )
+        return f"Ran {runs} of {what}: {', '.join(parts)}.{status}"
     return f"Ran {counted(n, 'step')} of {what}: {', '.join(parts)}.{status}"
 
 
@@ -894,8 +904,9 @@ def _execution_log(record: RunRecord, action: str) -> str:
 
 def _build(record: RunRecord) -> ReportView:
     heading, action_label = _heading(record)
+    grid = partition_grid(record)
     shortfalls = [
-        Bullet(f"{s.title} (step {n}): {cause_text(s)}", cause_facts(record, s))
+        Bullet(f"{s.title}{_in(s)} (step {n}): {cause_text(s)}", cause_facts(record, s))
         for n, s in enumerate(record.steps, 1)
         if fell_short(s)
     ]
@@ -913,7 +924,12 @@ def _build(record: RunRecord) -> ReportView:
         summary_lead=_summary_lead(record),
         summary_text=record.summary or None,
         shortfalls=shortfalls,
-        steps=[_step_view(i, s, record) for i, s in enumerate(record.steps, 1)],
+        # A partitioned run details only the pairs that fell short; the grid shows the rest.
+        steps=[
+            _partition_titled(_step_view(i, s, record), s)
+            for i, s in enumerate(record.steps, 1)
+            if grid is None or fell_short(s)
+        ],
         run_stats=run_stats,
         stats=stats,
         issues=issues,
@@ -946,4 +962,15 @@ def _build(record: RunRecord) -> ReportView:
         runbook=runbook_shown(record) + (f" (sha256 {short_sha})" if short_sha else ""),
         run_id=record.run_id,
         record=record,
+        partitions=grid,
     )
+
+
+def _in(step: StepResult) -> str:
+    """` [2026-01-03]`: the partition a result is for, after its title (nothing without)."""
+    return f" [{step.partition}]" if step.partition is not None else ""
+
+
+def _partition_titled(view: StepView, step: StepResult) -> StepView:
+    view.title += _in(step)
+    return view

@@ -30,6 +30,7 @@ from agent.plan.vars import coerce
 __all__ = [
     "STEP_FIELDS",
     "PlanWarning",
+    "check_partitions",
     "check_structure",
     "check_templates",
     "check_var_defaults",
@@ -185,6 +186,8 @@ class _TemplateChecker:
         vars_ = data.get("vars")
         self.var_names = {str(k) for k in vars_} if isinstance(vars_, dict) else set()
         self.base = self.var_names | {"env", "run"}
+        # The partition var is bound for every step (and its SQL), not for the top level.
+        self.step_base = self.base | partition_var(data)
         self.captures: dict[str, set[str]] = {}
         for step in data["steps"]:
             cap = step.get("capture")
@@ -289,7 +292,7 @@ class _TemplateChecker:
             self.check(
                 path,
                 f.source,
-                self.base | {"steps"} | f.reads,
+                self.step_base | {"steps"} | f.reads,
                 earlier | {sid} if f.after else earlier,
                 expression=f.mode == "expression",
                 what=what,
@@ -327,14 +330,88 @@ class _TemplateChecker:
                 self.check(tpath, text, ctx, all_ids, expression=False, what=name)
 
     def _params(self, path: KeyPath, value: Any, owner: str) -> None:
+        known = self.var_names | partition_var(self.data)
         for p, s in strings(value, path):
             for name in re.findall(r"(?<![@\w])@(\w+)", s):
-                if name not in self.var_names:
+                if name not in known:
                     self.problems.add(
                         self._mark(p),
                         f"query parameter '@{name}' in {owner} is not a var"
                         f"{suggest(name, sorted(self.var_names))}",
                     )
+
+
+# --- partitions ------------------------------------------------------------------------------
+
+
+def partition_var(data: Any) -> set[str]:
+    """The partition var's name, as a set (empty without `partitions:`)."""
+    parts = data.get("partitions") if isinstance(data, dict) else None
+    var = parts.get("var") if isinstance(parts, dict) else None
+    return {var} if isinstance(var, str) and var else set()
+
+
+def check_partitions(data: dict[str, Any], b: Builder) -> None:
+    """Check `partitions:` beyond its model: its var, its range's names, its query's params.
+
+    Args:
+        data: the runbook's data.
+        b: the builder that read it, with its problems.
+    """
+    parts = data.get("partitions")
+    if not isinstance(parts, dict):
+        return
+    vars_ = data.get("vars")
+    var_names = {str(k) for k in vars_} if isinstance(vars_, dict) else set()
+    var = parts.get("var")
+    if isinstance(var, str):
+        mark = b.value_marks.get(("partitions", "var"), (1, 1))
+        if var in var_names:
+            first = b.key_marks.get(("vars", var), (0, 0))
+            b.problems.add(
+                mark,
+                f"partitions: var '{var}' is also declared under vars (line {first[0]}); "
+                "the partition binds it",
+            )
+        if var in RESERVED_NAMES:
+            b.problems.add(
+                mark, f"partitions: var '{var}': the name is reserved ({', '.join(RESERVED_NAMES)})"
+            )
+    allowed = var_names | {"env", "run"}
+    dates = parts.get("dates")
+    literal: dict[str, str] = {}
+    for key in ("from", "to"):
+        source = dates.get(key) if isinstance(dates, dict) else None
+        if not isinstance(source, str):
+            continue
+        mark = b.value_marks.get(("partitions", "dates", key), (1, 1))
+        try:
+            names = templating.template_names(source)
+        except templating.TemplateError as exc:
+            b.problems.add(mark, f"'partitions.dates.{key}': {exc}")
+            continue
+        for name in sorted(names - allowed):
+            b.problems.add(
+                mark,
+                f"undefined name '{name}' in 'partitions.dates.{key}'"
+                f"{suggest(name, sorted(allowed))}",
+            )
+        if not names:
+            literal[key] = source.strip()
+    if len(literal) == 2 and literal["to"] < literal["from"]:
+        b.problems.add(
+            b.value_marks.get(("partitions", "dates", "to"), (1, 1)),
+            f"partitions: the range ends ({literal['to']}) before it starts ({literal['from']})",
+        )
+    query = parts.get("query")
+    if isinstance(query, str):
+        for name in re.findall(r"(?<![@\w])@(\w+)", query):
+            if name not in var_names:
+                b.problems.add(
+                    b.value_marks.get(("partitions", "query"), (1, 1)),
+                    f"query parameter '@{name}' in 'partitions.query' is not a var"
+                    f"{suggest(name, sorted(var_names))}",
+                )
 
 
 # --- var defaults and choices ----------------------------------------------------------------

@@ -125,6 +125,7 @@ def load_text(text: str, path: Path, *, raw: bytes | None = None) -> LoadedRunbo
     if graph is not None:
         checks.check_templates(data, graph, builder)
     checks.check_var_defaults(data, builder)
+    checks.check_partitions(data, builder)
     problems = builder.problems.items
     if problems or runbook is None or graph is None:
         raise ValidationError(problems)

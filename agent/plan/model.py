@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import typing
@@ -42,6 +43,8 @@ __all__ = [
     "Incident",
     "Lesson",
     "ManualStep",
+    "PartitionRange",
+    "Partitions",
     "ReportSection",
     "Retries",
     "RunStep",
@@ -943,6 +946,67 @@ class ReportSection(_Strict):
     )
 
 
+class PartitionRange(_Strict):
+    """An inclusive range of dates, one partition a day."""
+
+    from_: Template = Field(
+        alias="from",
+        description='The first date, YYYY-MM-DD (a template over the vars: "{{ start }}").',
+    )
+    to: Template = Field(
+        description="The last date, included, YYYY-MM-DD (a template over the vars)."
+    )
+
+
+PARTITION_ORDERS = ("phase", "partition")
+
+
+class Partitions(_Strict):
+    """Run the steps once per partition value (a backfill over dates), as one run."""
+
+    var: VarName = Field(
+        description="The name each partition binds in templates and as a SQL @param; "
+        "not also under vars."
+    )
+    dates: PartitionRange | None = Field(
+        default=None,
+        description="{from, to}: every date of an inclusive range, one partition a day "
+        "(give one of dates, values, query).",
+    )
+    values: list[dt.date | str | int | float] | None = Field(
+        default=None,
+        description="An explicit list of partition values (YYYY-MM-DD strings are dates); "
+        "duplicates run once.",
+    )
+    query: str | None = Field(
+        default=None,
+        description="A SELECT whose first column gives the partition values, run read-only on "
+        "the warehouse; @name binds a var.",
+    )
+    parallel: int = Field(
+        default=1, ge=1, description="How many partitions run at once (default 1)."
+    )
+    order: Literal["phase", "partition"] = Field(
+        default="phase",
+        description="phase (default): each step runs for every partition before the next "
+        "step; partition: each partition runs all its steps in turn.",
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _select(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^\s*(\(\s*)*(select|with)\b", value, re.I):
+            raise ValueError("a partitions query must be a SELECT (it runs read-only)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Partitions:
+        given = [k for k in ("dates", "values", "query") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("partitions need exactly one of 'dates', 'values' or 'query'")
+        return self
+
+
 class Runbook(_Strict):
     """One action plan."""
 
@@ -983,6 +1047,11 @@ class Runbook(_Strict):
     notify: str | None = Field(
         default=None,
         description="A Slack-compatible webhook URL that gets a summary when the run ends.",
+    )
+    partitions: Partitions | None = Field(
+        default=None,
+        description="Run the steps once per partition (a backfill over dates): {var, dates, "
+        "values or query, parallel, order}.",
     )
     steps: list[Step] = Field(min_length=1, description="The steps, at least one, in file order.")
     report: ReportSection = Field(

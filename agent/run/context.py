@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
@@ -111,7 +112,7 @@ class RunContext:
         Rendered with the run's own env: a script named through `{{ env.X }}` is hashed too.
         """
         out: dict[str, str] = {}
-        names = self.names()
+        names = self.names(**self.partition_placeholder())
         for step in self.loaded.runbook.steps:
             for arg in REGISTRY[step.kind].scripts(step, names):
                 p = (self.workdir / arg) if not Path(arg).is_absolute() else Path(arg)
@@ -120,6 +121,17 @@ class RunContext:
                     if h:
                         out[arg] = h
         return out
+
+    def partition_placeholder(self) -> dict[str, Any]:
+        """The partition var bound to a stand-in value, for what is rendered once per run
+        (script paths to hash): a command's script seldom depends on its partition."""
+        spec = self.loaded.runbook.partitions
+        if spec is None:
+            return {}
+        value: Any = dt.date(1970, 1, 1)
+        if spec.values:
+            value = spec.values[0]
+        return {spec.var: value}
 
     def changed_scripts(self, hashes: Mapping[str, str]) -> list[str]:
         """The scripts of `hashes` whose content is not what it was."""

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from agent import __version__
 from agent.errors import UsageError
 from agent.plan import templating
 from agent.plan.model import ShortfallByCause
+from agent.plan.partitions import partition_value, resolve_partitions, select_partitions
 from agent.proc.process import process_start_ticks
 from agent.proc.redact import MASK, Redactor
 from agent.record import (
@@ -40,6 +42,7 @@ from agent.run.context import RunContext, StepsView
 from agent.run.lock import lock_for, locked
 from agent.run.options import RunOptions, exit_code_for
 from agent.steps import REGISTRY, Event, StepContext
+from agent.steps.base import sql_params
 from agent.warehouse.base import WarehouseError
 
 __all__ = ["CRASH_AT_ENV", "FINISHED", "Runner", "new_session", "start_run"]
@@ -62,7 +65,7 @@ def _run_id(runbook_id: str) -> str:
     return f"{utcnow().strftime('%Y%m%dT%H%M%SZ')}-{runbook_id}-{pysecrets.token_hex(2)}"
 
 
-def _fault_injection_point(event: str, step_id: str) -> None:
+def _fault_injection_point(event: str, step_id: str, partition: str | None = None) -> None:
     """Fault-injection seam for tests: die as `kill -9` would at a named point of a step's life.
 
     When the environment says ``RUNBOOK_TEST_CRASH_AT=<event>:<step id>`` and both match, the
@@ -72,8 +75,24 @@ def _fault_injection_point(event: str, step_id: str) -> None:
     (the result journaled, the next step not started). Tests use it to prove `resume` loses
     nothing wherever the runner dies; unset, it costs one dictionary lookup.
     """
-    if os.environ.get(CRASH_AT_ENV) == f"{event}:{step_id}":
+    at = os.environ.get(CRASH_AT_ENV)
+    if at is None:
+        return
+    # In a partitioned run `<event>:<step id>@<partition>` names one pair; without the
+    # partition it matches the step's first pair to get there.
+    if at == f"{event}:{step_id}" or (
+        partition is not None and at == f"{event}:{step_id}@{partition}"
+    ):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+Pair = tuple[str, str | None]
+"""One unit of work: a step id and its partition (None without partitions)."""
+
+
+def _at(partition: str | None) -> dict[str, Any]:
+    """The journal fields that name a pair's partition (none without partitions)."""
+    return {} if partition is None else {"partition": partition}
 
 
 class Runner:
@@ -99,13 +118,34 @@ class Runner:
         self.graph = loaded.graph
         self.journal = Journal(run_dir / "journal.jsonl")
         self.lock_mutex = threading.Lock()
-        self._results = {r.id: r for r in record.steps}
+        self._results: dict[Pair, StepResult] = {(r.id, r.partition): r for r in record.steps}
+        # The partitions in order ([None] without partitions) and each one's steps.<id> view.
+        self.partitions: list[str | None] = (
+            list(record.partitions) if record.partition_var is not None else [None]
+        )
+        self._views: dict[str | None, dict[str, StepResult]] = {p: {} for p in self.partitions}
+        for r in record.steps:
+            self._views.setdefault(r.partition, {})[r.id] = r
         self._saved_at = float("-inf")
         self._chosen = self._choose()
 
-    def result(self, sid: str) -> StepResult:
-        """The result of step `sid` (an index, not a scan: runs may have a thousand steps)."""
-        return self._results[sid]
+    def result(self, sid: str, partition: str | None = None) -> StepResult:
+        """The result of step `sid` for `partition` (an index, not a scan: runs may have a
+        thousand steps)."""
+        return self._results[(sid, partition)]
+
+    def pairs(self) -> list[Pair]:
+        """Every (step, partition) pair, step by step in the graph's order."""
+        return [(sid, p) for sid in self.graph.order for p in self.partitions]
+
+    def partition_vars(self, partition: str | None) -> Mapping[str, Any]:
+        """The vars a pair sees: the run's, and the partition var bound to its partition."""
+        var = self.record.partition_var
+        if partition is None or var is None:
+            return self.values
+        from agent.plan.partitions import partition_value
+
+        return {**self.values, var: partition_value(partition)}
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -116,17 +156,20 @@ class Runner:
                 continue
 
     # -- templates ---------------------------------------------------------------------------
-    def steps_view(self) -> Mapping[str, Any]:
-        return StepsView(self._results)
+    def steps_view(self, partition: str | None = None) -> Mapping[str, Any]:
+        return StepsView(self._views.get(partition, {}))
 
     def context(self, result: StepResult, *, log_suffix: str = "") -> StepContext:
+        part = result.partition
+        if part is not None:  # one log per pair: logs/<step>@<partition>.log
+            log_suffix = f"@{part}{log_suffix}"
         return StepContext(
             loaded=self.loaded,
-            vars=self.values,
+            vars=self.partition_vars(part),
             env=self.env,
             workdir=self.workdir,
             run_dir=self.run_dir,
-            steps_view=self.steps_view(),
+            steps_view=self.steps_view(part),
             result=result,
             redactor=self.redactor,
             stop=self.options.stop,
@@ -139,14 +182,16 @@ class Runner:
             max_log_bytes=self.options.max_log_bytes,
             log_suffix=log_suffix,
             every_line=self.options.every_line,
-            on_spawn=lambda pgid: self._spawned(result.id, pgid),
+            on_spawn=lambda pgid: self._spawned(result.id, pgid, part),
         )
 
-    def _spawned(self, sid: str, pgid: int) -> None:
+    def _spawned(self, sid: str, pgid: int, partition: str | None = None) -> None:
         """Journal a program's process group before it gets far: after a crash of this runner,
         resume stops what the group left running."""
         ticks = process_start_ticks(pgid)
-        self.journal.append("spawned", sync=False, step=sid, pgid=pgid, ticks=ticks)
+        self.journal.append(
+            "spawned", sync=False, step=sid, pgid=pgid, ticks=ticks, **_at(partition)
+        )
 
     def save(self, *, final: bool = False) -> None:
         """Write the run.json snapshot: at most twice a second during a run, always at the end.
@@ -161,15 +206,15 @@ class Runner:
 
     # -- baseline ----------------------------------------------------------------------------
     def baseline(self) -> None:
-        for sid in self.graph.order:
+        for sid, part in self.pairs():
             step = self.steps[sid]
-            result = self.result(sid)
+            result = self.result(sid, part)
             if not step.baseline or result.baseline is not None or not self._selected(sid):
                 continue
             if self.options.stop.is_set():
                 return
             self.emit(Event("baseline_started", sid))
-            probe = StepResult(id=sid, kind=step.kind, title=result.title)
+            probe = StepResult(id=sid, kind=step.kind, title=result.title, partition=part)
             ctx = self.context(probe, log_suffix=".baseline")
             base = Baseline(measured_at=utcnow())
             try:
@@ -179,7 +224,9 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - a failed measurement must not stop the run
                 base.error = f"internal error: {exc!r}"
             result.baseline = base
-            self.journal.append("baseline", step=sid, baseline=base.model_dump(mode="json"))
+            self.journal.append(
+                "baseline", step=sid, baseline=base.model_dump(mode="json"), **_at(part)
+            )
             self.emit(Event("baseline_finished", sid, {"baseline": base}))
         self.save()
 
@@ -198,14 +245,16 @@ class Runner:
         return set(order)
 
     # -- one step ------------------------------------------------------------------------------
-    def run_step(self, sid: str) -> None:
+    def run_step(self, sid: str, part: str | None = None) -> None:
         step = self.steps[sid]
-        result = self.result(sid)
-        _fault_injection_point("before_start", sid)
+        result = self.result(sid, part)
+        _fault_injection_point("before_start", sid, part)
         result.started_at = utcnow()
         result.ended_at = None
-        self.journal.append("step_started", step=sid, session=len(self.record.sessions))
-        _fault_injection_point("started", sid)
+        self.journal.append(
+            "step_started", step=sid, session=len(self.record.sessions), **_at(part)
+        )
+        _fault_injection_point("started", sid, part)
         ctx = self.context(result)
         started: dict[str, Any] = {"title": result.title, "kind": step.kind}
         with contextlib.suppress(templating.TemplateError):  # the step's own run reports it
@@ -225,9 +274,9 @@ class Runner:
             result.status, result.reason = Status.FAILED, "the step ended without a status"
         result.shortfall = self._shortfall(step, ctx)
         result.ended_at = utcnow()
-        _fault_injection_point("exited", sid)
+        _fault_injection_point("exited", sid, part)
         self.finish_step(result)
-        _fault_injection_point("finished", sid)
+        _fault_injection_point("finished", sid, part)
 
     def _shortfall(self, step: Any, ctx: StepContext) -> dict[str, Any] | None:
         """The step's `on_shortfall` for its result, rendered over its evidence; None if none.
@@ -279,13 +328,18 @@ class Runner:
         _mask_result(result, self.redactor)
         with self.lock_mutex:
             self.journal.append(
-                "step_finished", step=result.id, result=result.model_dump(mode="json")
+                "step_finished",
+                step=result.id,
+                result=result.model_dump(mode="json"),
+                **_at(result.partition),
             )
             self.save()
         self.emit(Event("step_finished", result.id, {"result": result}))
 
-    def skip(self, sid: str, status: Status, reason: str, by: str | None) -> None:
-        result = self.result(sid)
+    def skip(
+        self, sid: str, status: Status, reason: str, by: str | None, part: str | None = None
+    ) -> None:
+        result = self.result(sid, part)
         result.status, result.reason, result.skipped_by = status, reason, by
         if by == "needs":  # a shortfall keyed by `needs` or SKIPPED says what it leaves undone
             result.shortfall = self._shortfall(self.steps[sid], self.context(result))
@@ -298,10 +352,11 @@ class Runner:
     def _ready(self, sid: str) -> bool:
         return all(self.result(d).status in FINISHED for d in self.graph.after[sid])
 
-    def _gate(self, sid: str) -> bool:
-        """Skip a step that is not selected or whose needs did not succeed; else say run it."""
+    def _gate(self, sid: str, part: str | None = None) -> bool:
+        """Skip a step that is not selected or whose needs did not succeed (in the same
+        partition); else say run it."""
         if not self._selected(sid):
-            self.skip(sid, Status.SKIPPED, self._why_unselected(), "selection")
+            self.skip(sid, Status.SKIPPED, self._why_unselected(), "selection", part)
             return False
         step = self.steps[sid]
         # A need whose status the step's own `when` reads is an ordering, not a condition:
@@ -309,7 +364,7 @@ class Runner:
         # says "after verify, and only if it fell short" (GitHub Actions' `if: failure()`).
         judged = templating.step_references(step.when, expression=True) if step.when else set()
         for d in self.graph.needs[sid]:
-            st = self.result(d).status
+            st = self.result(d, part).status
             if d in judged and st in FINISHED:
                 continue
             if self._selected(d) and st != Status.SUCCESS:
@@ -318,11 +373,24 @@ class Runner:
                     Status.SKIPPED,
                     f"needs {d}, which ended {st.value if st else 'unfinished'}",
                     "needs",
+                    part,
                 )
                 return False
         return True
 
     def execute(self) -> None:
+        if self.record.partition_var is not None:
+            self._execute_partitions()
+        else:
+            self._execute_steps()
+        if self.options.stop.is_set():
+            for sid, part in self.pairs():
+                if self.result(sid, part).status is None:
+                    self.skip(
+                        sid, Status.ABORTED, "the run was interrupted before it started", None, part
+                    )
+
+    def _execute_steps(self) -> None:
         pending = [s for s in self.graph.order if self.result(s).status not in FINISHED]
         workers = max(1, self.options.parallel)
         if workers == 1:
@@ -335,12 +403,107 @@ class Runner:
                     self.run_step(sid)
         else:
             self._execute_parallel(pending, workers)
-        if self.options.stop.is_set():
+
+    # -- partitions ------------------------------------------------------------------------------
+    def _run_pair(self, sid: str, part: str | None) -> None:
+        if self.options.stop.is_set() or self.result(sid, part).status in FINISHED:
+            return
+        if self._gate(sid, part):
+            self.run_step(sid, part)
+
+    def _run_partition(self, part: str | None) -> None:
+        """`order: partition`: one partition's steps in the graph's order."""
+        for sid in self.graph.order:
+            self._run_pair(sid, part)
+
+    def _execute_partitions(self) -> None:
+        """Run every unfinished (step, partition) pair, phase by phase or partition by
+        partition, with up to `partitions.parallel` partitions in flight.
+
+        Finished pairs (a resume) are passed over; nothing held grows beyond the pairs.
+        """
+        spec = self.loaded.runbook.partitions
+        order = spec.order if spec is not None else "phase"
+        workers = self._partition_workers()
+        if workers > 1:
+            build_models()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="partition")
+        with pool:
+            if order == "partition":
+                self._drain(pool, [partial(self._run_partition, p) for p in self.partitions])
+                return
             for sid in self.graph.order:
-                if self.result(sid).status is None:
-                    self.skip(
-                        sid, Status.ABORTED, "the run was interrupted before it started", None
-                    )
+                if self.options.stop.is_set():
+                    return
+                todo = [p for p in self.partitions if self.result(sid, p).status not in FINISHED]
+                if not todo:
+                    continue
+                kind = REGISTRY[self.steps[sid].kind]
+                if getattr(kind, "batches_partitions", False) and self._selected(sid):
+                    self._run_batch(sid, todo)
+                    continue
+                self._drain(pool, [partial(self._run_pair, sid, p) for p in todo])
+
+    def _partition_workers(self) -> int:
+        return max(1, int(self.record.selection.get("partition_parallel") or 1))
+
+    def _drain(self, pool: ThreadPoolExecutor, jobs: list[Callable[[], None]]) -> None:
+        """Run `jobs` on the pool (at most its workers at once); inline for one worker."""
+        if self._partition_workers() == 1:  # one at a time: no thread hand-offs
+            for job in jobs:
+                if self.options.stop.is_set():
+                    return
+                job()
+            return
+        futures = [pool.submit(job) for job in jobs]
+        for fut in futures:
+            fut.result()
+
+    def _run_batch(self, sid: str, todo: list[str | None]) -> None:
+        """One step for many partitions at once (a verify step's one statement)."""
+        step = self.steps[sid]
+        runnable: list[StepContext] = []
+        for part in todo:
+            if not self._gate(sid, part):
+                continue
+            result = self.result(sid, part)
+            result.started_at, result.ended_at = utcnow(), None
+            self.journal.append(
+                "step_started", step=sid, session=len(self.record.sessions), **_at(part)
+            )
+            ctx = self.context(result)
+            try:
+                if step.when and not templating.evaluate(step.when, ctx.template_context()):
+                    result.status, result.skipped_by = Status.SKIPPED, "when"
+                    result.reason = f"when `{step.when}` was false"
+                    self._end_pair(step, ctx)
+                    continue
+            except templating.TemplateError as exc:
+                result.status, result.reason = Status.FAILED, str(exc)
+                self._end_pair(step, ctx)
+                continue
+            self.emit(Event("step_started", sid, {"title": result.title, "kind": step.kind}))
+            runnable.append(ctx)
+        if not runnable:
+            return
+        try:
+            REGISTRY[step.kind].run_partitions(step, runnable, self.record.partition_var)
+        except Exception as exc:  # noqa: BLE001 - a bug in one step must not lose the run
+            for ctx in runnable:
+                if ctx.result.status is None:
+                    ctx.result.status = Status.FAILED
+                    ctx.result.reason = f"internal error: {exc!r}"
+        for ctx in runnable:
+            self._end_pair(step, ctx)
+
+    def _end_pair(self, step: Any, ctx: StepContext) -> None:
+        result = ctx.result
+        if result.status is None:
+            result.status, result.reason = Status.FAILED, "the step ended without a status"
+        result.shortfall = self._shortfall(step, ctx)
+        result.ended_at = utcnow()
+        self.finish_step(result)
+        _fault_injection_point("finished", result.id, result.partition)
 
     def _execute_parallel(self, pending: list[str], workers: int) -> None:
         build_models()
@@ -376,7 +539,7 @@ class Runner:
     def overall(self) -> RunStatus:
         if self.options.stop.is_set() or any(r.status == Status.ABORTED for r in self.record.steps):
             return RunStatus.INTERRUPTED
-        considered = [r for r in self.record.steps if r.skipped_by != "selection"]
+        considered = [r for r in _worst_per_step(self.record.steps) if r.skipped_by != "selection"]
         fine = [
             r
             for r in considered
@@ -434,6 +597,24 @@ class Runner:
         }
 
 
+def _rank(r: StepResult) -> int:
+    """How bad a result is, for the worst of a step's partitions (higher is worse)."""
+    if r.status == Status.SKIPPED:
+        return {"selection": 0, "when": 1}.get(r.skipped_by or "", 3)
+    order = [Status.SUCCESS, None, None, Status.PARTIAL, Status.NOT_FOUND, Status.TIMED_OUT]
+    order += [Status.FAILED, Status.ABORTED]
+    return order.index(r.status) if r.status in order else len(order)
+
+
+def _worst_per_step(results: list[StepResult]) -> list[StepResult]:
+    """A step's status is the worst of its partitions': one result per step id."""
+    worst: dict[str, StepResult] = {}
+    for r in results:
+        if r.id not in worst or _rank(r) > _rank(worst[r.id]):
+            worst[r.id] = r
+    return list(worst.values())
+
+
 def _masked(value: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return redact(value)
@@ -474,6 +655,28 @@ def _operator() -> str:
         return "unknown"
 
 
+def _partitions(context: RunContext, options: RunOptions) -> list[str] | None:
+    """The partitions this run covers (`--partition` chooses some), or None without any."""
+    spec = context.loaded.runbook.partitions
+    if spec is None:
+        if options.partitions:
+            raise UsageError("--partition: the runbook declares no partitions")
+        return None
+
+    def query(sql: str) -> list[Any]:
+        warehouse = context.open_warehouse(options.warehouse_endpoint)
+        try:
+            labels = {"runbook": context.loaded.runbook.id, "step": "partitions"}
+            return warehouse.column(sql, sql_params(context.values), labels)
+        except WarehouseError as exc:
+            raise UsageError(f"partitions: the query failed: {exc}") from None
+        finally:
+            warehouse.close()
+
+    keys = resolve_partitions(spec, context.values, query=query)
+    return select_partitions(keys, options.partitions)
+
+
 def start_run(context: RunContext, options: RunOptions) -> tuple[RunRecord, Path]:
     """Select, measure the baseline, execute and write the record of a new run.
 
@@ -489,6 +692,7 @@ def start_run(context: RunContext, options: RunOptions) -> tuple[RunRecord, Path
     for sid in [*options.only, *([options.start_from] if options.start_from else [])]:
         if sid not in ids:
             raise UsageError(f"unknown step '{sid}' (steps: {', '.join(loaded.graph.order)})")
+    partitions = _partitions(context, options)
     run_id = _run_id(loaded.runbook.id)
     reports_dir = options.reports_dir.resolve()
     run_dir = reports_dir / run_id
@@ -529,18 +733,34 @@ def start_run(context: RunContext, options: RunOptions) -> tuple[RunRecord, Path
                 "parallel": options.parallel,
                 "warehouse_endpoint": options.warehouse_endpoint,
                 "max_log_bytes": options.max_log_bytes,
+                **(
+                    {
+                        "partitions": list(options.partitions),
+                        "partition_parallel": max(rb.partitions.parallel, options.parallel),
+                        "partition_order": rb.partitions.order,
+                    }
+                    if rb.partitions is not None
+                    else {}
+                ),
             },
+            partition_var=rb.partitions.var if rb.partitions is not None else None,
+            partitions=partitions or [],
             run_dir=str(run_dir),
             sessions=[new_session(redactor.redact)],
             file_hashes=context.script_hashes(),
         )
         steps = {s.id: s for s in rb.steps}
+        var = rb.partitions.var if rb.partitions is not None else None
         for sid in loaded.graph.order:
             step = steps[sid]
-            title = step.title or step.id
-            with contextlib.suppress(templating.TemplateError):
-                title = templating.render(title, context.names())
-            record.steps.append(StepResult(id=sid, kind=step.kind, title=redactor.redact(title)))
+            for part in partitions if partitions is not None else [None]:
+                title = step.title or step.id
+                bound = {var: partition_value(part)} if var and part is not None else {}
+                with contextlib.suppress(templating.TemplateError):
+                    title = templating.render(title, context.names(**bound))
+                record.steps.append(
+                    StepResult(id=sid, kind=step.kind, title=redactor.redact(title), partition=part)
+                )
         # Vars are kept as given so that `resume` types them again the same way.
         # A secret var is stored as the mask (the run directory never holds a secret): `resume`
         # needs it given again.

@@ -38,6 +38,7 @@ class RunOptions:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     notify_url: str | None = None  # --notify; the runbook's `notify:` is used when this is None
     every_line: bool = False  # --verbose: output events carry every line, not the newest
+    partitions: Sequence[str] = ()  # --partition VALUE: run only these partitions
 
 
 def exit_code_for(status: RunStatus | None) -> int:

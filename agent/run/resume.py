@@ -38,30 +38,32 @@ class Resumption:
     context: RunContext
     record: RunRecord
     run_dir: Path
-    finished: set[str] = field(default_factory=set)
-    spawned: list[tuple[Any, Any, Any]] = field(default_factory=list)
-    stop_here: str | None = None  # a `resume: never` step that was running
+    # (step id, partition) pairs; the partition is None in a runbook without partitions.
+    finished: set[tuple[Any, Any]] = field(default_factory=set)
+    spawned: list[tuple[Any, Any, Any, Any]] = field(default_factory=list)
+    stop_here: tuple[str, str | None] | None = None  # a `resume: never` pair that was running
 
 
 @dataclass
 class _Progress:
     """What the journal says happened: steps started and finished, process groups spawned."""
 
-    started: set[str] = field(default_factory=set)
-    finished: set[str] = field(default_factory=set)
-    spawned: list[tuple[Any, Any, Any]] = field(default_factory=list)
+    started: set[tuple[Any, Any]] = field(default_factory=set)
+    finished: set[tuple[Any, Any]] = field(default_factory=set)
+    spawned: list[tuple[Any, Any, Any, Any]] = field(default_factory=list)
 
 
 def _progress(events: list[dict[str, Any]]) -> _Progress:
     out = _Progress()
     for ev in events:
         kind = ev.get("event")
+        pair = (ev.get("step"), ev.get("partition"))
         if kind == "step_finished":
-            out.finished.add(ev["step"])
+            out.finished.add(pair)
         elif kind == "step_started":
-            out.started.add(ev["step"])
+            out.started.add(pair)
         elif kind == "spawned":
-            out.spawned.append((ev.get("step"), ev.get("pgid"), ev.get("ticks")))
+            out.spawned.append((*pair, ev.get("pgid"), ev.get("ticks")))
     return out
 
 
@@ -121,26 +123,26 @@ def prepare_resume(run_dir: Path, options: RunOptions, *, force: bool = False) -
             + "; ".join(changes)
             + " since the run began (use --force to resume anyway)"
         )
-    results = {r.id: r for r in record.steps}
     steps = {s.id: s for s in loaded.runbook.steps}
-    stop_here: str | None = None
-    for sid, r in results.items():
-        if sid in journal.finished and r.status in FINISHED:
+    stop_here: tuple[str, str | None] | None = None
+    for i, r in enumerate(record.steps):
+        pair = (r.id, r.partition)
+        if pair in journal.finished and r.status in FINISHED:
             continue
-        was_running = sid in journal.started
+        was_running = pair in journal.started
         fresh = StepResult(
-            id=sid,
+            id=r.id,
             kind=r.kind,
             title=r.title,
+            partition=r.partition,
             baseline=r.baseline,
             sessions=r.sessions + (1 if was_running else 0),
         )
-        if r.status == Status.ABORTED and sid not in journal.started:
+        if r.status == Status.ABORTED and not was_running:
             fresh.sessions = r.sessions
-        results[sid] = fresh
-        if was_running and steps[sid].resume == "never" and stop_here is None and not force:
-            stop_here = sid
-    record.steps = [results[r.id] for r in record.steps]
+        record.steps[i] = fresh
+        if was_running and steps[r.id].resume == "never" and stop_here is None and not force:
+            stop_here = pair
     record.status, record.ended_at, record.exit_code = None, None, None
     if record.sessions and record.sessions[-1].ended_at is None and events:
         # The session before crashed: it ended, as far as anyone can tell, at its last durable
@@ -176,11 +178,12 @@ def continue_run(res: Resumption, options: RunOptions) -> tuple[RunRecord, Path]
         run.journal.append("run_resumed", session=len(record.sessions))
         # We hold the lock, so the runner that started these children is dead: stop whatever
         # of their process groups survived it before anything runs again.
-        for sid, pgid, ticks in res.spawned:
-            if sid in res.finished or not isinstance(pgid, int):
+        for sid, part, pgid, ticks in res.spawned:
+            if (sid, part) in res.finished or not isinstance(pgid, int):
                 continue
             if stop_leftover_group(pgid, ticks if isinstance(ticks, int) else None, grace=2.0):
-                run.journal.append("leftover_stopped", step=sid, pgid=pgid)
+                where = {} if part is None else {"partition": part}
+                run.journal.append("leftover_stopped", step=sid, pgid=pgid, **where)
         run.emit(
             Event("run_started", None, {"record": record, "run_dir": run_dir, "resumed": True})
         )
@@ -191,11 +194,12 @@ def continue_run(res: Resumption, options: RunOptions) -> tuple[RunRecord, Path]
                 "was running when the run stopped, and it says `resume: never`: check what it "
                 f"did, then `runbook resume --force {run_dir}` runs it again"
             )
-            run.skip(res.stop_here, Status.ABORTED, reason, None)
-            for sid in run.graph.order:
-                if run.result(sid).status is None:
+            here, here_part = res.stop_here
+            run.skip(here, Status.ABORTED, reason, None, here_part)
+            for sid, part in run.pairs():
+                if run.result(sid, part).status is None:
                     run.skip(
-                        sid, Status.ABORTED, f"not run: {res.stop_here} must be checked first", None
+                        sid, Status.ABORTED, f"not run: {here} must be checked first", None, part
                     )
         else:
             run.baseline()

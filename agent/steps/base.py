@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,22 @@ class StepKind:
     def times_out(self, step: Any) -> bool:
         """Whether a `timeout` bounds the step (a person at a prompt is not timed)."""
         return True
+
+    # A kind that answers many partitions at once (a verify step's one statement) says so;
+    # the executor then hands it every partition of a phase through `run_partitions`.
+    batches_partitions: bool = False
+
+    def run_partitions(self, step: Any, ctxs: Sequence[StepContext], var: str | None) -> None:
+        """Run the step for several partitions at once, filling each context's result.
+
+        Args:
+            step: the step.
+            ctxs: one context per partition (its vars bind the partition var).
+            var: the partition var's name.
+        """
+        del var
+        for ctx in ctxs:
+            self.run(step, ctx)
 
 
 REGISTRY: dict[str, StepKind] = {}

@@ -56,8 +56,23 @@ class Warehouse(Protocol):
         """Count every check in one query (one job); outcomes in the order of `checks`."""
         ...
 
+    def count_partitions(
+        self,
+        checks: Sequence[CountCheck],
+        params: Sequence[Mapping[str, Any]],
+        var: str,
+        labels: Mapping[str, str],
+    ) -> list[list[CountOutcome]]:
+        """Count every check for every partition in one statement (one job); per partition,
+        outcomes in the order of `checks`."""
+        ...
+
     def scalar(self, sql: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> Any:
         """Run a BigQuery-dialect query that yields one value and return it."""
+        ...
+
+    def column(self, sql: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> list[Any]:
+        """Run a read-only query and return its first column, row by row (partition values)."""
         ...
 
     def estimate_bytes(self, checks: Sequence[CountCheck], params: Mapping[str, Any]) -> int | None:

@@ -28,6 +28,7 @@ from agent.warehouse.sql import (
     query_params,
     read_count_row,
     run_checks,
+    run_partition_checks,
     sanitize_labels,
 )
 
@@ -371,6 +372,37 @@ class BigQueryWarehouse:
 
         return run_checks(checks, params, missing=self.missing_tables, run=run, probe=probe)
 
+    def count_partitions(
+        self,
+        checks: Sequence[CountCheck],
+        params: Sequence[Mapping[str, Any]],
+        var: str,
+        labels: Mapping[str, str],
+    ) -> list[list[CountOutcome]]:
+        """Count every check for every partition in one query job.
+
+        Args:
+            checks: the verify step's checks (the same for every partition).
+            params: each partition's vars, the partition var bound to its value.
+            var: the partition var's name.
+            labels: job labels, sanitised.
+
+        Returns:
+            Per partition, one outcome per check; never raises for warehouse problems.
+        """
+
+        def rows(sql: str, bound: dict[str, Any]) -> list[dict[str, Any]]:
+            return self._query(sql, list(bound), bound, labels)
+
+        return run_partition_checks(
+            checks,
+            params,
+            var,
+            missing=self.missing_tables,
+            rows=rows,
+            each=lambda p: self.count(checks, p, labels),
+        )
+
     def scalar(self, sql: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> Any:
         """Run a query that yields one value (a wait condition) and return it.
 
@@ -390,6 +422,23 @@ class BigQueryWarehouse:
         if not rows:
             return None
         return next(iter(rows[0].values()), None)
+
+    def column(self, sql: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> list[Any]:
+        """Run a query and return its first column (the values of a runbook's partitions).
+
+        Args:
+            sql: BigQuery SQL.
+            params: vars; only those the query names are bound.
+            labels: job labels, sanitised.
+
+        Returns:
+            The first value of every row, in the query's order.
+
+        Raises:
+            WarehouseError: one line for credentials, permission, not found, bad SQL, quota.
+        """
+        names = _used_params(sql, params)
+        return [next(iter(row.values()), None) for row in self._query(sql, names, params, labels)]
 
     def estimate_bytes(self, checks: Sequence[CountCheck], params: Mapping[str, Any]) -> int | None:
         """Dry-run the count query of a verify step.

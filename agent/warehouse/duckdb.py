@@ -19,6 +19,7 @@ from agent.warehouse.sql import (
     query_params,
     read_count_row,
     run_checks,
+    run_partition_checks,
     to_duckdb,
 )
 
@@ -145,6 +146,55 @@ class DuckDBWarehouse:
         except WarehouseError as exc:  # the file could not be opened or read
             return [CountOutcome(name=check.name, error=str(exc)) for check in checks]
 
+    def count_partitions(
+        self,
+        checks: Sequence[CountCheck],
+        params: Sequence[Mapping[str, Any]],
+        var: str,
+        labels: Mapping[str, str],
+    ) -> list[list[CountOutcome]]:
+        """Count every check for every partition in one statement.
+
+        Args:
+            checks: the verify step's checks (the same for every partition).
+            params: each partition's vars, the partition var bound to its value.
+            var: the partition var's name.
+            labels: ignored on DuckDB.
+
+        Returns:
+            Per partition, one outcome per check; never raises for warehouse problems.
+        """
+        if not self.path.exists() or not params:
+            return [self.count(checks, p, labels) for p in params]
+        try:
+            with self._connect() as con:
+                existing = self._existing(con)
+
+                def rows(sql: str, bound: dict[str, Any]) -> list[dict[str, Any]]:
+                    cursor = self._execute(con, to_duckdb(sql), bound)
+                    names = [d[0] for d in cursor.description or []]
+                    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+                def each(p: Mapping[str, Any]) -> list[CountOutcome]:
+                    return run_checks(
+                        checks,
+                        p,
+                        missing=lambda tables: [t for t in tables if _key(t) not in existing],
+                        run=lambda query: self._run_count(con, query, p),
+                        probe=lambda query: self._probe(con, query, p),
+                    )
+
+                return run_partition_checks(
+                    checks,
+                    params,
+                    var,
+                    missing=lambda tables: [t for t in tables if _key(t) not in existing],
+                    rows=rows,
+                    each=each,
+                )
+        except WarehouseError as exc:  # the file could not be opened or read
+            return [[CountOutcome(name=c.name, error=str(exc)) for c in checks] for _ in params]
+
     def _run_count(
         self, con: duckdb.DuckDBPyConnection, query: CountQuery, params: Mapping[str, Any]
     ) -> list[CountOutcome]:
@@ -204,6 +254,29 @@ class DuckDBWarehouse:
         with self._connect() as con:
             row = self._execute(con, duck_sql, bound).fetchone()
         return None if row is None else row[0]
+
+    def column(self, sql: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> list[Any]:
+        """Run a BigQuery-dialect query (read-only) and return its first column.
+
+        Args:
+            sql: the query (translated to DuckDB).
+            params: vars; only those the query names are bound.
+            labels: ignored on DuckDB.
+
+        Returns:
+            The first value of every row, in the query's order.
+
+        Raises:
+            WarehouseError: a missing table, bad SQL, an untranslatable construct.
+        """
+        del labels
+        duck_sql = to_duckdb(sql)
+        bound = bind_params(query_params(sql), params)
+        if not self.path.exists():
+            raise WarehouseError(f"table not found: the warehouse {self.path} does not exist yet")
+        with self._connect() as con:
+            rows = self._execute(con, duck_sql, bound).fetchall()
+        return [row[0] for row in rows]
 
     def estimate_bytes(self, checks: Sequence[CountCheck], params: Mapping[str, Any]) -> int | None:
         """DuckDB has no cost estimate.

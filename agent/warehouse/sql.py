@@ -22,10 +22,12 @@ __all__ = [
     "check_column",
     "first_line",
     "parse_table",
+    "partition_query",
     "prepare_checks",
     "query_params",
     "read_count_row",
     "run_checks",
+    "run_partition_checks",
     "sanitize_labels",
     "tables_in",
     "to_duckdb",
@@ -512,3 +514,82 @@ def run_checks(
         CountOutcome(name=check.name, error=errors[i]) if i in errors else results[i]
         for i, check in enumerate(checks)
     ]
+
+
+PARTITION_COLUMN = "runbook_partition"
+
+
+def partition_query(query: CountQuery, var: str, count: int) -> tuple[str, list[str]]:
+    """One statement that answers a verify step's count query for `count` partitions at once.
+
+    Each partition's copy binds the partition var under its own name (`@date__p3`), so every
+    copy keeps its partition filter in its own WHERE (BigQuery prunes, and a table that
+    requires a partition filter accepts it); the copies are joined with UNION ALL, each row
+    tagged with its partition's number in `runbook_partition`.
+
+    Args:
+        query: the step's count query (see `build_count_query`).
+        var: the partition var's name.
+        count: how many partitions.
+
+    Returns:
+        (the statement, the params it binds; the partition ones as `<var>__p<n>`).
+    """
+    pattern = re.compile(rf"(?<![@\w])@{re.escape(var)}\b")
+    params = [p for p in query.params if p != var]
+    parts = []
+    for n in range(count):
+        sql = pattern.sub(f"@{var}__p{n}", query.sql) if var in query.params else query.sql
+        parts.append(
+            f"SELECT {n} AS {PARTITION_COLUMN}, runbook_q.* FROM ({sql}) AS runbook_q"  # noqa: S608
+        )
+        if var in query.params:
+            params.append(f"{var}__p{n}")
+    return " UNION ALL ".join(parts), params
+
+
+def run_partition_checks(
+    checks: Sequence[CountCheck],
+    params: Sequence[Mapping[str, Any]],
+    var: str,
+    *,
+    missing: Callable[[list[str]], Collection[str]],
+    rows: Callable[[str, dict[str, Any]], list[dict[str, Any]]],
+    each: Callable[[Mapping[str, Any]], list[CountOutcome]],
+) -> list[list[CountOutcome]]:
+    """Run a verify step's checks for many partitions in one statement.
+
+    When a check cannot be prepared, reads a missing table, or the one statement fails, each
+    partition is counted on its own (`each`), which names every problem in its check's error.
+
+    Args:
+        checks: the step's checks (the same SQL for every partition).
+        params: each partition's params (the partition var bound to its value).
+        var: the partition var's name.
+        missing: returns those of the given tables that do not exist.
+        rows: runs a statement with its bound params and returns its rows.
+        each: counts the checks for one partition's params (the fallback).
+
+    Returns:
+        For each partition, one outcome per check, in the order of `checks`.
+    """
+    if not params:
+        return []
+    prepared, errors = prepare_checks(checks, params[0])
+    tables = list(dict.fromkeys(t for check in prepared for t in check.tables))
+    try:
+        gone = set(missing(tables)) if tables else set()
+    except WarehouseError:
+        gone = set(tables)
+    if errors or gone or not prepared:
+        return [each(p) for p in params]
+    query = build_count_query(prepared)
+    sql, names = partition_query(query, var, len(params))
+    values = dict(params[0])
+    for n, p in enumerate(params):
+        values[f"{var}__p{n}"] = p.get(var)
+    try:
+        found = {int(r[PARTITION_COLUMN]): r for r in rows(sql, bind_params(names, values))}
+        return [read_count_row(query, found[n]) for n in range(len(params))]
+    except (WarehouseError, KeyError):
+        return [each(p) for p in params]

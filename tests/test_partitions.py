@@ -1,0 +1,315 @@
+"""Partitions: one runbook over many dates, with real processes and a real DuckDB file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.errors import UsageError, ValidationError
+from agent.plan.loader import load_runbook
+from agent.record import Journal, RunRecord, RunStatus, Status, load_record
+from agent.run.executor import CRASH_AT_ENV
+from agent.run.options import RunOptions
+from agent.workflow import run_runbook
+
+PY = sys.executable
+Write = Callable[..., Path]
+START = dt.date(2026, 1, 1)
+DAYS = [START + dt.timedelta(days=i) for i in range(30)]
+GAPS = {dt.date(2026, 1, 3): ["g2"], dt.date(2026, 1, 7): ["g1", "g2"]}
+
+
+def _warehouse(tmp_path: Path) -> Path:
+    """30 days of schedule (two games a day) and game rows, with gaps on known days."""
+    import duckdb
+
+    db = tmp_path / "wh.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE SCHEMA raw")
+        con.execute("CREATE TABLE raw.schedule (game_date DATE, game_id VARCHAR)")
+        con.execute("CREATE TABLE raw.games (game_date DATE, game_id VARCHAR)")
+        for day in DAYS:
+            for g in ("g1", "g2"):
+                con.execute("INSERT INTO raw.schedule VALUES (?, ?)", [day, g])
+                if g not in GAPS.get(day, []):
+                    con.execute("INSERT INTO raw.games VALUES (?, ?)", [day, g])
+    return db
+
+
+def _runbook(write_runbook: Write, db: Path, *, order: str = "phase", parallel: int = 4) -> Path:
+    return write_runbook(f"""
+        version: 1
+        id: backfill
+        title: Backfill {{{{ start }}}} to {{{{ end }}}}
+        vars:
+          start: {{type: date, default: "2026-01-01"}}
+          end: {{type: date, default: "2026-01-30"}}
+        warehouse: {{backend: duckdb, path: {db}}}
+        partitions:
+          var: date
+          dates: {{from: "{{{{ start }}}}", to: "{{{{ end }}}}"}}
+          parallel: {parallel}
+          order: {order}
+        steps:
+          - id: load
+            kind: run
+            command: >-
+              {PY} -c "open('effects.txt', 'a').write('load:{{{{ date }}}}\\n'); print('n=2')"
+            capture: {{n: 'n=(\\d+)'}}
+          - id: verify
+            kind: verify
+            needs: [load]
+            checks:
+              - table: raw.games
+                where: game_date = @date
+                coverage:
+                  key: [game_id]
+                  expected: SELECT game_id FROM raw.schedule WHERE game_date = @date
+          - id: publish
+            kind: run
+            needs: [load]
+            command: >-
+              {PY} -c "open('effects.txt', 'a')
+              .write('publish:{{{{ date }}}}:{{{{ steps.load.captures.n }}}}\\n')"
+    """)
+
+
+def _effects(tmp_path: Path) -> Counter[str]:
+    path = tmp_path / "effects.txt"
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+def _run(path: Path, **kw: object) -> RunRecord:
+    options = RunOptions(reports_dir=Path("reports"), **kw)  # type: ignore[arg-type]
+    return run_runbook(path, options).record
+
+
+@pytest.mark.parametrize("order", ["phase", "partition"])
+def test_thirty_dates_with_gaps_in_both_orders(
+    write_runbook: Write, tmp_path: Path, order: str
+) -> None:
+    rb = _runbook(write_runbook, _warehouse(tmp_path), order=order)
+    record = _run(rb)
+    keys = [d.isoformat() for d in DAYS]
+    assert record.partition_var == "date"
+    assert record.partitions == keys
+    assert len(record.steps) == 90
+    assert [(r.id, r.partition) for r in record.steps[:2]] == [
+        ("load", "2026-01-01"),
+        ("load", "2026-01-02"),
+    ]
+    effects = _effects(tmp_path)
+    assert all(effects[f"load:{k}"] == 1 for k in keys)
+    assert all(effects[f"publish:{k}:2"] == 1 for k in keys)  # steps.load: the same partition
+    short = {r.partition: r for r in record.steps if r.id == "verify" and r.status != "SUCCESS"}
+    assert set(short) == {"2026-01-03", "2026-01-07"}
+    assert short["2026-01-03"].status == Status.PARTIAL
+    assert short["2026-01-03"].missing_values() == {"game_id": ["g2"]}
+    assert short["2026-01-07"].missing_values() == {"game_id": ["g1", "g2"]}
+    assert record.status == RunStatus.PARTIALLY_COMPLETE
+    assert record.exit_code == 3
+    run_dir = Path(record.run_dir or "")
+    assert (run_dir / "logs" / "load@2026-01-05.log").is_file()
+    # Journal lines name their partition.
+    finished = [e for e in Journal.read(run_dir / "journal.jsonl") if e["event"] == "step_finished"]
+    assert len({(e["step"], e["partition"]) for e in finished}) == 90
+    if order == "phase":  # every load before any verify
+        ids = [e["step"] for e in finished]
+        assert ids.index("verify") > max(i for i, s in enumerate(ids) if s == "load")
+        # One statement answered every partition of the verify step.
+        log = (run_dir / "logs" / "verify@2026-01-01.log").read_text()
+        assert "for 30 partitions" in log
+    report = (run_dir / "report.md").read_text()
+    assert "28 of 30 dates complete; 2 partial: 2026-01-03, 2026-01-07" in report
+    assert "Ran 3 steps over 30 partitions (90 step runs) of runbook" in report
+
+
+def test_one_statement_for_every_partition(
+    write_runbook: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.warehouse.duckdb import DuckDBWarehouse
+
+    db = _warehouse(tmp_path)
+    calls: list[str] = []
+    original = DuckDBWarehouse._execute
+
+    def counting(self: DuckDBWarehouse, con: object, sql: str, *a: object, **k: object) -> object:
+        calls.append(sql)
+        return original(self, con, sql, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DuckDBWarehouse, "_execute", counting)
+    rb = write_runbook(f"""
+        version: 1
+        id: v
+        title: V
+        warehouse: {{backend: duckdb, path: {db}}}
+        partitions: {{var: date, values: [2026-01-02, "2026-01-03", 2026-01-03, 2026-01-07]}}
+        steps:
+          - id: verify
+            kind: verify
+            checks:
+              - table: raw.games
+                where: game_date = @date
+                expect: 2
+    """)
+    record = _run(rb)
+    assert record.partitions == ["2026-01-02", "2026-01-03", "2026-01-07"]  # duplicates once
+    assert len(calls) == 1
+    assert [r.counts["raw.games"].actual for r in record.steps] == [2, 1, 0]
+    assert [r.status for r in record.steps] == [Status.SUCCESS, Status.PARTIAL, Status.PARTIAL]
+
+
+def test_partition_option_and_query_partitions(write_runbook: Write, tmp_path: Path) -> None:
+    db = _warehouse(tmp_path)
+    rb = write_runbook(f"""
+        version: 1
+        id: q
+        title: Q
+        vars:
+          start: {{type: date, default: "2026-01-05"}}
+        warehouse: {{backend: duckdb, path: {db}}}
+        partitions:
+          var: day
+          query: >-
+            SELECT DISTINCT game_date FROM raw.schedule
+            WHERE game_date BETWEEN @start AND DATE '2026-01-08' ORDER BY 1
+        steps:
+          - id: echo
+            kind: run
+            command: {PY} -c "open('effects.txt', 'a').write('echo:{{{{ day }}}}\\n')"
+    """)
+    record = _run(rb)
+    assert record.partitions == ["2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"]
+    assert record.status == RunStatus.COMPLETE
+    (tmp_path / "effects.txt").unlink()
+    record = _run(rb, partitions=["2026-01-06"])
+    assert record.partitions == ["2026-01-06"]
+    assert _effects(tmp_path) == Counter({"echo:2026-01-06": 1})
+    with pytest.raises(UsageError, match="unknown partition"):
+        _run(rb, partitions=["2027-01-01"])
+
+
+def test_empty_query_gives_zero_partitions_and_exits_zero(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    db = _warehouse(tmp_path)
+    rb = write_runbook(f"""
+        version: 1
+        id: q
+        title: Q
+        warehouse: {{backend: duckdb, path: {db}}}
+        partitions: {{var: day, query: "SELECT game_date FROM raw.schedule WHERE game_id = 'none'"}}
+        steps:
+          - {{id: echo, kind: run, command: "true"}}
+    """)
+    record = _run(rb)
+    assert record.partitions == [] and record.steps == []
+    assert record.exit_code == 0
+    assert "0 partitions" in (Path(record.run_dir or "") / "report.md").read_text()
+
+
+def test_loader_problems_are_located(write_runbook: Write) -> None:
+    rb = write_runbook("""
+        version: 1
+        id: bad
+        title: T
+        vars:
+          date: {type: date}
+        partitions:
+          var: date
+          dates: {from: "2026-01-05", to: "2026-01-03"}
+          parallel: 0
+        steps:
+          - {id: a, kind: run, command: "echo {{ date }} {{ day }}"}
+    """)
+    with pytest.raises(ValidationError) as info:
+        load_runbook(rb)
+    text = str(info.value)
+    assert "rb.yaml:7:8: partitions: var 'date' is also declared under vars (line 5)" in text
+    assert "rb.yaml:8:35: partitions: the range ends (2026-01-03) before it starts" in text
+    assert (
+        "rb.yaml:9:13: 'parallel' of 'partitions': input should be greater than or equal to 1"
+        in text
+    )
+    assert "undefined name 'day'" in text
+    rb = write_runbook("""
+        version: 1
+        id: bad
+        title: T
+        partitions: {var: day, query: "DELETE FROM raw.x"}
+        steps:
+          - {id: a, kind: run, command: "echo {{ day }}"}
+    """)
+    with pytest.raises(
+        ValidationError,
+        match=r"rb.yaml:4:31: 'query' of 'partitions': a partitions query must be a SELECT",
+    ):
+        load_runbook(rb)
+    rb = write_runbook("""
+        version: 1
+        id: bad
+        title: T
+        partitions: {var: day, values: [1], dates: {from: "2026-01-01", to: "2026-01-02"}}
+        steps:
+          - {id: a, kind: run, command: "echo {{ day }}"}
+    """)
+    with pytest.raises(ValidationError, match="exactly one of 'dates', 'values' or 'query'"):
+        load_runbook(rb)
+
+
+def test_a_range_too_long_is_refused(write_runbook: Write) -> None:
+    rb = write_runbook("""
+        version: 1
+        id: long
+        title: T
+        partitions: {var: day, dates: {from: "2000-01-01", to: "2099-12-31"}}
+        steps:
+          - {id: a, kind: run, command: "true"}
+    """)
+    with pytest.raises(UsageError, match="36,525 dates, more than the 10,000 allowed"):
+        _run(rb)
+
+
+def test_kill_mid_range_then_resume_runs_no_finished_pair_again(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    rb = _runbook(write_runbook, _warehouse(tmp_path), parallel=1)
+    env = {**os.environ, CRASH_AT_ENV: "finished:publish@2026-01-10"}
+    proc = subprocess.run(
+        [PY, "-m", "agent", "run", str(rb), "--reports", "reports"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL
+    before = _effects(tmp_path)
+    assert sum(v for k, v in before.items() if k.startswith("publish:")) == 10
+    (run_dir,) = (tmp_path / "reports").glob("*-backfill-*")
+    env.pop(CRASH_AT_ENV)
+    proc = subprocess.run(
+        [PY, "-m", "agent", "resume", str(run_dir)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    after = _effects(tmp_path)
+    assert all(n == 1 for n in after.values()), after  # no finished pair ran again
+    assert len(after) == 60
+    record = load_record(run_dir)
+    assert record.status == RunStatus.PARTIALLY_COMPLETE
+    assert len([r for r in record.steps if r.status is not None]) == 90
