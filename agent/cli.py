@@ -210,6 +210,30 @@ RunDirArg = Annotated[
 ]
 
 
+FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="Output: text or json.")]
+
+
+def _text_or_json(fmt: str) -> bool:
+    """Whether `--format` asks for JSON; anything but text or json is a usage error."""
+    if fmt not in ("text", "json"):
+        raise UsageError(f"--format {fmt!r}: text or json")
+    return fmt == "json"
+
+
+def _announcer(path: Path) -> Callable[[Any], None]:
+    """A listener that writes the run directory to `path` once the run has started.
+
+    `runbook mcp` starts a run in its own process and learns its folder from this file.
+    """
+    from agent.record import write_atomic
+
+    def listen(event: Any) -> None:
+        if event.kind == "run_started":
+            write_atomic(path, str(Path(event.data["run_dir"]).resolve()), sync=True)
+
+    return listen
+
+
 def _output(what: str) -> Any:
     return typer.Option(
         "-o", "--output", metavar="FILE", help=f"Write {what} here (default: stdout)."
@@ -295,6 +319,7 @@ def validate(
 
     Example: runbook validate runbooks/*.yaml
     """
+    from agent.output.jsonout import validate_entry
     from agent.plan.loader import load_runbook
 
     code = EXIT_OK
@@ -308,23 +333,13 @@ def validate(
                 load_incident(f)
             else:
                 warnings = load_runbook(f).warning_lines()
-            results.append({"file": str(f), "valid": True, "problems": [], "warnings": warnings})
+            results.append(validate_entry(f, warnings=warnings))
             if fmt != "json":
                 typer.echo(f"{f}: ok")
                 for line in warnings:
                     typer.echo(line, err=True)
         except ValidationError as exc:
-            results.append(
-                {
-                    "file": str(f),
-                    "valid": False,
-                    "problems": [
-                        {"file": p.file, "line": p.line, "column": p.col, "message": p.message}
-                        for p in exc.problems
-                    ],
-                    "warnings": [],
-                }
-            )
+            results.append(validate_entry(f, problems=exc.problems))
             if fmt != "json":
                 typer.echo(str(exc), err=True)
             code = EXIT_USAGE
@@ -359,10 +374,9 @@ def plan(
     values = resolve_vars(loaded.runbook, parse_var_args(var or []))
     review = review_plan(loaded, values, offline=offline, endpoint=warehouse_endpoint)
     if fmt == "json":
-        from agent.output.review import review_json
+        from agent.output.jsonout import dumps, plan_document
 
-        text = review.redactor.redact(json.dumps(review_json(review), indent=2, default=str))
-        text += "\n"
+        text = dumps(plan_document(review))
     else:
         text = render_review(review)
     if output:
@@ -457,6 +471,10 @@ def run(
             "--from", metavar="STEP", **_completes(_complete_steps), help="Start at this step."
         ),
     ] = None,
+    partition: Annotated[
+        list[str] | None,
+        typer.Option("--partition", metavar="VALUE", help="Run only this partition (repeatable)."),
+    ] = None,
     warehouse_endpoint: EndpointOpt = None,
     max_log_bytes: Annotated[
         int | None, typer.Option(metavar="BYTES", help="Cap each step's log file.")
@@ -469,6 +487,13 @@ def run(
     ] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
+    fmt: FormatOpt = "text",
+    started_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", hidden=True, help="Write the run directory here once it started."
+        ),
+    ] = None,
 ) -> int:
     """Execute a runbook; writes report.md, run.json, journal.jsonl and logs/ under --reports.
 
@@ -476,6 +501,7 @@ def run(
     """
     from agent.workflow import run_runbook
 
+    as_json = _text_or_json(fmt)
     if only and from_:
         raise UsageError("--only and --from cannot be combined: name the steps with --only")
     options = _options(
@@ -487,16 +513,29 @@ def run(
         parallel=parallel,
         only=only or [],
         start_from=from_,
+        partitions=partition or [],
         warehouse_endpoint=warehouse_endpoint,
         max_log_bytes=max_log_bytes,
         notify_url=notify,
     )
+    if started_file is not None:
+        options.listeners.append(_announcer(started_file))
     outcome = run_runbook(file, options, junit=junit)
     for warning in outcome.warnings:
         # A failed notification never changes the run's result, but it is not silent.
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(str(outcome.report))
+    _print_run(outcome.record, outcome.run_dir, outcome.report, as_json=as_json, kind="run")
     return outcome.exit_code
+
+
+def _print_run(record: Any, run_dir: Path, report: Path, *, as_json: bool, kind: str) -> None:
+    """How `run` and `resume` end on stdout: the report's path, or the run's JSON document."""
+    if as_json:
+        from agent.output.jsonout import dumps, run_document
+
+        typer.echo(dumps(run_document(record, run_dir, kind=kind)), nl=False)
+    else:
+        typer.echo(str(report))
 
 
 @command()
@@ -517,6 +556,7 @@ def resume(
     yes: YesOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
+    fmt: FormatOpt = "text",
 ) -> int:
     """Continue an interrupted or crashed run; finished steps are kept, not re-run.
 
@@ -524,9 +564,10 @@ def resume(
     """
     from agent.workflow import resume_runbook
 
+    as_json = _text_or_json(fmt)
     options = _options(var, yes=yes, quiet=quiet, verbose=verbose)
     outcome = resume_runbook(run_dir, options, force=force)
-    typer.echo(str(outcome.report))
+    _print_run(outcome.record, outcome.run_dir, outcome.report, as_json=as_json, kind="resume")
     return outcome.exit_code
 
 
@@ -538,6 +579,7 @@ def report(
         Path | None, typer.Option(metavar="FILE", help="Render with this Jinja2 template instead.")
     ] = None,
     output: Annotated[Path | None, _output("the report")] = None,
+    fmt: FormatOpt = "text",
 ) -> int:
     """Render a run's report again from its run.json.
 
@@ -546,6 +588,7 @@ def report(
     from agent.output.report import render_report
     from agent.record import load_record
 
+    as_json = _text_or_json(fmt)
     if not (run_dir / "run.json").is_file():
         raise RunbookError(f"{run_dir} is not a run directory (no run.json)")
     import jinja2
@@ -564,7 +607,13 @@ def report(
         ) from None
     if output:
         _write(output, text)
-    else:
+    if as_json:
+        from agent.output.jsonout import dumps, report_document
+
+        written = output or (run_dir / "report.md" if template is None else None)
+        path = written if written is not None and written.is_file() else None
+        typer.echo(dumps(report_document(text, run_dir, path)), nl=False)
+    elif not output:
         typer.echo(text, nl=False)
     return EXIT_OK
 
@@ -673,7 +722,9 @@ def history(
         ) from None
     rows = find_runs(reports, runbook=runbook, status=status, since=when)
     if fmt == "json":
-        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, default=str))
+        from agent.output.jsonout import dumps, history_runs
+
+        typer.echo(dumps(history_runs(rows)), nl=False)
     elif rows:
         typer.echo(history_table(rows))
     else:
@@ -684,7 +735,7 @@ def history(
 
 @command()
 @_command
-def show(run_dir: RunDirArg) -> int:
+def show(run_dir: RunDirArg, fmt: FormatOpt = "text") -> int:
     """Print one run's summary: status, vars, and each step's status and time.
 
     Example: runbook show reports/<run-id>
@@ -692,7 +743,14 @@ def show(run_dir: RunDirArg) -> int:
     from agent.output.history import summary_text
     from agent.record import load_record
 
-    typer.echo(summary_text(load_record(run_dir), run_dir), nl=False)
+    as_json = _text_or_json(fmt)
+    record = load_record(run_dir)
+    if as_json:
+        from agent.output.jsonout import dumps, run_document
+
+        typer.echo(dumps(run_document(record, run_dir, kind="show")), nl=False)
+    else:
+        typer.echo(summary_text(record, run_dir), nl=False)
     return EXIT_OK
 
 
@@ -835,6 +893,7 @@ def followup(
             help="Write the follow-up here (default: beside the runbook, <name>.followup.yaml).",
         ),
     ] = None,
+    fmt: FormatOpt = "text",
 ) -> int:
     """Write a runbook of what fell short in a run, ready to run when the data arrives.
 
@@ -842,8 +901,78 @@ def followup(
     """
     from agent.incident.followup import write_followup
 
+    as_json = _text_or_json(fmt)
     path = write_followup(run_dir, output)
-    typer.echo(str(path))
+    if as_json:
+        from agent.output.jsonout import dumps, followup_document
+
+        text = path.read_text(encoding="utf-8")
+        typer.echo(dumps(followup_document(path, text, run_dir)), nl=False)
+    else:
+        typer.echo(str(path))
+    return EXIT_OK
+
+
+@command()
+@_command
+def mcp(
+    root: Annotated[
+        Path,
+        typer.Option(
+            metavar="DIR", help="The folder the assistant works in; paths outside it are refused."
+        ),
+    ] = Path(),
+    allow_run: Annotated[
+        bool, typer.Option("--allow-run", help="Let the assistant start runs (read-only if not).")
+    ] = False,
+) -> int:
+    """Serve the commands to an AI assistant as an MCP server over stdio.
+
+    Example: runbook mcp --root . --allow-run
+    """
+    try:
+        from agent.mcp.server import serve
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("mcp"):
+            raise
+        raise UsageError(
+            "runbook mcp needs the MCP SDK: pip install 'runbook-agent[mcp]'"
+        ) from None
+    if not root.is_dir():
+        raise UsageError(f"--root {root}: no such folder")
+    serve(root, allow_run=allow_run)
+    return EXIT_OK
+
+
+skill_app = typer.Typer(
+    help="Assistant skills: teach an assistant to use runbook instead of a shell.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(skill_app, name="skill")
+
+
+@skill_app.command("install", cls=_Command)
+@_command
+def skill_install(
+    directory: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="The repository to install it in (default: here)."),
+    ] = Path(),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing SKILL.md.")] = False,
+) -> int:
+    """Write .claude/skills/runbook/SKILL.md: how an assistant runs action plans with runbook.
+
+    Example: runbook skill install ~/src/pipeline
+    """
+    from agent.output.templates import templates_dir
+
+    target = directory / ".claude" / "skills" / "runbook" / "SKILL.md"
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists; --force overwrites it")
+    _write(target, (templates_dir() / "runbook-skill.md").read_text(encoding="utf-8"))
+    typer.echo(f"wrote {target}")
     return EXIT_OK
 
 

@@ -556,3 +556,41 @@ def test_abort_while_typer_parses_exits_130(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(cli, "app", abort)
     assert main() == 130
+
+
+def test_mcp_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
+    """An interpreter without the SDK (`mcp` blocked): one line naming the extra, exit 2."""
+    code = (
+        "import sys; sys.modules['mcp'] = None; from agent.cli import main; "
+        "sys.argv = ['runbook', 'mcp']; raise SystemExit(main())"
+    )
+    res = subprocess.run(
+        [PY, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert res.returncode == 2
+    assert res.stderr == (
+        "error: runbook mcp needs the MCP SDK: pip install 'runbook-agent[mcp]'\n"
+    )
+
+
+def test_mcp_refuses_a_root_that_is_no_folder(tmp_path: Path) -> None:
+    res = run_cli("mcp", "--root", "nowhere", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == "error: --root nowhere: no such folder\n"
+
+
+def test_skill_install_writes_the_skill(tmp_path: Path) -> None:
+    res = run_cli("skill", "install", "repo", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    skill = tmp_path / "repo" / ".claude" / "skills" / "runbook" / "SKILL.md"
+    assert res.stdout == f"wrote {Path('repo') / '.claude/skills/runbook/SKILL.md'}\n"
+    text = skill.read_text(encoding="utf-8")
+    front, body = text.removeprefix("---\n").split("\n---\n", 1)
+    fields = dict(line.split(": ", 1) for line in front.splitlines())
+    assert fields["name"] == "runbook" and "runbook plan" in fields["description"]
+    assert "### 2. Dry run (always do this first)" in body
+    again = run_cli("skill", "install", "repo", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "exists; --force overwrites it" in again.stderr
+    assert run_cli("skill", "install", "repo", "--force", cwd=tmp_path).returncode == 0
+    assert skill.read_text(encoding="utf-8") == text
