@@ -1,9 +1,16 @@
-"""Pytest plugin: a real local BigQuery emulator (bqemulator) and identical test data for DuckDB."""
+"""Pytest plugin: a real local BigQuery emulator (bqemulator) and identical test data for DuckDB.
+
+bqemulator needs an exact duckdb (and its spatial extension), while the tests must run the duckdb
+a user's `pip install .` resolves. So the emulator lives in a venv of its own, made once from
+`EMULATOR_REQUIREMENTS` and cached under `~/.cache/runbook-tests/` (keyed by those pins), and runs
+as a subprocess of that venv's python; the test environment only holds the BigQuery client.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +29,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 __all__ = [
+    "EMULATOR_REQUIREMENTS",
     "GAME_DATE",
     "PROJECT",
     "TABLES",
@@ -31,6 +39,7 @@ __all__ = [
     "bq_loaded",
     "count_jobs",
     "duckdb_loaded",
+    "emulator_python",
     "load_bigquery",
     "load_duckdb",
     "start_emulator",
@@ -172,33 +181,104 @@ class Emulator:
         return self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
 
 
-def _spatial_extension() -> Path:
-    spec = importlib.util.find_spec("duckdb_extension_spatial")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("duckdb-extension-spatial is not installed; bqemulator needs it")
-    found = sorted(
-        Path(next(iter(spec.submodule_search_locations))).rglob("spatial.duckdb_extension")
-    )
-    if not found:
-        pytest.fail("spatial.duckdb_extension not found in the duckdb_extension_spatial package")
-    return found[0]
+# The emulator's own environment: bqemulator is tested against exactly this duckdb, whose spatial
+# extension it loads at start (copied into its HOME below, so nothing is downloaded then).
+EMULATOR_REQUIREMENTS = (
+    "bqemulator==1.4.0",
+    "duckdb==1.5.5",
+    "duckdb-extension-spatial==1.5.5",
+    "numpy>=1.26",
+)
+VENV_ENV = "RUNBOOK_BQEMU_VENV"  # an explicit venv folder (CI may keep it elsewhere)
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runbook-tests"
+_STAMP = "runbook-bqemu.json"  # written last: a venv without it is half made and rebuilt
+_INSTALL_TIMEOUT = 900.0
+
+# Run by the emulator venv's python: what start_emulator needs to know about its duckdb.
+_PROBE = """
+import json, pathlib, duckdb, duckdb_extension_spatial as s
+con = duckdb.connect()
+platform = con.execute("PRAGMA platform").fetchone()[0]
+found = sorted(
+    p for d in s.__path__ for p in pathlib.Path(d).rglob("spatial.duckdb_extension")
+)
+print(json.dumps({"version": "v" + duckdb.__version__, "platform": platform,
+                  "spatial": str(found[0]) if found else ""}))
+"""
 
 
-def _duckdb_platform() -> tuple[str, str]:
-    con = duckdb.connect()
+def _venv_dir() -> Path:
+    explicit = os.environ.get(VENV_ENV)
+    if explicit:
+        return Path(explicit)
+    key = hashlib.sha256("\n".join(EMULATOR_REQUIREMENTS).encode()).hexdigest()[:12]
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return _CACHE / f"bqemu-venv-{tag}-{key}"
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def _run(argv: list[str], what: str) -> None:
     try:
-        row = con.execute("PRAGMA platform").fetchone()
-    finally:
-        con.close()
-    return f"v{duckdb.__version__}", str(row[0]) if row else "linux_amd64"
+        done = subprocess.run(
+            argv, capture_output=True, text=True, errors="replace", timeout=_INSTALL_TIMEOUT,
+            check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what}: no result after {_INSTALL_TIMEOUT:.0f} s", pytrace=False)
+    if done.returncode != 0:
+        pytest.fail(
+            f"{what} failed (exit code {done.returncode}):\n{done.stdout}\n{done.stderr}",
+            pytrace=False,
+        )
+
+
+def emulator_python() -> tuple[Path, dict[str, str]]:
+    """Return the emulator venv's python, making the venv first if it is not there yet.
+
+    The venv is made at most once per machine (a file lock keeps parallel test workers from
+    making it twice) and is reused while `EMULATOR_REQUIREMENTS` stay the same.
+
+    Returns:
+        The python and what it reports about its duckdb: `version`, `platform`, `spatial` (the
+        extension file). When the venv cannot be made the calling test FAILS with pip's output.
+    """
+    venv = _venv_dir()
+    stamp = venv / _STAMP
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with (venv.parent / f"{venv.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            _run([sys.executable, "-m", "venv", str(venv)], f"making the emulator venv {venv}")
+            _run(
+                [str(_venv_python(venv)), "-m", "pip", "install", "--quiet",
+                 "--disable-pip-version-check", *EMULATOR_REQUIREMENTS],
+                f"installing {' '.join(EMULATOR_REQUIREMENTS)} into {venv}",
+            )  # fmt: skip
+            probe = subprocess.run(
+                [str(_venv_python(venv)), "-c", _PROBE],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if probe.returncode != 0:
+                pytest.fail(f"the emulator venv {venv} has no usable duckdb:\n{probe.stderr}")
+            info = json.loads(probe.stdout)
+            if not info["spatial"]:
+                pytest.fail(f"spatial.duckdb_extension not found in the emulator venv {venv}")
+            stamp.write_text(json.dumps({**info, "requirements": EMULATOR_REQUIREMENTS}))
+    info = json.loads(stamp.read_text())
+    return _venv_python(venv), {k: info[k] for k in ("version", "platform", "spatial")}
 
 
 def start_emulator(base: Path, *, timeout: float = _START_TIMEOUT) -> Emulator:
     """Start `bqemulator start` on a free loopback port with its own HOME and data dir.
 
-    The spatial extension the emulator requires is copied from the duckdb_extension_spatial
-    package into `$HOME/.duckdb/extensions/<version>/<platform>/` of that HOME, so nothing is
-    downloaded. The chosen port is read from the emulator's `rest.listen` log event.
+    It runs on the python of its own venv (`emulator_python`). The spatial extension it requires
+    is copied from that venv's duckdb_extension_spatial package into
+    `$HOME/.duckdb/extensions/<version>/<platform>/` of that HOME, so nothing is downloaded. The
+    chosen port is read from the emulator's `rest.listen` log event.
 
     Args:
         base: an empty temporary folder.
@@ -207,11 +287,11 @@ def start_emulator(base: Path, *, timeout: float = _START_TIMEOUT) -> Emulator:
     Returns:
         The running emulator; on failure the calling test FAILS with the emulator's log.
     """
+    python, duck = emulator_python()
     home = base / "home"
-    version, platform = _duckdb_platform()
-    ext_dir = home / ".duckdb" / "extensions" / version / platform
+    ext_dir = home / ".duckdb" / "extensions" / duck["version"] / duck["platform"]
     ext_dir.mkdir(parents=True)
-    shutil.copy2(_spatial_extension(), ext_dir / "spatial.duckdb_extension")
+    shutil.copy2(duck["spatial"], ext_dir / "spatial.duckdb_extension")
     data_dir = base / "data"
     data_dir.mkdir()
     log = base / "bqemulator.log"
@@ -221,7 +301,7 @@ def start_emulator(base: Path, *, timeout: float = _START_TIMEOUT) -> Emulator:
         "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",  # avro would be fetched from the network
     }
     argv = [
-        sys.executable, "-m", "bqemulator", "start",
+        str(python), "-m", "bqemulator", "start",
         "--rest-host", "127.0.0.1", "--rest-port", "0",
         "--grpc-host", "127.0.0.1", "--grpc-port", "0",
         "--ephemeral", "--data-dir", str(data_dir), "--project", PROJECT,

@@ -16,6 +16,7 @@ from typing import ClassVar
 import pytest
 import typer
 
+import agent
 from agent import cli
 from agent.cli import main
 from agent.errors import RunbookError, UsageError
@@ -169,7 +170,8 @@ def _first_line(path: Path) -> str:
 
 def test_init_points_at_the_schema_rather_than_copying_it(tmp_path: Path) -> None:
     # Outside any checkout: the package's own copy, by its absolute path; nothing is copied.
-    bundled = ROOT / "agent" / "_data" / "runbook.schema.json"
+    # (the installed package's: a non-editable install has it in site-packages)
+    bundled = Path(agent.__file__).resolve().parent / "_data" / "runbook.schema.json"
     package_schema = bundled if bundled.is_file() else ROOT / "runbooks" / "runbook.schema.json"
     assert run_cli("init", "starter.yaml", cwd=tmp_path).returncode == 0
     assert _first_line(tmp_path / "starter.yaml") == (
