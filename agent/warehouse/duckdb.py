@@ -247,13 +247,8 @@ class DuckDBWarehouse:
             WarehouseError: a missing table, bad SQL, an untranslatable construct.
         """
         del labels
-        duck_sql = to_duckdb(sql)
-        bound = bind_params(query_params(sql), params)
-        if not self.path.exists():
-            raise WarehouseError(f"table not found: the warehouse {self.path} does not exist yet")
-        with self._connect() as con:
-            row = self._execute(con, duck_sql, bound).fetchone()
-        return None if row is None else row[0]
+        rows = self._rows(sql, params)
+        return rows[0][0] if rows else None
 
     def column(self, sql: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> list[Any]:
         """Run a BigQuery-dialect query (read-only) and return its first column.
@@ -270,13 +265,16 @@ class DuckDBWarehouse:
             WarehouseError: a missing table, bad SQL, an untranslatable construct.
         """
         del labels
+        return [row[0] for row in self._rows(sql, params)]
+
+    def _rows(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        """Every row of a BigQuery-dialect query, run read-only on the DuckDB file."""
         duck_sql = to_duckdb(sql)
         bound = bind_params(query_params(sql), params)
         if not self.path.exists():
             raise WarehouseError(f"table not found: the warehouse {self.path} does not exist yet")
         with self._connect() as con:
-            rows = self._execute(con, duck_sql, bound).fetchall()
-        return [row[0] for row in rows]
+            return list(self._execute(con, duck_sql, bound).fetchall())
 
     def estimate_bytes(self, checks: Sequence[CountCheck], params: Mapping[str, Any]) -> int | None:
         """DuckDB has no cost estimate.
