@@ -20,6 +20,7 @@ pytest.importorskip("mcp")
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from agent.demo import DEMO_RUNBOOK, demo_env, lay_out_demo
 from tests.test_jsonout import validate_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ def _runbook(folder: Path) -> Path:
 @asynccontextmanager
 async def _session(root: Path, *flags: str) -> AsyncIterator[ClientSession]:
     env = {
+        **demo_env(),  # PATH with this interpreter first: the demo's `python` has duckdb
         "PYTHONPATH": str(ROOT),
         "RUNBOOK_OPERATOR": "tester",
         "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(root / ".cache")),
@@ -228,5 +230,35 @@ def test_run_show_report_history_followup(tmp_path: Path) -> None:
             confirmed = await _until_finished(s, yes["run_dir"])
             step = next(st for st in confirmed["steps"] if st["id"] == "confirm")
             assert step["status"] == "SUCCESS" and step["confirmed_by"] == "unattended"
+
+    anyio.run(session)
+
+
+def test_an_assistant_session_over_the_demo(tmp_path: Path) -> None:
+    """The demo pipeline, as an assistant would work it: plan, run, follow, read the report."""
+    demo = lay_out_demo(tmp_path / "demo")
+
+    async def session() -> None:
+        async with _session(demo, "--allow-run") as s:
+            plan = await _call(s, "plan", path=DEMO_RUNBOOK, offline=True)
+            validate_schema(plan)
+            export = next(st for st in plan["steps"] if st["id"] == "export")
+            assert export["missing"] == ["script bin/export_api_data.py does not exist"]
+            assert "scripts/daily_export.py" in export["alternatives"]
+
+            started = await _call(s, "run", path=DEMO_RUNBOOK)
+            done = await _until_finished(s, started["run_dir"])
+            assert done["finished"] is True, "the run did not end within the guard"
+            validate_schema(done)
+            assert done["status"] == "PARTIALLY COMPLETE" and done["exit_code"] == 3
+            steps = {st["id"]: st for st in done["steps"]}
+            assert steps["export"]["status"] == "NOT_FOUND"
+            assert steps["validation"]["cause"] == "expectation"
+
+            report = await _call(s, "report", run=started["run_dir"])
+            assert "concern GSW@MIN and SAC@DET" in report["text"]
+            history = await _call(s, "history")
+            validate_schema(history)
+            assert [r["run_dir"] for r in history["runs"]] == [started["run_dir"]]
 
     anyio.run(session)
