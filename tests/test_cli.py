@@ -16,7 +16,6 @@ from typing import ClassVar
 import pytest
 import typer
 
-import agent
 from agent import cli
 from agent.cli import main
 from agent.errors import RunbookError, UsageError
@@ -170,9 +169,19 @@ def _first_line(path: Path) -> str:
 
 def test_init_points_at_the_schema_rather_than_copying_it(tmp_path: Path) -> None:
     # Outside any checkout: the package's own copy, by its absolute path; nothing is copied.
-    # (the installed package's: a non-editable install has it in site-packages)
-    bundled = Path(agent.__file__).resolve().parent / "_data" / "runbook.schema.json"
-    package_schema = bundled if bundled.is_file() else ROOT / "runbooks" / "runbook.schema.json"
+    # Which package that is, the child process (installed or editable) says, not this one.
+    where = subprocess.run(
+        [sys.executable, "-c", "import agent, pathlib; print(pathlib.Path(agent.__file__))"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    package = Path(where.stdout.strip()).resolve().parent
+    bundled = package / "_data" / "runbook.schema.json"
+    package_schema = (
+        bundled if bundled.is_file() else package.parent / "runbooks" / "runbook.schema.json"
+    )
     assert run_cli("init", "starter.yaml", cwd=tmp_path).returncode == 0
     assert _first_line(tmp_path / "starter.yaml") == (
         f"# yaml-language-server: $schema={package_schema}"
