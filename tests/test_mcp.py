@@ -12,11 +12,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
+# Without the [mcp] extra (the lowest-bounds job) this module is skipped; anyio comes with mcp.
 pytest.importorskip("mcp")
 
+import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
