@@ -930,16 +930,17 @@ def mcp(
 
     Example: runbook mcp --root . --allow-run
     """
+    if not root.is_dir():
+        raise UsageError(f"--root {root}: no such folder")
     try:
         from agent.mcp.server import serve
     except ImportError as exc:
-        if exc.name is None or not exc.name.startswith("mcp"):
+        # The [mcp] extra brings the SDK and anyio; a user without it gets the one line.
+        if exc.name is None or exc.name.split(".")[0] not in ("mcp", "anyio"):
             raise
         raise UsageError(
             "runbook mcp needs the MCP SDK: pip install 'runbook-agent[mcp]'"
         ) from None
-    if not root.is_dir():
-        raise UsageError(f"--root {root}: no such folder")
     serve(root, allow_run=allow_run)
     return EXIT_OK
 
