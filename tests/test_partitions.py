@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from agent.errors import UsageError, ValidationError
-from agent.plan.loader import load_runbook
+from agent.incident.followup import write_followup
+from agent.output.review import PlanReview, render_review, review_json, review_plan
+from agent.plan.loader import load_runbook, load_text
+from agent.plan.vars import resolve_vars
 from agent.record import Journal, RunRecord, RunStatus, Status, load_record
 from agent.run.executor import CRASH_AT_ENV
 from agent.run.options import RunOptions
@@ -44,7 +47,14 @@ def _warehouse(tmp_path: Path) -> Path:
     return db
 
 
-def _runbook(write_runbook: Write, db: Path, *, order: str = "phase", parallel: int = 4) -> Path:
+def _runbook(
+    write_runbook: Write,
+    db: Path,
+    *,
+    order: str = "phase",
+    parallel: int = 4,
+    on_shortfall: str = "",
+) -> Path:
     return write_runbook(f"""
         version: 1
         id: backfill
@@ -73,6 +83,7 @@ def _runbook(write_runbook: Write, db: Path, *, order: str = "phase", parallel: 
                 coverage:
                   key: [game_id]
                   expected: SELECT game_id FROM raw.schedule WHERE game_date = @date
+            {on_shortfall}
           - id: publish
             kind: run
             needs: [load]
@@ -313,3 +324,158 @@ def test_kill_mid_range_then_resume_runs_no_finished_pair_again(
     record = load_record(run_dir)
     assert record.status == RunStatus.PARTIALLY_COMPLETE
     assert len([r for r in record.steps if r.status is not None]) == 90
+
+
+# --- plan and follow-up -----------------------------------------------------------------------
+
+
+def _review(path: Path, *, offline: bool = False, **overrides: str) -> PlanReview:
+    loaded = load_runbook(path)
+    return review_plan(loaded, resolve_vars(loaded.runbook, overrides), offline=offline)
+
+
+def test_plan_shows_the_partitions_and_the_step_runs(write_runbook: Write, tmp_path: Path) -> None:
+    rb = _runbook(write_runbook, _warehouse(tmp_path))
+    review = _review(rb)
+    assert review.ok, review.missing
+    text = render_review(review)
+    assert (
+        "## Partitions\n"
+        "\n"
+        "- **Var:** `date` (bound in every step's templates, and as `@date` in its SQL)\n"
+        "- **Partitions:** 30 dates, one a day from 2026-01-01 to 2026-01-30\n"
+        "- **Step runs:** 3 steps x 30 partitions = 90 step runs\n"
+        "- **Order:** phase (each step runs for every partition before the next step starts), "
+        "4 partitions at a time\n"
+        "- **Shown for:** the steps below are rendered for the first partition, `2026-01-01`\n"
+        "\n"
+        "## Order\n"
+    ) in text
+    assert "load:2026-01-01" in text  # the steps, as the first partition runs them
+    assert "- Now: `raw.games`: 2 rows" in text
+    data = review_json(review)["partitions"]
+    assert data["values"] == [d.isoformat() for d in DAYS]
+    assert (data["count"], data["steps"], data["step_runs"]) == (30, 3, 90)
+    assert (data["var"], data["source"], data["parallel"], data["order"]) == (
+        "date",
+        "dates",
+        4,
+        "phase",
+    )
+    assert not (tmp_path / "effects.txt").exists()  # the plan started nothing
+    # A week of it, by --var, in partition order.
+    rb = _runbook(write_runbook, tmp_path / "wh.duckdb", order="partition", parallel=1)
+    review = _review(rb, start="2026-01-03", end="2026-01-09")
+    text = render_review(review)
+    assert "- **Step runs:** 3 steps x 7 partitions = 21 step runs\n" in text
+    assert "partition (each partition runs all its steps in turn), 1 partition at a time" in text
+    assert "- Now: `raw.games`: 1 rows, 1 expected keys missing" in text  # 2026-01-03
+
+
+def test_plan_runs_a_partitions_query_unless_offline(write_runbook: Write, tmp_path: Path) -> None:
+    db = _warehouse(tmp_path)
+    rb = write_runbook(f"""
+        version: 1
+        id: q
+        title: Q
+        warehouse: {{backend: duckdb, path: {db}}}
+        partitions:
+          var: day
+          query: >-
+            SELECT DISTINCT game_date FROM raw.schedule
+            WHERE game_date BETWEEN DATE '2026-01-05' AND DATE '2026-01-07' ORDER BY 1
+        steps:
+          - {{id: echo, kind: run, command: "echo {{{{ day }}}}"}}
+    """)
+    review = _review(rb)
+    text = render_review(review)
+    assert "- **Partitions:** 3 values from the query: 2026-01-05, 2026-01-06, 2026-01-07\n" in text
+    assert "- **Step runs:** 1 step x 3 partitions = 3 step runs\n" in text
+    assert "```sql\nSELECT DISTINCT game_date FROM raw.schedule" in text
+    assert review_json(review)["partitions"]["values"] == ["2026-01-05", "2026-01-06", "2026-01-07"]
+    review = _review(rb, offline=True)
+    assert review.ok, review.missing
+    text = render_review(review)
+    assert "- **Partitions:** from the query, resolved at run time (offline: not queried)\n" in text
+    assert "- **Step runs:** 1 step x the partitions the query returns (counted at run time)\n" in (
+        text
+    )
+    assert "echo '<day>'" in text
+    data = review_json(review)["partitions"]
+    assert (data["values"], data["count"], data["step_runs"]) == (None, None, None)
+    # What the run would refuse, the plan names as missing.
+    rb = write_runbook("""
+        version: 1
+        id: long
+        title: T
+        partitions: {var: day, dates: {from: "2000-01-01", to: "2099-12-31"}}
+        steps:
+          - {id: a, kind: run, command: "echo {{ day }}"}
+    """)
+    review = _review(rb, offline=True)
+    assert review.missing == [
+        ("partitions", "the range holds 36,525 dates, more than the 10,000 allowed")
+    ]
+
+
+def test_plan_without_partitions_says_nothing_of_them(write_runbook: Write) -> None:
+    rb = write_runbook("""
+        version: 1
+        id: flat
+        title: T
+        vars:
+          date: {type: date, default: "2026-01-01"}
+        steps:
+          - {id: a, kind: run, command: "echo {{ date }}"}
+    """)
+    review = _review(rb, offline=True)
+    assert review.partitions is None
+    text = render_review(review)
+    assert "## Partitions" not in text and "Step runs" not in text
+    assert "partitions" not in review_json(review)
+
+
+def test_followup_covers_only_the_short_days_and_then_completes(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    import duckdb
+    import yaml
+
+    db = _warehouse(tmp_path)
+    wait = (
+        "on_shortfall: {issue: late games, wait_for: "
+        '"SELECT COUNT(*) >= 2 FROM raw.games WHERE game_date = @date"}'
+    )
+    rb = _runbook(write_runbook, db, order="partition", on_shortfall=wait)
+    record = _run(rb)
+    assert record.status == RunStatus.PARTIALLY_COMPLETE
+    target = tmp_path / "rb.followup.yaml"
+    assert write_followup(Path(record.run_dir or ""), target) == target
+    text = target.read_text()
+    load_text(text, target)  # it validates
+    doc = yaml.safe_load(text)
+    assert doc["partitions"] == {
+        "var": "date",
+        "values": ["2026-01-03", "2026-01-07"],
+        "parallel": 4,
+        "order": "partition",
+    }
+    # The short step, what it needs, and the wait its on_shortfall names (per partition).
+    assert [s["id"] for s in doc["steps"]] == ["load", "wait_verify", "verify"]
+    assert doc["steps"][1]["until"] == wait.split('wait_for: "')[1].rstrip('"}')
+    assert "It covers the 2 partitions of 30 that fell short: 2026-01-03, 2026-01-07." in text
+    assert (
+        "# verify: PARTIAL in 2 of 30 partitions of run " + record.run_id + " "
+        "(2026-01-03, 2026-01-07); 2026-01-03: " in text
+    )
+    # The late data arrives; the follow-up runs only those two days and ends COMPLETE.
+    with duckdb.connect(str(db)) as con:
+        for day, games in GAPS.items():
+            for g in games:
+                con.execute("INSERT INTO raw.games VALUES (?, ?)", [day, g])
+    (tmp_path / "effects.txt").unlink()
+    again = _run(target)
+    assert again.partitions == ["2026-01-03", "2026-01-07"]
+    assert again.status == RunStatus.COMPLETE, [(r.id, r.partition, r.reason) for r in again.steps]
+    assert again.exit_code == 0
+    assert _effects(tmp_path) == Counter({"load:2026-01-03": 1, "load:2026-01-07": 1})

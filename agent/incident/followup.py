@@ -30,6 +30,7 @@ from agent.run.context import build_context
 
 __all__ = ["FOLLOWUP_SUFFIX", "default_followup_path", "followup", "write_followup"]
 
+SHOWN_PARTITIONS = 10  # partitions a comment names one by one (the `values:` list has them all)
 WAIT_EVERY = "5m"
 WAIT_TIMEOUT = "2h"
 _SCHEMA_LINE = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)\s*$")
@@ -94,18 +95,25 @@ def _default_path(record: RunRecord) -> Path:
     return original.with_name(f"{stem}.followup.yaml")
 
 
-def _wait_condition(loaded: LoadedRunbook, sid: str, result: StepResult) -> str | None:
+def _wait_condition(
+    loaded: LoadedRunbook, sid: str, results: list[StepResult], partition_var: str | None
+) -> str | None:
+    """What the wait in front of a short step polls: the template when it reads only vars
+    (and the partition var, bound anew in each partition), else the condition as rendered,
+    when every short result rendered it the same."""
     step = next(s for s in loaded.runbook.steps if s.id == sid)
     template = step.on_shortfall.wait_for if step.on_shortfall else None
-    rendered = (result.shortfall or {}).get("wait_for")
+    rendered = {str(w).strip() for r in results if (w := (r.shortfall or {}).get("wait_for"))}
     if template:
         try:
             names = templating.template_names(template)
         except templating.TemplateError:
             names = {"?"}
-        if names <= set(loaded.runbook.vars) | {"env"}:
+        known = set(loaded.runbook.vars) | {"env"} | ({partition_var} if partition_var else set())
+        if names <= known:
             return template.strip()
-    return _literal(str(rendered).strip()) if rendered else None
+    # One partition's rendered condition would be the wrong one for the others.
+    return _literal(rendered.pop()) if len(rendered) == 1 else None
 
 
 def _still_missing(
@@ -150,6 +158,30 @@ def _describe(result: StepResult, record: RunRecord) -> str:
     return f"{result.id}: {status} in run {record.run_id}{reason}"
 
 
+def _statuses(results: list[StepResult]) -> str:
+    """The statuses of some results, each once, in the order they first come."""
+    seen = (r.status.value if r.status else "NOT FINISHED" for r in results)
+    return "/".join(dict.fromkeys(seen))
+
+
+def _listed(keys: list[str]) -> str:
+    """Partitions as a comment names them: the first few, then how many more."""
+    more = len(keys) - SHOWN_PARTITIONS
+    return ", ".join(keys[:SHOWN_PARTITIONS]) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _describe_partitions(pairs: list[StepResult], record: RunRecord) -> str:
+    """A step's shortfall over a partitioned run: where it fell short, and the first reason."""
+    short = [r for r in pairs if not _fine(r)]
+    first = short[0]
+    where = _listed([str(r.partition) for r in short])
+    reason = f"; {first.partition}: {' '.join(first.reason.split())}" if first.reason else ""
+    return (
+        f"{first.id}: {_statuses(short)} in {len(short)} of {len(pairs)} partitions of run "
+        f"{record.run_id} ({where}){reason}"
+    )
+
+
 def followup(run_dir: Path, *, out: Path | None = None) -> str:
     """Write the follow-up runbook of a run: what did not succeed, ready to run when data arrives.
 
@@ -159,7 +191,9 @@ def followup(run_dir: Path, *, out: Path | None = None) -> str:
     result), and every step those need or read; a step whose ``on_shortfall.wait_for`` names a
     condition gets a ``wait`` step in front of it that it needs. A step whose program was
     NOT_FOUND and is still missing stays as written, NOT_FOUND again until it exists, with the
-    closest existing scripts in a comment. The text passes ``runbook validate``.
+    closest existing scripts in a comment. A partitioned run's follow-up runs over only the
+    partitions where some step fell short, as ``partitions.values`` (var, parallel and order
+    as written). The text passes ``runbook validate``.
 
     Args:
         run_dir: The run directory (holding run.json); the runbook it ran must still exist.
@@ -190,7 +224,15 @@ def _followup(record: RunRecord, target: Path) -> str:
     loaded = load_runbook(original)
     raw: dict[str, Any] = yaml.safe_load(text)
     raw_steps: dict[str, dict[str, Any]] = {s["id"]: s for s in raw["steps"]}
-    results = {s.id: s for s in record.steps}
+    # A partitioned run has one result per (step, partition): each step's pairs, and the one
+    # that speaks for the step (its first that fell short, else its first).
+    pairs: dict[str, list[StepResult]] = {}
+    for r in record.steps:
+        pairs.setdefault(r.id, []).append(r)
+    results = {sid: next((r for r in rs if not _fine(r)), rs[0]) for sid, rs in pairs.items()}
+    partitioned = record.partition_var is not None
+    short_keys = {s.partition for s in short}
+    short_partitions = [k for k in record.partitions if k in short_keys]
     secret = {n for n, spec in loaded.runbook.vars.items() if spec.secret}
     overrides = {k: str(v) for k, v in record.vars.items() if k not in secret and v is not None}
     overrides = {k: v for k, v in overrides.items() if k in loaded.runbook.vars}
@@ -220,7 +262,11 @@ def _followup(record: RunRecord, target: Path) -> str:
         result = results.get(sid)
         comments: list[str] = []
         if result is not None and sid in short_ids:
-            comments.append(_describe(result, record))
+            comments.append(
+                _describe_partitions(pairs[sid], record)
+                if partitioned
+                else _describe(result, record)
+            )
         elif result is not None and sid in reasons:
             comments.append(
                 f"{sid}: {result.status.value if result.status else 'not run'} in run "
@@ -243,7 +289,8 @@ def _followup(record: RunRecord, target: Path) -> str:
             else:
                 comments.append(f"{result.missing} exists now: the step runs as written")
         if result is not None and sid in short_ids:
-            condition = _wait_condition(loaded, sid, result)
+            short_pairs = [r for r in pairs[sid] if not _fine(r)]
+            condition = _wait_condition(loaded, sid, short_pairs, record.partition_var)
             if condition:
                 wait_id = f"wait_{sid}"
                 n = 2
@@ -270,9 +317,16 @@ def _followup(record: RunRecord, target: Path) -> str:
     document["title"] = title if title.startswith("Follow-up: ") else f"Follow-up: {title}"
     if "incident" in raw:
         document["incident"] = raw["incident"]
-    fell_short = ", ".join(
-        f"{r.title} ({r.status.value if r.status else 'unfinished'})" for r in short
-    )
+    if partitioned:
+        fell_short = ", ".join(
+            f"{results[sid].title} ({_statuses(rs)} in {_listed([str(r.partition) for r in rs])})"
+            for sid in dict.fromkeys(r.id for r in short)
+            if (rs := [r for r in pairs[sid] if not _fine(r)])
+        )
+    else:
+        fell_short = ", ".join(
+            f"{r.title} ({r.status.value if r.status else 'unfinished'})" for r in short
+        )
     document["summary"] = _literal(
         f"Finish what run {record.run_id} of {raw['id']} left short "
         f"({record.status.value if record.status else 'unfinished'}): {fell_short}."
@@ -285,6 +339,15 @@ def _followup(record: RunRecord, target: Path) -> str:
     for key in ("warehouse", "defaults", "notify"):
         if key in raw:
             document[key] = raw[key]
+    if partitioned and isinstance(raw.get("partitions"), dict):
+        # Only the partitions that fell short, as values: the run's own keys, bound as it bound
+        # them (a range's dates and a query's rows alike); the var and scheduling as written.
+        parts = raw["partitions"]
+        document["partitions"] = {
+            "var": parts["var"],
+            "values": short_partitions,
+            **{k: parts[k] for k in ("parallel", "order") if k in parts},
+        }
     report = _report(raw.get("report"), {s["id"] for _, s in steps})
 
     header = [
@@ -296,6 +359,12 @@ def _followup(record: RunRecord, target: Path) -> str:
             "written by `runbook followup`.",
             "# It re-runs what fell short, waits first where the runbook says what to wait for",
             "# (on_shortfall.wait_for), and measures again with the runbook's verify steps.",
+            (
+                f"# It covers the {_plural(len(short_partitions), 'partition')} of "
+                f"{len(record.partitions)} that fell short: {_listed(short_partitions)}."
+                if partitioned
+                else None
+            ),
         )
         if line
     ]
@@ -316,6 +385,10 @@ def _followup(record: RunRecord, target: Path) -> str:
     except ValidationError as exc:  # a bug here, not the user's: say what the check found
         raise RunbookError(f"the follow-up runbook does not validate:\n{exc}") from None
     return result_text
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _move_after(step: dict[str, Any], anchor: str, key: str) -> dict[str, Any]:
