@@ -218,6 +218,61 @@ def bench_parallel(tmp: Path, rows: list[list[object]]) -> None:
     )
 
 
+def write_partitioned(path: Path, dates: int, steps: int, command: str) -> Path:
+    """A runbook of `steps` chained steps over `dates` dates, one partition at a time."""
+    last = datetime(2026, 1, 1) + timedelta(days=dates - 1)
+    lines = ["version: 1", "id: bench", "title: Bench", "partitions:", "  var: date"]
+    lines += [f"  dates: {{from: '2026-01-01', to: '{last:%Y-%m-%d}'}}", "  parallel: 1"]
+    lines += ["steps:"]
+    lines += [f"  - {{id: s{i}, kind: run, command: '{command}'}}" for i in range(steps)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _run_probe(runbook: Path, reports: Path) -> tuple[float, float]:
+    """Wall time and peak RSS (MB) of one in-process run, in a fresh Python child."""
+    probe = (
+        "import resource, sys, time\nfrom pathlib import Path\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from agent.run.options import RunOptions\nfrom agent.workflow import run_runbook\n"
+        "t0 = time.perf_counter()\n"
+        f"run_runbook(Path({str(runbook)!r}), RunOptions(reports_dir=Path({str(reports)!r})),"
+        " report=False)\n"
+        "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([PY, "-c", probe], capture_output=True, text=True, check=True, env=_ENV)
+    t, r = out.stdout.split()
+    return float(t), int(r) / 1024
+
+
+def bench_partitions(tmp: Path, rows: list[list[object]], repeat: int = 3) -> None:
+    """180 dates x 5 steps of /bin/true against 900 flat steps, taking turns in one run."""
+    part = write_partitioned(tmp / "part.yaml", 180, 5, "/bin/true")
+    flat = write_steps(tmp / "flat900.yaml", 900, "/bin/true")
+    pt, pr, ft, fr = [], [], [], []
+    for _ in range(repeat):
+        t, r = _run_probe(part, tmp / "rpart")
+        pt.append(t)
+        pr.append(r)
+        t, r = _run_probe(flat, tmp / "rflat")
+        ft.append(t)
+        fr.append(r)
+    print(f"  partitioned: {fmt_times(pt)}; flat: {fmt_times(ft)}", file=sys.stderr)
+    per_pair = statistics.median(pt) / 900 * 1000
+    per_step = statistics.median(ft) / 900 * 1000
+    rss_p, rss_f = max(pr), max(fr)
+    rows.append(
+        [
+            "180 dates x 5 steps of /bin/true (900 pairs), parallel 1",
+            f"{per_pair:.2f} ms per pair, peak RSS {rss_p:.0f} MB",
+            f"{per_step:.2f} ms per step, peak RSS {rss_f:.0f} MB (900-step flat runbook)",
+            f"{per_pair / per_step:.2f}x time, {rss_p / rss_f:.2f}x RSS",
+            "≤ 1.2x time; RSS ≤ 1.2x",
+            per_pair / per_step <= 1.2 and rss_p / rss_f <= 1.2,
+        ]
+    )
+
+
 def bench_report(rows: list[list[object]]) -> None:
     from agent.output.report import render_report
     from agent.record import RunRecord, Status, StepResult
@@ -281,7 +336,7 @@ def main() -> int:
         action="append",
         metavar="NAME",
         help="run only this figure (repeatable): overhead, startup, output, parallel, report,"
-        " plan, verify",
+        " plan, verify, partitions",
     )
     args = parser.parse_args()
     rows: list[list[object]] = []
@@ -296,6 +351,7 @@ def main() -> int:
             ("report", lambda: bench_report(rows)),
             ("plan", lambda: bench_plan(tmp, rows)),
             ("verify", lambda: bench_verify(tmp, rows)),
+            ("partitions", lambda: bench_partitions(tmp, rows)),
         ):
             if args.only and name not in args.only:
                 continue

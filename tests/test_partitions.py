@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -479,3 +480,82 @@ def test_followup_covers_only_the_short_days_and_then_completes(
     assert again.status == RunStatus.COMPLETE, [(r.id, r.partition, r.reason) for r in again.steps]
     assert again.exit_code == 0
     assert _effects(tmp_path) == Counter({"load:2026-01-03": 1, "load:2026-01-07": 1})
+
+
+# --- the same verify on the BigQuery emulator -------------------------------------------------
+
+
+def _mirror_to_bigquery(db: Path, client: Any) -> None:
+    """Copy the DuckDB tables of `_warehouse` into the emulator (dataset `raw`), row for row."""
+    import duckdb
+
+    from tests.bqemu import TableData, load_bigquery
+
+    types = {"DATE": "DATE", "VARCHAR": "STRING"}
+    tables: dict[str, TableData] = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        for name in ("raw.schedule", "raw.games"):
+            cur = con.execute(f"SELECT * FROM {name} ORDER BY ALL")
+            cols = [d[0] for d in cur.description]
+            kinds = [str(d[1]) for d in cur.description]
+            rows = tuple(dict(zip(cols, r, strict=True)) for r in cur.fetchall())
+            columns = tuple((c, types[k]) for c, k in zip(cols, kinds, strict=True))
+            tables[name] = TableData(columns, rows)
+    load_bigquery(client, tables)
+
+
+def _verify_view(record: RunRecord) -> dict[str | None, tuple[Any, ...]]:
+    """Per partition of the verify step: status, actual count, expected keys, missing keys."""
+    view: dict[str | None, tuple[Any, ...]] = {}
+    for r in record.steps:
+        if r.id != "verify":
+            continue
+        c = r.counts["raw.games"]
+        view[r.partition] = (r.status, c.actual, c.total, c.error, r.missing_values())
+    return view
+
+
+@pytest.mark.bigquery
+def test_the_partitioned_verify_on_bigquery_matches_duckdb_in_one_job(
+    write_runbook: Write, tmp_path: Path, bq_emulator: Any, bq_client: Any
+) -> None:
+    from tests.bqemu import PROJECT, count_jobs
+
+    db = _warehouse(tmp_path)
+    on_duckdb = _run(_runbook(write_runbook, db))
+    _mirror_to_bigquery(db, bq_client)
+    text = _runbook(write_runbook, db).read_text()
+    duck = f"warehouse: {{backend: duckdb, path: {db}}}"
+    assert duck in text
+    rb = write_runbook(
+        text.replace(duck, f"warehouse: {{backend: bigquery, project: {PROJECT}}}"), "bq.yaml"
+    )
+
+    def verify_jobs() -> list[Any]:
+        jobs = bq_client.list_jobs(all_users=True, max_results=10_000)
+        return [j for j in jobs if not getattr(j, "dry_run", False)]
+
+    before_ids = {j.job_id for j in verify_jobs()}
+    before = count_jobs(bq_client)
+    on_bigquery = _run(rb, warehouse_endpoint=bq_emulator.url)
+    new = [j for j in verify_jobs() if j.job_id not in before_ids]
+
+    assert on_bigquery.warehouse["backend"] == "bigquery"
+    assert on_duckdb.warehouse["backend"] == "duckdb"
+    view = _verify_view(on_bigquery)
+    assert view == _verify_view(on_duckdb)
+    assert len(view) == 30
+    assert {p: v[4] for p, v in view.items() if v[0] != Status.SUCCESS} == {
+        "2026-01-03": {"game_id": ["g2"]},
+        "2026-01-07": {"game_id": ["g1", "g2"]},
+    }
+    assert view["2026-01-07"][1:4] == (0, 2, None)
+    assert all(v[3] is None for v in view.values())
+    assert on_bigquery.status == on_duckdb.status == RunStatus.PARTIALLY_COMPLETE
+    # One query job answered the verify step for all 30 partitions (no fallback per partition).
+    assert count_jobs(bq_client) - before == 1, [(j.job_id, j.labels) for j in new]
+    # The emulator's job list keeps no labels; the job's SQL shows it is the partitioned one.
+    (job,) = new
+    assert "runbook_partition" in job.query and "@date__p29" in job.query, job.query
+    log = (Path(on_bigquery.run_dir or "") / "logs" / "verify@2026-01-01.log").read_text()
+    assert "for 30 partitions" in log
