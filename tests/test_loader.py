@@ -504,3 +504,20 @@ def test_validate_prints_the_warnings_and_exits_0(
         "rb.yaml:10",
         "rb.yaml:18",
     ]
+
+
+def test_an_unknown_filter_or_test_is_a_located_problem_not_an_internal_error() -> None:
+    text = textwrap.dedent("""
+        version: 1
+        id: f
+        title: F
+        vars:
+          date: {type: date, default: "2026-01-25"}
+        steps:
+          - {id: a, kind: run, command: "echo {{ date | defualt(1) }}"}
+          - {id: b, kind: run, command: "echo {{ date is nosuchtest }}"}
+    """).lstrip()
+    assert _problems(text) == [
+        "rb.yaml:7:33: 'command' of step 'a': unknown filter 'defualt'; did you mean 'default'?",
+        "rb.yaml:8:33: 'command' of step 'b': unknown test 'nosuchtest'",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import shlex
@@ -271,11 +272,31 @@ def _unsafe(tree: nodes.Template) -> str | None:
     return None
 
 
+_NO_SUCH = re.compile(r"No (filter|test) named '([^']*)'")
+
+
+def _compile_message(message: str | None) -> str:
+    """Jinja's compile error as a line for a person, with the closest filter or test named."""
+    text = message or "the template does not compile"
+    m = _NO_SUCH.search(text)
+    if m is None:
+        return f"template error: {text}"
+    kind, name = m.groups()
+    known = _ENV.filters if kind == "filter" else _ENV.tests
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}'{hint}"
+
+
 def _names(tree: nodes.Template) -> set[str]:
     unsafe = _unsafe(tree)
     if unsafe is not None:
         raise TemplateError(f"unsafe template: access to '{unsafe}' is not allowed")
-    return set(meta.find_undeclared_variables(tree))
+    try:
+        # Finding the names compiles the tree, which is where an unknown filter or test shows.
+        return set(meta.find_undeclared_variables(tree))
+    except TemplateSyntaxError as exc:
+        raise TemplateError(_compile_message(exc.message)) from None
 
 
 # The names a source reads are worked out once per source: every `expect` of every step run,
