@@ -605,3 +605,26 @@ def test_skill_install_writes_the_skill(tmp_path: Path) -> None:
     assert "exists; --force overwrites it" in again.stderr
     assert run_cli("skill", "install", "repo", "--force", cwd=tmp_path).returncode == 0
     assert skill.read_text(encoding="utf-8") == text
+
+
+def test_ctrl_c_while_the_cli_still_loads_is_one_line(tmp_path: Path) -> None:
+    """SIGINT at moments across the CLI's start: never a traceback through the tool's code.
+
+    (One landing in the interpreter's own start-up, before any of the tool runs, may still
+    print CPython's; that is outside what a Python program can catch.)
+    """
+    import signal
+    import time
+
+    for tenths in range(0, 30, 3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "validate", "nope.yaml"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(tenths / 100)  # a moment to interrupt at, not a measured time
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert not ("Traceback" in err and "/agent/" in err), err
