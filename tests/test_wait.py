@@ -179,3 +179,26 @@ def test_until_writes_numbers_and_refuses_strings(write_runbook: Write, tmp_path
         "only numbers can be written into SQL with {{ }}; bind 'name' as a query parameter: @name"
     )
     assert strings.polls == []
+
+
+def test_a_condition_that_returns_text_is_never_true(write_runbook: Write, tmp_path: Path) -> None:
+    """`SELECT 'false'` once counted as true (a non-empty string); the poll says what came."""
+    (tmp_path / ".runbook").mkdir()
+    duckdb.connect(str(tmp_path / ".runbook" / "warehouse.duckdb")).close()
+    rb = write_runbook("""
+        version: 1
+        id: w
+        title: W
+        steps:
+          - {id: text, kind: wait, until: "SELECT 'false'", every: 0.1s, timeout: 0.3s}
+          - {id: zero, kind: wait, until: SELECT 0, every: 0.1s, timeout: 0.3s, needs: []}
+          - {id: one, kind: wait, until: SELECT 1, every: 0.1s, timeout: 5s, needs: []}
+    """)
+    record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
+    text = record.step("text")
+    assert text.status == Status.TIMED_OUT
+    assert (
+        text.polls[0].error == "the condition returned the text 'false', not true/false or a number"
+    )
+    assert record.step("zero").status == Status.TIMED_OUT
+    assert record.step("one").status == Status.SUCCESS

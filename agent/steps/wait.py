@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from agent.plan import templating
 from agent.plan.durations import elapsed, setting
@@ -47,6 +48,18 @@ def _condition(step: WaitStep, ctx: StepContext) -> _Condition:
     return _Condition(argv=argv, env=step_env(step.env, ctx))
 
 
+def _judged(at: Any, value: Any) -> Poll:
+    """A condition's value as a poll: true, a number other than 0; text is never a truth.
+
+    `SELECT 'false'` must not count as true (Python's truth of a non-empty string), nor be
+    guessed from its words: the poll says what came back.
+    """
+    if isinstance(value, str):
+        error = f"the condition returned the text {value!r}, not true/false or a number"
+        return Poll(at=at, value=value, ok=False, error=error)
+    return Poll(at=at, value=value, ok=bool(value))
+
+
 @register("wait")
 class WaitKind(StepKind):
     """Poll every `every` seconds; SUCCESS when the condition holds, TIMED_OUT otherwise."""
@@ -78,7 +91,7 @@ class WaitKind(StepKind):
                 write_evidence(ctx, [f"poll at {at.isoformat()}: {cond.sql}", f"  error: {exc}"])
                 return Poll(at=at, ok=False, error=str(exc))
             write_evidence(ctx, [f"poll at {at.isoformat()}: {cond.sql}", f"  value: {value!r}"])
-            return Poll(at=at, value=value, ok=bool(value))
+            return _judged(at, value)
         log = ctx.log_path()
         assert log is not None
         assert cond.argv is not None
