@@ -162,6 +162,10 @@ class CheckResult(_Model):
     key: list[str] = Field(default_factory=list)
     missing_keys: list[dict[str, Any]] = Field(default_factory=list)
     missing_total: int | None = None
+    # Graded coverage: the check's `levels` ({"ok": 0.9, "warn": 0.7}) and the one its share of
+    # the expected records reached ("ok", "warn" or "fail"); None for a check without levels.
+    levels: dict[str, float] | None = None
+    level: str | None = None
     error: str | None = None
 
 
@@ -250,6 +254,8 @@ class StepResult(_Model):
             return {"needs": "needs", "manual": "unconfirmed"}.get(self.skipped_by or "")
         if st == Status.PARTIAL:
             return "coverage" if any(not c.ok for c in self.counts.values()) else "expectation"
+        if any(c.level == "fail" and not c.error for c in self.counts.values()):
+            return "coverage"
         ran = any(a.exit_code is not None for a in self.attempts)
         return "exit_code" if ran and self.exit_code is not None else "error"
 

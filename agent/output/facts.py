@@ -56,6 +56,7 @@ __all__ = [
     "item_text",
     "key_groups",
     "key_noun",
+    "level_text",
     "list_diff",
     "manual_instructions",
     "missing_count",
@@ -686,6 +687,21 @@ def _expected_source(c: CheckResult) -> str | None:
 
 
 def check_statement(name: str, c: CheckResult) -> str:
+    """A check's finding in one sentence, its number in context, and the level it reached.
+
+    Args:
+        name: The name to show for the check.
+        c: The check.
+
+    Returns:
+        The sentence, without a final stop.
+    """
+    text = _statement(name, c)
+    level = level_text(c)
+    return f"{text}; {level}" if level and not c.error and c.actual is not None else text
+
+
+def _statement(name: str, c: CheckResult) -> str:
     """A check's finding in one sentence, its number in context.
 
     A check expecting 0 says so (never 100%, never "0 missing"); more rows than expected is a
@@ -747,7 +763,28 @@ def coverage_text(c: CheckResult) -> str:
     if extra is not None:
         return f"{extra} more than expected"
     pct = check_percent(c)
-    return "n/a" if pct is None else percent_text(pct)
+    text = "n/a" if pct is None else percent_text(pct)
+    level = level_text(c)
+    return f"{text}, {level}" if level else text
+
+
+def level_text(c: CheckResult) -> str | None:
+    """The level a graded check reached, with its edge (``level ok (90% or more)``, ``level
+    warn (below 90%)``, ``level fail (below 70%)``); None for a check without levels.
+
+    Args:
+        c: The check.
+
+    Returns:
+        The text, or None.
+    """
+    levels = getattr(c, "levels", None)
+    level = getattr(c, "level", None)
+    if not levels or level not in ("ok", "warn", "fail"):
+        return None
+    ok, warn = percent_text(levels["ok"] * 100), percent_text(levels["warn"] * 100)
+    edge = {"ok": f"{ok} or more", "warn": f"below {ok}", "fail": f"below {warn}"}
+    return f"level {level} ({edge[level]})"
 
 
 def points_text(points: float) -> str:

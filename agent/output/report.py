@@ -357,7 +357,7 @@ def _verification(step: StepResult, backend: str) -> Verification:
     findings: list[Bullet] = []
     for key, c in step.counts.items():
         name = names[key]
-        mark = "❌" if c.error else ("✓" if c.ok else "⚠️")
+        mark = "❌" if c.error or c.level == "fail" else ("✓" if c.ok else "⚠️")
         rows.append(
             [
                 c.table,
@@ -372,7 +372,7 @@ def _verification(step: StepResult, backend: str) -> Verification:
             continue
         if nothing_expected(c) or excess_count(c) is not None:
             findings.append(Bullet(check_statement(name, c)))
-        elif not c.ok and missing_count(c):
+        elif (not c.ok or c.level) and missing_count(c):
             bullet = Bullet(f"{name}: {missing_phrase(c)}")
             lines = missing_key_lines(c)
             if len(c.key) >= 2 and lines:

@@ -42,6 +42,7 @@ __all__ = [
     "ExportStep",
     "Incident",
     "Lesson",
+    "Levels",
     "ManualStep",
     "PartitionRange",
     "Partitions",
@@ -747,6 +748,26 @@ class Coverage(_Strict):
     )
 
 
+class Levels(_Strict):
+    """Graded coverage: the shares of the expected records at which a check passes or warns."""
+
+    ok: float = Field(
+        gt=0, le=1, description="At or above this share of the expected records the check passes."
+    )
+    warn: float = Field(
+        ge=0,
+        le=1,
+        description="At or above this share (and below `ok`) the check warns and the step is "
+        "PARTIAL; below it the step is FAILED.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Levels:
+        if self.warn > self.ok:
+            raise ValueError(f"levels: warn ({self.warn:g}) is above ok ({self.ok:g})")
+        return self
+
+
 EXPECT_COVERAGE = "coverage"
 """`expect: coverage`: a check expects as many rows as its coverage query's expected keys."""
 
@@ -777,6 +798,10 @@ class Check(_Strict):
     coverage: Coverage | None = Field(
         default=None, description="Name the missing keys: {key, expected}."
     )
+    levels: Levels | None = Field(
+        default=None,
+        description="Grade the share of the expected records found: {ok: 0.9, warn: 0.7}.",
+    )
 
     @field_validator("expect")
     @classmethod
@@ -793,6 +818,13 @@ class Check(_Strict):
             raise ValueError("a ratio needs expect_total: the number it is a ratio of")
         if self.expect == EXPECT_COVERAGE and self.coverage is None:
             raise ValueError("expect: coverage needs a coverage query to count the expected keys")
+        if self.levels is not None and (
+            isinstance(self.expect, dict) or (self.expect is None and self.coverage is None)
+        ):
+            raise ValueError(
+                "levels grade a share of the expected records: give the check a coverage query "
+                "or an exact expect, not {min: N} or {ratio: R}"
+            )
         return self
 
     @property

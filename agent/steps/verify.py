@@ -84,7 +84,36 @@ def _judge(result: CheckResult) -> None:
         ok = ok and result.total is not None and n >= result.ratio * result.total
     if result.key and result.missing_total:
         ok = False
+    if result.levels is not None:
+        result.level = _level(result)
+        # The level decides a shortfall; more rows than expected is still a finding.
+        total = result.total if result.total is not None else result.expected
+        ok = result.level == "ok" and (total is None or n <= total)
     result.ok = ok
+
+
+def _found_share(r: CheckResult) -> tuple[int, int] | None:
+    """The expected records found and their total: the covered keys when the coverage query
+    named them, else the rows counted (at most the total)."""
+    total = r.total if r.total is not None else r.expected
+    if total is None or r.actual is None:
+        return None
+    if r.missing_total is not None:
+        return max(total - r.missing_total, 0), total
+    return min(r.actual, total), total
+
+
+def _level(r: CheckResult) -> str | None:
+    """The level a check with `levels` reached: "ok", "warn" or "fail"."""
+    share = _found_share(r)
+    if share is None or r.levels is None:
+        return None
+    found, total = share
+    ratio = 1.0 if total == 0 else found / total
+    # A small tolerance: 9 of 10 is 0.9 whatever the float rounding says.
+    if ratio + 1e-9 >= r.levels["ok"]:
+        return "ok"
+    return "warn" if ratio + 1e-9 >= r.levels["warn"] else "fail"
 
 
 def _sql(source: str | None, ctx: StepContext) -> str | None:
@@ -175,6 +204,7 @@ def _result(
         key=list(check.coverage.key) if check.coverage else [],
         missing_keys=outcome.missing_keys,
         missing_total=outcome.missing_total,
+        levels=check.levels.model_dump() if check.levels else None,
         error=outcome.error,
     )
     try:
@@ -187,6 +217,15 @@ def _result(
 
 
 def _shortfall_text(name: str, r: CheckResult) -> str:
+    share = _found_share(r)
+    if r.level in ("warn", "fail") and r.levels is not None and share is not None:
+        found, total = share
+        pct = f"{100.0 * found / total:.1f}".removesuffix(".0") if total else "100"
+        edge = "ok" if r.level == "warn" else "warn"
+        return (
+            f"{name}: {found} of {total} expected records ({pct}%), "
+            f"below the {edge} level {r.levels[edge]:.0%}"
+        )
     if r.expected is not None and r.actual != r.expected:
         text = f"{name}: {r.actual} of {r.expected}"
     elif r.minimum is not None and (r.actual or 0) < r.minimum:
@@ -232,6 +271,8 @@ class VerifyKind(StepKind):
             )
             where = f" where `{counted.where}`" if counted.where else ""
             cov = f"; coverage of ({', '.join(c.coverage.key)})" if c.coverage else ""
+            if c.levels:
+                cov += f"; passes at {c.levels.ok:.0%}, warns at {c.levels.warn:.0%}"
             review.lines.append(f"check {i + 1}: `{c.table}`{where}: expects {want}{cov}")
         if ctx.offline:
             return review
@@ -333,7 +374,13 @@ class VerifyKind(StepKind):
         )
         short = [k for k, r in res.counts.items() if not r.ok]
         failed = [e.expr for e in res.expectations if not e.ok]
-        if short or failed:
+        below = [k for k, r in res.counts.items() if r.level == "fail"]
+        if below:
+            res.status = Status.FAILED
+            res.reason = "below the warn level: " + "; ".join(
+                _shortfall_text(k, res.counts[k]) for k in below
+            )
+        elif short or failed:
             res.status = Status.PARTIAL
             parts = [_shortfall_text(k, r) for k, r in res.counts.items() if not r.ok]
             if failed:
