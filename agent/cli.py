@@ -649,11 +649,21 @@ def demo(
             "--incident", help="Run the whole incident (three actions) and write its postmortem."
         ),
     ] = False,
+    week: Annotated[
+        bool,
+        typer.Option(
+            "--range",
+            help="Backfill the week up to the incident day, one partition per date, each "
+            "graded by its coverage of the scheduled games.",
+        ),
+    ] = False,
 ) -> int:
     """Run the bundled incident demo end to end on the embedded DuckDB warehouse.
 
     Example: runbook demo --dir /tmp/runbook-demo
     """
+    if incident and week:
+        raise UsageError("choose one of --incident and --range")
     from agent.demo import run_demo
 
     if incident:
@@ -668,10 +678,11 @@ def demo(
 
     stop = threading.Event()
     _install_signals(stop)
-    record, run_dir = run_demo(directory, listeners=_listeners(quiet, False), stop=stop)
+    record, run_dir = run_demo(directory, listeners=_listeners(quiet, False), stop=stop, week=week)
     status = record.status.value if record.status else "unfinished"
+    what = "backfill of the week" if week else "incident run"
     typer.echo(
-        f"\nThe demo's incident run ended {status} (`runbook run` would exit "
+        f"\nThe demo's {what} ended {status} (`runbook run` would exit "
         f"{record.exit_code}): the incident is only partly fixable, on purpose."
     )
     typer.echo(f"Report: {run_dir / 'report.md'}")

@@ -20,6 +20,7 @@ __all__ = [
     "DEMO_RUNBOOK",
     "INCIDENT_FILE",
     "INCIDENT_RUNS",
+    "RANGE_RUNBOOK",
     "demo_source",
     "lay_out_demo",
     "run_demo",
@@ -28,6 +29,7 @@ __all__ = [
 
 DEMO_RUNBOOK = "backfill-game-context.yaml"
 DEMO_DATE = "2026-01-25"
+RANGE_RUNBOOK = "backfill-week.yaml"  # `runbook demo --range`: the week ending on DEMO_DATE
 _IGNORE = shutil.ignore_patterns("__pycache__", ".ruff_cache", ".runbook", "reports", "*.pyc")
 
 
@@ -45,12 +47,13 @@ def demo_env() -> dict[str, str]:
     return {"PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
-def lay_out_demo(directory: Path | None = None, *, seed: bool = True) -> Path:
+def lay_out_demo(directory: Path | None = None, *, seed: bool = True, week: bool = False) -> Path:
     """Copy the demo pipeline into `directory` (default: a new temporary folder) and seed it.
 
     Args:
         directory: where to put it; created if missing; must not already hold a demo.
         seed: create the warehouse with the incident's starting state.
+        week: seed the six days before the incident day too (`seed.py --week`).
 
     Returns:
         The folder, which is the demo runbook's working directory.
@@ -62,7 +65,8 @@ def lay_out_demo(directory: Path | None = None, *, seed: bool = True) -> Path:
     if seed:
         warehouse = target / ".runbook" / "warehouse.duckdb"
         done = run_captured(
-            [sys.executable, "seed.py", "--warehouse", str(warehouse), "--date", DEMO_DATE],
+            [sys.executable, "seed.py", "--warehouse", str(warehouse), "--date", DEMO_DATE]
+            + (["--week"] if week else []),
             cwd=target,
         )
         if done.returncode != 0:
@@ -75,6 +79,7 @@ def run_demo(
     *,
     listeners: list[Callable[..., None]] | None = None,
     stop: threading.Event | None = None,
+    week: bool = False,
     **extra: Any,
 ) -> tuple[RunRecord, Path]:
     """Lay out, seed and run the demo incident; reports go to `<folder>/reports`.
@@ -83,6 +88,8 @@ def run_demo(
         directory: where to lay the demo out (default: a new temporary folder).
         listeners: event consumers (the console).
         stop: set to interrupt the run.
+        week: run the week's backfill instead (`backfill-week.yaml`, one partition per date,
+            the warehouse seeded with gaps on some days).
         extra: further RunOptions fields.
 
     Returns:
@@ -91,16 +98,16 @@ def run_demo(
     from agent.run.options import RunOptions
     from agent.workflow import run_runbook
 
-    target = lay_out_demo(directory)
+    target = lay_out_demo(directory, week=week)
     options = RunOptions(
-        overrides={"date": DEMO_DATE},
+        overrides={} if week else {"date": DEMO_DATE},
         reports_dir=target / "reports",
         listeners=list(listeners or []),
         stop=stop or threading.Event(),
         extra_env=demo_env(),
         **extra,
     )
-    return run_runbook(target / DEMO_RUNBOOK, options)
+    return run_runbook(target / (RANGE_RUNBOOK if week else DEMO_RUNBOOK), options)
 
 
 INCIDENT_FILE = "incident.yaml"

@@ -172,3 +172,73 @@ def test_tty_live_view_through_a_pseudo_terminal(write_runbook: Write, tmp_path:
     assert "✅ SUCCESS" in final and "❌ FAILED" in final
     assert "exit code 2" in final
     assert "run PARTIALLY COMPLETE: report" in final
+
+
+def _partitioned_runbook(write_runbook: Write, needs: str = "needs: [load]") -> Path:
+    # Day 2 exits 2; the others succeed: the partitions are told apart by their labels.
+    return write_runbook(f"""
+        version: 1
+        id: days
+        title: Three days
+        partitions: {{var: day, values: ["d1", "d2", "d3"], parallel: 2}}
+        steps:
+          - id: load
+            kind: run
+            command: {PY} -c "import sys; sys.exit(2 if '{{{{ day }}}}' == 'd2' else 0)"
+          - id: publish
+            kind: run
+            {needs}
+            command: {PY} -c "print('published {{{{ day }}}}')"
+    """)
+
+
+def test_plain_lines_name_each_pair_and_the_partitions_summary(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    out = run_cli("run", str(_partitioned_runbook(write_runbook)))
+    lines = out.stderr.splitlines() + out.stdout.splitlines()
+    text = "\n".join(line[9:] for line in lines)  # without the clock
+    assert "[load@d2] ❌ FAILED" in text
+    assert "[publish@d2] ⏭️ SKIPPED" in text
+    assert "[publish@d1] ✅ SUCCESS" in text and "[publish@d3] ✅ SUCCESS" in text
+    assert "partitions: 2 of 3 partitions complete; 1 failed: d2" in text
+
+
+def test_live_view_keeps_one_row_per_step_with_its_partitions(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    # Nothing needs the failing step (and pyte cannot draw ⏭️, so nothing is skipped).
+    rb = _partitioned_runbook(write_runbook, needs="")
+    env = dict(os.environ, COLUMNS="120", LINES="30", TERM="xterm-256color")
+    child = pexpect.spawn(
+        PY,
+        ["-m", "agent", "run", str(rb)],
+        cwd=str(tmp_path),
+        env=env,
+        dimensions=(30, 120),
+        encoding="utf-8",
+        timeout=60,
+    )
+    screen = pyte.Screen(120, 30)
+    stream = pyte.Stream(screen)
+    while True:
+        try:
+            stream.feed(child.read_nonblocking(4096, timeout=0.2))
+        except pexpect.TIMEOUT:
+            continue
+        except pexpect.EOF:
+            break
+    child.close()
+    final = "\n".join(line.rstrip() for line in screen.display)
+    print(final)
+    assert child.exitstatus == 3
+    live = final.split("Summary")[0]
+    # One row per step in the live view, not one per pair, each counting its partitions.
+    assert [line.split()[1:3] for line in live.splitlines()[1:] if line.strip()] == [
+        ["load", "load"],
+        ["publish", "publish"],
+    ]
+    assert live.count("3/3 partitions") == 2
+    assert "1 ❌ FAILED, 2 ✅ SUCCESS" in final
+    assert "3 ✅ SUCCESS" in final
+    assert "2 of 3 partitions complete; 1 failed: d2" in final

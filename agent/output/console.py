@@ -10,9 +10,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from agent.output.facts import STATUS_MARK, capture_text, defaulted, duration_text
+from agent.output.facts import (
+    STATUS_MARK,
+    WORST_FIRST,
+    capture_text,
+    defaulted,
+    duration_text,
+    partition_grid,
+    status_tally,
+)
 from agent.plan.durations import elapsed
-from agent.record import RunRecord, Status
+from agent.record import RunRecord, Status, StepResult
 from agent.steps.base import Event
 
 __all__ = ["LiveConsole", "PlainConsole", "make_console"]
@@ -65,7 +73,7 @@ class PlainConsole:
 
     def __call__(self, event: Event) -> None:
         """Print one event."""
-        k, sid, d = event.kind, event.step_id, event.data
+        k, sid, d = event.kind, event.label, event.data
         if self.quiet and k != "run_finished":
             return
         if k == "run_started":
@@ -102,6 +110,9 @@ class PlainConsole:
         elif k == "run_finished":
             rec = d["record"]
             status = rec.status.value if rec.status else "?"
+            grid = partition_grid(rec)
+            if grid is not None and not self.quiet:
+                self._say(f"partitions: {grid.summary}")
             self._say(f"run {status}: report {d['run_dir'] / 'report.md'}")
 
 
@@ -146,6 +157,28 @@ class LiveConsole:
             table.add_row(mark, f"{sid} {row['title']}", secs, self._note(row, now))
         return table
 
+    @classmethod
+    def _count_pair(cls, row: dict[str, Any], status: Status | None) -> None:
+        row["pairs"] += 1
+        if status is not None:
+            row["finished"] += 1
+            cls._worst(row, status)
+        done = row["finished"] >= row["pairs"]
+        row.update(state="done" if done else "pending", note=cls._pairs_note(row))
+        row["mark"] = STATUS_MARK[row["worst"]] if done else ""
+
+    @staticmethod
+    def _worst(row: dict[str, Any], status: Status | None) -> None:
+        # The mark a step's row ends with is its worst pair's.
+        if row["worst"] is None or WORST_FIRST.index(status) < WORST_FIRST.index(row["worst"]):
+            row["worst"] = status
+
+    @staticmethod
+    def _pairs_note(row: dict[str, Any]) -> str:
+        running = sorted(p for p in row["running"] if p is not None)
+        now = f"; running {', '.join(running[:3])}{' …' if len(running) > 3 else ''}"
+        return f"{row['finished']}/{row['pairs']} partitions" + (now if running else "")
+
     @staticmethod
     def _note(row: dict[str, Any], now: float) -> str:
         retry = row.get("retry")
@@ -168,12 +201,19 @@ class LiveConsole:
                 self.title = f"{rec.title} ({rec.run_id})"
                 for s in rec.steps:
                     done = s.status is not None
+                    if s.partition is not None and s.id in self.rows:
+                        # A partitioned run: one row per step, counting its partitions.
+                        self._count_pair(self.rows[s.id], s.status)
+                        continue
                     self.rows[s.id] = {
                         "title": s.title,
                         "state": "done" if done else "pending",
                         "mark": STATUS_MARK[s.status] if done else "",
                         "note": "kept from the first session" if done else "",
                     }
+                    if s.partition is not None:
+                        self.rows[s.id].update(pairs=0, finished=0, worst=None, running=set())
+                        self._count_pair(self.rows[s.id], s.status)
                 if not self.quiet:
                     self.live = Live(
                         self._render(),
@@ -187,6 +227,10 @@ class LiveConsole:
             row = self.rows.get(sid or "")
             if k == "baseline_started" and row is not None:
                 row["note"] = "measuring baseline…"
+            elif k == "step_started" and row is not None and "pairs" in row:
+                row["running"].add(event.partition)
+                row.setdefault("t0", time.monotonic())
+                row.update(state="running", note=self._pairs_note(row))
             elif k == "step_started" and row is not None:
                 row.update(state="running", t0=time.monotonic(), note="")
                 if self.live is not None:
@@ -212,6 +256,15 @@ class LiveConsole:
                 row["note"] = (
                     f"poll {d['n']}: {'true' if d['ok'] else 'false'}, {d['left']:.0f}s left"
                 )
+            elif k == "step_finished" and row is not None and "pairs" in row:
+                r = d["result"]
+                row["running"].discard(event.partition)
+                row["finished"] += 1
+                self._worst(row, r.status)
+                if row["finished"] >= row["pairs"]:
+                    row.update(state="done", mark=STATUS_MARK[row["worst"]])
+                    row["secs"] = time.monotonic() - row.get("t0", time.monotonic())
+                row["note"] = self._pairs_note(row)
             elif k == "step_finished" and row is not None:
                 r = d["result"]
                 row.update(
@@ -247,7 +300,24 @@ class LiveConsole:
         table = Table(title="Summary", show_lines=False)
         for col in ("step", "status", "time", "reason"):
             table.add_column(col)
-        for s in record.steps:
+        grid = partition_grid(record)
+        if grid is not None:
+            # One row per step, its partitions tallied: the report's grid has each pair.
+            by_step: dict[str, list[StepResult]] = {}
+            for s in record.steps:
+                by_step.setdefault(s.id, []).append(s)
+            for sid, pairs in by_step.items():
+                tally = status_tally(pairs)
+                table.add_row(
+                    sid,
+                    ", ".join(
+                        f"{n} {STATUS_MARK[st]} {st.value if st else '-'}"
+                        for st, n in sorted(tally.items(), key=lambda t: WORST_FIRST.index(t[0]))
+                    ),
+                    duration_text(sum(p.duration_s or 0.0 for p in pairs)),
+                    next((_summary_note(p) for p in pairs if _summary_note(p)), "")[:120],
+                )
+        for s in record.steps if grid is None else ():
             table.add_row(
                 s.id,
                 f"{STATUS_MARK[s.status]} {s.status.value if s.status else '-'}",
@@ -256,6 +326,8 @@ class LiveConsole:
             )
         if not self.quiet:
             self.console.print(table)
+            if grid is not None:
+                self.console.print(grid.summary, highlight=False, markup=False)
         status = record.status.value if record.status else "?"
         self.console.print(f"run {status}: report {run_dir / 'report.md'}", highlight=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ __all__ = [
     "PRIORITIES",
     "RUN_MARK",
     "STATUS_MARK",
+    "WORST_FIRST",
     "Attribution",
     "Change",
     "Gap",
@@ -64,6 +66,7 @@ __all__ = [
     "missing_phrase",
     "needed_shortfalls",
     "nothing_expected",
+    "partition_coverage",
     "partition_grid",
     "percent_change",
     "percent_text",
@@ -81,6 +84,7 @@ __all__ = [
     "status_tally",
     "status_words",
     "step_items",
+    "step_name",
     "timestamp",
     "utc",
     "value_changes",
@@ -1385,6 +1389,45 @@ def shortfall_title(step: StepResult) -> str:
     return f"{step.title}: {cause_text(step)}"
 
 
+def step_name(step: StepResult) -> str:
+    """A result's title, with the partition it is for (``Load [2026-01-03]``).
+
+    Args:
+        step: The result.
+
+    Returns:
+        The text.
+    """
+    return step.title + (f" [{step.partition}]" if step.partition is not None else "")
+
+
+def partition_coverage(record: RunRecord) -> list[tuple[str, int, int]]:
+    """Each check's coverage over every partition of a partitioned run, summed.
+
+    Args:
+        record: The run.
+
+    Returns:
+        (check name, expected records found, expected records) per check, in run order: the
+        covered keys where a coverage query named the missing ones, else the rows counted (at
+        most the total); only checks with a count and a total are summed.
+    """
+    sums: dict[str, list[int]] = {}
+    for step in record.steps:
+        if step.partition is None:
+            continue
+        names = display_names(step.counts.items())
+        for key, c in step.counts.items():
+            total = check_total(c)
+            if c.error or c.actual is None or total is None:
+                continue
+            found = total - c.missing_total if c.missing_total is not None else c.actual
+            acc = sums.setdefault(names[key], [0, 0])
+            acc[0] += max(0, min(found, total))
+            acc[1] += total
+    return [(name, found, total) for name, (found, total) in sums.items()]
+
+
 def rerun_command(record: RunRecord, step: StepResult) -> str:
     """The command that runs a step again: its own rendered command, else the runbook's.
 
@@ -1397,7 +1440,8 @@ def rerun_command(record: RunRecord, step: StepResult) -> str:
     """
     if step.command_display:
         return step.command_display
-    return f"runbook run {runbook_shown(record)} --only {step.id}"
+    partition = f" --partition {shlex.quote(step.partition)}" if step.partition is not None else ""
+    return f"runbook run {runbook_shown(record)} --only {step.id}{partition}"
 
 
 def derived_next_steps(record: RunRecord) -> list[tuple[str, str]]:
@@ -1463,7 +1507,18 @@ def _coverage_cell(r: StepResult) -> str:
     return f" {min(percents):g}%" if percents else ""
 
 
-_SHORT_WORD_ORDER = ("ABORTED", "FAILED", "TIMED_OUT", "NOT_FOUND", "PARTIAL", "SKIPPED", "None")
+WORST_FIRST: tuple[Status | None, ...] = (
+    Status.ABORTED,
+    Status.FAILED,
+    Status.TIMED_OUT,
+    Status.NOT_FOUND,
+    Status.PARTIAL,
+    Status.SKIPPED,
+    None,
+    Status.SUCCESS,
+)
+"""Step statuses from the worst a pair or step can end with to the best (None: unfinished)."""
+_SHORT_WORD_ORDER = tuple(str(s.value) if s else "None" for s in WORST_FIRST[:-1])
 
 
 def partition_grid(record: RunRecord) -> PartitionGrid | None:

@@ -47,6 +47,7 @@ from agent.output.facts import (
     missing_key_lines,
     missing_phrase,
     nothing_expected,
+    partition_coverage,
     partition_grid,
     percent_text,
     plural,
@@ -61,6 +62,7 @@ from agent.output.facts import (
     status_tally,
     status_words,
     step_items,
+    step_name,
     timestamp,
     utc,
     value_changes,
@@ -805,12 +807,23 @@ def _conclusion(record: RunRecord, issues: Sequence[Issue]) -> tuple[list[str], 
     sentences: list[str] = []
     ok = [s.title for s in record.steps if s.status == Status.SUCCESS]
     n = len(record.steps)
-    if n:
+    grid = partition_grid(record)
+    coverage: list[str] = []
+    reached = "Coverage reached"
+    if grid is not None:
+        # Pair by pair is the grid's job; here the run in one sentence and each check summed.
+        sentences.append(f"{len(ok)} of {counted(n, 'step run')} succeeded; {grid.summary}.")
+        for name, found, total in partition_coverage(record):
+            share = f" ({percent_text(100.0 * found / total)})" if total else ""
+            coverage.append(f"{name} {found}/{total}{share}")
+        reached = f"Coverage reached over {counted(len(record.partitions), grid.noun[:-1])}"
+    elif n:
         listed = f": {'; '.join(ok)}" if ok else ""
         sentences.append(f"{len(ok)} of {counted(n, 'step')} succeeded{listed}.")
-    coverage: list[str] = []
     changes: list[str] = []
     for step in record.steps:
+        if grid is not None:
+            break
         names = display_names(step.counts.items())
         for key, c in step.counts.items():
             pct = check_percent(c)
@@ -828,7 +841,7 @@ def _conclusion(record: RunRecord, issues: Sequence[Issue]) -> tuple[list[str], 
             if c.measured
         )
     if coverage:
-        sentences.append(f"Coverage reached: {', '.join(coverage)}.")
+        sentences.append(f"{reached}: {', '.join(coverage)}.")
     if changes:
         sentences.append(f"Compared with the baseline: {'; '.join(changes)}.")
     if issues:
@@ -881,9 +894,9 @@ def _execution_log(record: RunRecord, action: str) -> str:
         add(session.started_at, f"Resumed on {session.host} (session {i})")
     for step in record.steps:
         if step.started_at is not None:
-            add(step.started_at, f"{step.title} started")
+            add(step.started_at, f"{step_name(step)} started")
         for attempt in step.attempts[1:]:
-            add(attempt.started_at, f"{step.title} attempt {attempt.number} started")
+            add(attempt.started_at, f"{step_name(step)} attempt {attempt.number} started")
         if step.status is not None:
             verb = {
                 Status.SKIPPED: "skipped",
@@ -893,7 +906,7 @@ def _execution_log(record: RunRecord, action: str) -> str:
             }.get(step.status, "completed")
             add(
                 step.ended_at or step.started_at,
-                f"{step.title} {verb}: {step.status.value}{_key_numbers(step)}",
+                f"{step_name(step)} {verb}: {step.status.value}{_key_numbers(step)}",
             )
     if record.ended_at is not None:
         status = record.status.value if record.status else "unknown"
@@ -906,7 +919,7 @@ def _build(record: RunRecord) -> ReportView:
     heading, action_label = _heading(record)
     grid = partition_grid(record)
     shortfalls = [
-        Bullet(f"{s.title}{_in(s)} (step {n}): {cause_text(s)}", cause_facts(record, s))
+        Bullet(f"{step_name(s)} (step {n}): {cause_text(s)}", cause_facts(record, s))
         for n, s in enumerate(record.steps, 1)
         if fell_short(s)
     ]
@@ -966,11 +979,6 @@ def _build(record: RunRecord) -> ReportView:
     )
 
 
-def _in(step: StepResult) -> str:
-    """` [2026-01-03]`: the partition a result is for, after its title (nothing without)."""
-    return f" [{step.partition}]" if step.partition is not None else ""
-
-
 def _partition_titled(view: StepView, step: StepResult) -> StepView:
-    view.title += _in(step)
+    view.title = step_name(step)
     return view

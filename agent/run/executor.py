@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import getpass
 import json
 import os
@@ -155,6 +157,10 @@ class Runner:
             except Exception:  # noqa: BLE001, S112 - a consumer's error never changes a result
                 continue
 
+    def _emit_for(self, partition: str | None, event: Event) -> None:
+        """A step's event, told with the partition of the pair it is about."""
+        self.emit(dataclasses.replace(event, partition=partition))
+
     # -- templates ---------------------------------------------------------------------------
     def steps_view(self, partition: str | None = None) -> Mapping[str, Any]:
         return StepsView(self._views.get(partition, {}))
@@ -173,7 +179,7 @@ class Runner:
             result=result,
             redactor=self.redactor,
             stop=self.options.stop,
-            emit=self.emit,
+            emit=functools.partial(self._emit_for, result.partition),
             open_warehouse=lambda: self.run_context.open_warehouse(self.options.warehouse_endpoint),
             run_id=self.record.run_id,
             yes=self.options.yes,
@@ -213,7 +219,7 @@ class Runner:
                 continue
             if self.options.stop.is_set():
                 return
-            self.emit(Event("baseline_started", sid))
+            self.emit(Event("baseline_started", sid, partition=part))
             probe = StepResult(id=sid, kind=step.kind, title=result.title, partition=part)
             ctx = self.context(probe, log_suffix=".baseline")
             base = Baseline(measured_at=utcnow())
@@ -227,7 +233,7 @@ class Runner:
             self.journal.append(
                 "baseline", step=sid, baseline=base.model_dump(mode="json"), **_at(part)
             )
-            self.emit(Event("baseline_finished", sid, {"baseline": base}))
+            self.emit(Event("baseline_finished", sid, {"baseline": base}, partition=part))
         self.save()
 
     # -- selection -----------------------------------------------------------------------------
@@ -259,7 +265,7 @@ class Runner:
         started: dict[str, Any] = {"title": result.title, "kind": step.kind}
         with contextlib.suppress(templating.TemplateError):  # the step's own run reports it
             started["instructions"] = REGISTRY[step.kind].instructions(step, ctx)
-        self.emit(Event("step_started", sid, started))
+        self.emit(Event("step_started", sid, started, partition=part))
         try:
             if step.when and not templating.evaluate(step.when, ctx.template_context()):
                 result.status, result.skipped_by = Status.SKIPPED, "when"
@@ -334,7 +340,7 @@ class Runner:
                 **_at(result.partition),
             )
             self.save()
-        self.emit(Event("step_finished", result.id, {"result": result}))
+        self.emit(Event("step_finished", result.id, {"result": result}, result.partition))
 
     def skip(
         self, sid: str, status: Status, reason: str, by: str | None, part: str | None = None
@@ -482,7 +488,7 @@ class Runner:
                 result.status, result.reason = Status.FAILED, str(exc)
                 self._end_pair(step, ctx)
                 continue
-            self.emit(Event("step_started", sid, {"title": result.title, "kind": step.kind}))
+            self.emit(Event("step_started", sid, {"title": result.title, "kind": step.kind}, part))
             runnable.append(ctx)
         if not runnable:
             return

@@ -45,6 +45,13 @@ class Event:
     kind: str  # run_started, step_started, output, retry, poll, step_finished, run_finished, ...
     step_id: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    partition: str | None = None  # the pair's partition in a partitioned run
+
+    @property
+    def label(self) -> str:
+        """The step the event is about, as logs name it: ``load`` or ``load@2026-01-03``."""
+        sid = self.step_id or ""
+        return sid if self.partition is None else f"{sid}@{self.partition}"
 
 
 @dataclass

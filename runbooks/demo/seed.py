@@ -83,6 +83,9 @@ STALE_ROSTER_DAYS = {"GSW": 6, "SAC": 5, "PHX": 4, "POR": 4}
 CLEAN = False  # --clean: no prediction for a player listed OUT (the validator's data_quality)
 GAMES_PER_DAY = (10, 8, 9, 4, 11, 6, 6)  # other days; 296 games from day -30 to day +7
 DAYS_BEFORE, DAYS_AFTER = 45, 14
+# `--week`: the six days before the incident day get boxscores and gamebooks too, except for
+# their last N games (day offset -> N): 2026-01-21 misses 1 of 6 games, 2026-01-23 1 of 10.
+WEEK_GAPS = {-4: 1, -2: 1}
 LINES_SNAPSHOT = time(4, 54)  # odds scraped 15.1 h before the first tip-off
 FIRST = (
     "Aaron",
@@ -270,8 +273,12 @@ def injury_rows(day: date, roster: dict[str, list[tuple[str, str]]]) -> list[tup
     return rows
 
 
-def incident_rows(day: date, games: list[tuple], roster: dict) -> dict[str, list[tuple]]:
-    """Lines, props, boxscores, gamebook, player context and predictions of the incident day."""
+def incident_rows(
+    day: date, games: list[tuple], roster: dict, no_boxscore: set[str] | None = None
+) -> dict[str, list[tuple]]:
+    """Lines, props, boxscores, gamebook, player context and predictions of the incident day
+    (or of another day, with its own games missing their boxscores)."""
+    no_boxscore = NO_BOXSCORE if no_boxscore is None else no_boxscore
     out: dict[str, list[tuple]] = {k: [] for k in ("lines", "props", "box", "gb", "ctx", "pred")}
     snapshot = datetime.combine(day, LINES_SNAPSHOT)
     injuries = {r[2]: r[4] for r in injury_rows(day, roster)}
@@ -287,7 +294,7 @@ def incident_rows(day: date, games: list[tuple], roster: dict) -> dict[str, list
         ]
         for team, opp, is_home in ((home, away, True), (away, home, False)):
             key = game_id + team
-            if label not in NO_BOXSCORE:
+            if label not in no_boxscore:
                 fga, fgm = num(key + "a", 82, 95), num(key + "m", 38, 48)
                 tpa, tpm = num(key + "b", 30, 44), num(key + "n", 10, 17)
                 fta = num(key + "c", 15, 30)
@@ -373,8 +380,28 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> Non
         con.execute(f"COPY {table} FROM '{path}' (HEADER false, NULLSTR '')")
 
 
-def seed(path: Path, date: str) -> None:
-    """Create the warehouse at path as it was on the morning after `date`."""
+def week_rows(
+    day: date, games: list[tuple], roster: dict, gaps: dict[int, int]
+) -> dict[str, list[tuple]]:
+    """Boxscores and gamebooks of the six days before `day`, each missing its last N games."""
+    out: dict[str, list[tuple]] = {"box": [], "gb": []}
+    for offset in range(-6, 0):
+        other = day + timedelta(days=offset)
+        todays = [g for g in games if g[1] == other]
+        cut = len(todays) - gaps.get(offset, 0)
+        missing = {f"{g[5]}@{g[4]}" for g in todays[max(cut, 0) :]}
+        rows = incident_rows(other, todays, roster, no_boxscore=missing)
+        out["box"] += rows["box"]
+        out["gb"] += rows["gb"]
+    return out
+
+
+def seed(path: Path, date: str, *, week: dict[int, int] | None = None) -> None:
+    """Create the warehouse at path as it was on the morning after `date`.
+
+    With `week` (day offset -> games missing), the six days before it have raw boxscores and
+    gamebooks too, for `runbook demo --range`; the incident day is seeded as without it.
+    """
     day = datetime.strptime(date, "%Y-%m-%d").date()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
@@ -382,6 +409,10 @@ def seed(path: Path, date: str) -> None:
     games = schedule_rows(day)
     today = [g for g in games if g[1] == day]
     extra = incident_rows(day, today, roster)
+    if week is not None:
+        before = week_rows(day, games, roster, week)
+        extra["box"] = before["box"] + extra["box"]
+        extra["gb"] = before["gb"] + extra["gb"]
     con = duckdb.connect(str(path))
     try:
         con.execute(SCHEMA)
@@ -438,6 +469,14 @@ def change_world(
     NO_PROPS = NO_PROPS if no_props is None else no_props
 
 
+def _gaps(text: str) -> dict[int, int]:
+    gaps = {}
+    for part in text.split(","):
+        offset, _, n = part.partition("=")
+        gaps[int(offset)] = int(n or 0)
+    return gaps
+
+
 def _matchups(text: str) -> set[str]:
     return {m.strip() for m in text.split(",") if m.strip()}
 
@@ -453,6 +492,14 @@ def main() -> None:
             f"--{name}", type=_matchups, help="matchups (AWAY@HOME, comma-separated)"
         )
     parser.add_argument("--clean", action="store_true", help="no predictions for OUT players")
+    parser.add_argument(
+        "--week",
+        nargs="?",
+        const="",
+        metavar="OFFSET=N,...",
+        help="seed the six days before too; each OFFSET (-6..-1) misses its last N games "
+        "(default: -4=1,-2=1)",
+    )
     args = parser.parse_args()
     change_world(
         clean=args.clean,
@@ -461,8 +508,11 @@ def main() -> None:
         no_gamebook=args.no_gamebook,
         no_props=args.no_props,
     )
-    seed(args.warehouse, args.date)
-    print(f"Seeded {args.warehouse} for {args.date}")
+    week = None
+    if args.week is not None:
+        week = dict(WEEK_GAPS) if not args.week else _gaps(args.week)
+    seed(args.warehouse, args.date, week=week)
+    print(f"Seeded {args.warehouse} for {args.date}" + (" and the week before" if week else ""))
 
 
 if __name__ == "__main__":

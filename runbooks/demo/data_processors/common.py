@@ -26,7 +26,16 @@ def connect() -> duckdb.DuckDBPyConnection:
     path = Path(os.environ.get("WAREHOUSE_PATH", ".runbook/warehouse.duckdb"))
     if not path.is_file():
         raise SystemExit(f"Warehouse not found: {path} (run seed.py first)")
-    return duckdb.connect(str(path))
+    # DuckDB takes one writing process at a time; like a client waiting for a table lock, a
+    # processor run beside another (a partitioned backfill with `parallel: 2`) waits its turn.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def days(start: date, end: date) -> list[date]:
