@@ -32,7 +32,8 @@ def test_demo_range_command_grades_the_week(tmp_path: Path) -> None:
     out = run_cli("demo", "--range", "--dir", str(tmp_path / "d"), "--quiet")
     assert out.returncode == 0, out.stderr
     assert "The demo's backfill of the week ended PARTIALLY COMPLETE" in out.stdout
-    run_dir = next((tmp_path / "d" / "reports").iterdir())
+    (run_json,) = (tmp_path / "d" / "reports").glob("*/run.json")
+    run_dir = run_json.parent
     record = load_record(run_dir)
     assert record.status == RunStatus.PARTIALLY_COMPLETE
     grid = partition_grid(record)

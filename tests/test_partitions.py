@@ -353,7 +353,17 @@ def test_plan_shows_the_partitions_and_the_step_runs(write_runbook: Write, tmp_p
         "## Order\n"
     ) in text
     assert "load:2026-01-01" in text  # the steps, as the first partition runs them
-    assert "- Now: `raw.games`: 2 rows" in text
+    # What each date holds now, in one statement: the gap days by their own numbers.
+    assert (
+        "- Now, by partition (one statement for all):\n  - `2026-01-01`: raw.games 2/2 (100%)\n"
+        in text
+    )
+    assert "  - `2026-01-03`: raw.games 1/2 (50%)\n" in text
+    assert "  - `2026-01-07`: raw.games 0/2 (0%)\n" in text
+    assert text.count("raw.games 2/2 (100%)") == 28
+    steps = review_json(review)["steps"]
+    assert steps[1]["by_partition"][6] == {"partition": "2026-01-07", "now": "raw.games 0/2 (0%)"}
+    assert "by partition" not in render_review(_review(rb, offline=True))
     data = review_json(review)["partitions"]
     assert data["values"] == [d.isoformat() for d in DAYS]
     assert (data["count"], data["steps"], data["step_runs"]) == (30, 3, 90)
@@ -370,7 +380,7 @@ def test_plan_shows_the_partitions_and_the_step_runs(write_runbook: Write, tmp_p
     text = render_review(review)
     assert "- **Step runs:** 3 steps x 7 partitions = 21 step runs\n" in text
     assert "partition (each partition runs all its steps in turn), 1 partition at a time" in text
-    assert "- Now: `raw.games`: 1 rows, 1 expected keys missing" in text  # 2026-01-03
+    assert "  - `2026-01-03`: raw.games 1/2 (50%)\n" in text
 
 
 def test_plan_runs_a_partitions_query_unless_offline(write_runbook: Write, tmp_path: Path) -> None:

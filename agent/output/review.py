@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -268,22 +269,26 @@ def review_plan(
         }
         for s in rb.steps
     }
-    for n, sid in enumerate(loaded.graph.order, start=1):
-        step = steps[sid]
-        ctx = StepContext(
+
+    def context(step: Any, step_vars: Mapping[str, Any]) -> StepContext:
+        return StepContext(
             loaded=loaded,
             vars=step_vars,
             env=env,
             workdir=workdir,
             run_dir=None,
             steps_view=view,
-            result=StepResult(id=sid, kind=step.kind, title=step.label),
+            result=StepResult(id=step.id, kind=step.kind, title=step.label),
             redactor=redactor,
             stop=threading.Event(),
             emit=lambda e: None,
             open_warehouse=lambda: run_context.open_warehouse(endpoint),
             offline=step_offline,
         )
+
+    for n, sid in enumerate(loaded.graph.order, start=1):
+        step = steps[sid]
+        ctx = context(step, step_vars)
         retries = step.retries or rb.defaults.retries
         kind = REGISTRY[step.kind]
         plan = StepPlan(
@@ -308,6 +313,12 @@ def review_plan(
         try:
             plan.title = templating.render(step.label, ctx.template_context())
             plan.review = kind.review(step, ctx)
+            parts = review.partitions
+            if parts is not None and parts.keys and not step_offline and not plan.review.missing:
+                ctxs = {
+                    p: context(step, {**values, parts.var: partition_value(p)}) for p in parts.keys
+                }
+                plan.review.by_partition = kind.review_partitions(step, ctxs, parts.var)
             if plan.review.command:
                 plan.review.command = redactor.redact(plan.review.command)
         except templating.TemplateError as exc:
@@ -393,6 +404,7 @@ def review_json(review: PlanReview) -> dict[str, Any]:
                 "baseline": s.baseline,
                 "checks": s.review.lines,
                 "warehouse": s.review.warehouse,
+                "by_partition": [{"partition": p, "now": now} for p, now in s.review.by_partition],
                 "missing": s.review.missing,
                 "alternatives": s.review.alternatives,
                 "error": s.error,

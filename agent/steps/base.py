@@ -63,6 +63,8 @@ class StepReview:
     missing: list[str] = field(default_factory=list)  # what the run needs and is not there
     alternatives: list[str] = field(default_factory=list)
     warehouse: list[str] = field(default_factory=list)  # current counts, bytes, missing tables
+    # In a partitioned run, what the warehouse holds now for each partition: (partition, line).
+    by_partition: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -231,6 +233,20 @@ class StepKind:
     # A kind that answers many partitions at once (a verify step's one statement) says so;
     # the executor then hands it every partition of a phase through `run_partitions`.
     batches_partitions: bool = False
+
+    def review_partitions(
+        self, step: Any, ctxs: Mapping[str, StepContext], var: str
+    ) -> list[tuple[str, str]]:
+        """What the warehouse holds now for each partition, as `plan` shows it (asking it
+        read-only); a kind with nothing to measure says nothing.
+
+        Args:
+            step: the step.
+            ctxs: partition -> a context whose vars bind the partition var.
+            var: the partition var's name.
+        """
+        del step, ctxs, var
+        return []
 
     def run_partitions(self, step: Any, ctxs: Sequence[StepContext], var: str | None) -> None:
         """Run the step for several partitions at once, filling each context's result.
