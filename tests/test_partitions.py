@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -569,3 +570,42 @@ def test_the_partitioned_verify_on_bigquery_matches_duckdb_in_one_job(
     assert "runbook_partition" in job.query and "@date__p29" in job.query, job.query
     log = (Path(on_bigquery.run_dir or "") / "logs" / "verify@2026-01-01.log").read_text()
     assert "for 30 partitions" in log
+
+
+def test_every_output_tells_the_pairs_apart(write_runbook: Write, tmp_path: Path) -> None:
+    """JUnit, the gantt, the flowchart, show and history of the 30-day run with its 2 gap days."""
+    from agent.output.history import find_runs, history_table, summary_text
+    from agent.output.junit import junit_xml
+    from agent.output.mermaid import run_flowchart, run_gantt
+
+    rb = _runbook(write_runbook, _warehouse(tmp_path))
+    result = run_runbook(rb, RunOptions(reports_dir=Path("reports")))
+    record = result.record
+    xml = junit_xml(record)
+    names = re.findall(r'<testcase [^>]*name="([^"]+)"', xml)
+    assert len(names) == len(set(names)) == 90
+    assert "verify@2026-01-07: verify" in names
+    assert re.search(r'name="verify@2026-01-03: verify"[^>]*>\s*<failure', xml)
+    gantt = run_gantt(record)
+    assert gantt is not None
+    assert gantt.startswith("---\ndisplayMode: compact\n---\ngantt\n")
+    sections = [line.strip() for line in gantt.splitlines() if "section" in line]
+    assert sections == ["section 1. load", "section 2. verify", "section 3. publish"]
+    bands = [line.split(":")[0].strip() for line in gantt.splitlines() if " :" in line]
+    assert bands == [
+        "2026-01-01 to 2026-01-30 (30) SUCCESS",
+        "2026-01-01 to 2026-01-02 (2) SUCCESS",
+        "2026-01-03 PARTIAL",
+        "2026-01-04 to 2026-01-06 (3) SUCCESS",
+        "2026-01-07 PARTIAL",
+        "2026-01-08 to 2026-01-30 (23) SUCCESS",
+        "2026-01-01 to 2026-01-30 (30) SUCCESS",
+    ]
+    flow = run_flowchart(record)
+    assert '    s2["2. verify<br/>2 PARTIAL, 28 SUCCESS"]\n    class s2 partial' in flow
+    assert flow.count('["') == 3
+    shown = summary_text(record, result.run_dir)
+    assert "partitions: 28 of 30 dates complete; 2 partial: 2026-01-03, 2026-01-07" in shown
+    assert re.search(r"\| verify +\| 2026-01-07 +\| verify +\| PARTIAL", shown)
+    table = history_table(find_runs(Path("reports")))
+    assert "| partitions " in table and "| 28/30 complete " in table

@@ -84,6 +84,7 @@ __all__ = [
     "status_tally",
     "status_words",
     "step_items",
+    "step_label",
     "step_name",
     "timestamp",
     "utc",
@@ -1399,6 +1400,18 @@ def step_name(step: StepResult) -> str:
         The text.
     """
     return step.title + (f" [{step.partition}]" if step.partition is not None else "")
+
+
+def step_label(step: StepResult) -> str:
+    """A result's id, with its partition as its log is named (``load``, ``load@2026-01-03``).
+
+    Args:
+        step: The result.
+
+    Returns:
+        The text.
+    """
+    return step.id if step.partition is None else f"{step.id}@{step.partition}"
 
 
 def partition_coverage(record: RunRecord) -> list[tuple[str, int, int]]:

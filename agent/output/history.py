@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.output.facts import duration_text, run_seconds, utc
+from agent.output.facts import duration_text, partition_grid, run_seconds, utc
 from agent.output.markdown import plain_table
 from agent.record import RunRecord, read_runs
 
@@ -97,6 +97,13 @@ def history_table(rows: list[RunRow]) -> str:
         for r in rows
     ]
     headers = ["run id", "runbook", "vars", "status", "started (UTC)", "duration", "operator"]
+    grids = [partition_grid(r.record) for r in rows]
+    if any(g is not None for g in grids):
+        # Partitioned runs: how many of their partitions are complete.
+        headers.insert(4, "partitions")
+        for row, grid in zip(body, grids, strict=True):
+            complete = f"{len(grid.complete)}/{len(grid.rows)} complete" if grid else ""
+            row.insert(4, complete)
     return plain_table(body, headers)
 
 
@@ -114,9 +121,13 @@ def summary_text(record: RunRecord, run_dir: Path) -> str:
         f"report:   {run_dir / 'report.md'}",
         "",
     ]
+    grid = partition_grid(record)
+    if grid is not None:
+        lines.insert(5, f"partitions: {grid.summary}")
     body = [
         [
             s.id,
+            *([s.partition or ""] if grid is not None else []),
             s.kind,
             s.status.value if s.status else "-",
             duration_text(s.duration_s),
@@ -124,5 +135,6 @@ def summary_text(record: RunRecord, run_dir: Path) -> str:
         ]
         for s in record.steps
     ]
-    lines.append(plain_table(body, ["step", "kind", "status", "time", "reason"]))
+    headers = ["step", *(["partition"] if grid is not None else []), "kind", "status", "time"]
+    lines.append(plain_table(body, [*headers, "reason"]))
     return "\n".join(lines) + "\n"

@@ -1,11 +1,18 @@
-"""JUnit XML from a run record: one testcase per step, so CI systems show runs natively."""
+"""JUnit XML from a run record: one testcase per step (per pair, partitioned), for CI systems."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from agent.output.facts import capture_text, cause_text, defaulted, run_seconds, status_tally
+from agent.output.facts import (
+    capture_text,
+    cause_text,
+    defaulted,
+    run_seconds,
+    status_tally,
+    step_label,
+)
 from agent.record import RunRecord, Status
 
 __all__ = ["junit_xml", "write_junit"]
@@ -64,7 +71,7 @@ def junit_xml(record: RunRecord) -> str:
             suite,
             "testcase",
             classname=f"{record.runbook_id}.{step.kind}",
-            name=_clean(f"{step.id}: {step.title}"),
+            name=_clean(f"{step_label(step)}: {step.title}"),
             time=f"{step.duration_s or 0.0:.3f}",
         )
         reason = step.reason or (step.status.value if step.status else "not finished")

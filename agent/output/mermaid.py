@@ -6,8 +6,8 @@ import re
 from datetime import datetime, timedelta
 
 from agent.output import markdown
-from agent.output.facts import utc
-from agent.record import RunRecord, Status
+from agent.output.facts import WORST_FIRST, status_tally, utc
+from agent.record import RunRecord, Status, StepResult
 
 __all__ = ["gantt_head", "gantt_time", "label", "run_flowchart", "run_gantt"]
 
@@ -90,6 +90,8 @@ def run_gantt(record: RunRecord) -> str | None:
     Returns:
         The chart, or None before any step ran.
     """
+    if record.partition_var is not None:
+        return _partition_gantt(record)
     rows = []
     for n, step in enumerate(record.steps, 1):
         if step.started_at is None or step.ended_at is None or step.status == Status.SKIPPED:
@@ -109,6 +111,85 @@ def run_gantt(record: RunRecord) -> str | None:
     return "\n".join([*head, "    section Steps", *rows])
 
 
+def _bands(pairs: list[StepResult]) -> list[tuple[str, Status, datetime, datetime]]:
+    """Runs of consecutive partitions of one step that ended alike, as (label, status, start,
+    end): 180 dates that all succeeded are one band."""
+    bands: list[tuple[list[str], Status, datetime, datetime]] = []
+    for r in pairs:
+        status = r.status
+        if r.started_at is None or r.ended_at is None or status is None:
+            continue
+        if status == Status.SKIPPED:
+            continue
+        end = max(r.ended_at, r.started_at + timedelta(milliseconds=1))
+        if bands and bands[-1][1] == status:
+            names, _, start, last = bands[-1]
+            names.append(r.partition or "")
+            bands[-1] = (names, status, min(start, r.started_at), max(last, end))
+        else:
+            bands.append(([r.partition or ""], status, r.started_at, end))
+    out = []
+    for names, status, start, end in bands:
+        text = names[0] if len(names) == 1 else f"{names[0]} to {names[-1]} ({len(names)})"
+        out.append((text, status, start, end))
+    return out
+
+
+def _partition_gantt(record: RunRecord) -> str | None:
+    """A partitioned run's gantt: a section per step, its partitions as bands on shared rows
+    (Mermaid's compact mode), readable at 180 dates."""
+    by_step: dict[str, list[StepResult]] = {}
+    for r in record.steps:
+        by_step.setdefault(r.id, []).append(r)
+    lines: list[str] = []
+    n = 0
+    for number, pairs in enumerate(by_step.values(), 1):
+        bands = _bands(pairs)
+        if not bands:
+            continue
+        lines.append(f"    section {number}. {label(pairs[0].title)}")
+        for text, status, start, end in bands:
+            n += 1
+            tag = _GANTT_TAG.get(status)
+            tags = f"{tag}, " if tag else ""
+            lines.append(
+                f"    {label(text)} {status.value} :{tags}b{n}, "
+                f"{gantt_time(start, millis=True)}, {gantt_time(end, millis=True)}"
+            )
+    if not lines:
+        return None
+    head = gantt_head(record.title, millis=True, axis="%H:%M:%S", note=" (UTC)")
+    return "\n".join(["---", "displayMode: compact", "---", *head, *lines])
+
+
+def _partition_flowchart(record: RunRecord) -> str:
+    """A partitioned run's flowchart: one node per step with its partitions tallied, coloured
+    by its worst pair."""
+    by_step: dict[str, list[StepResult]] = {}
+    for r in record.steps:
+        by_step.setdefault(r.id, []).append(r)
+    ids = {sid: f"s{n}" for n, sid in enumerate(by_step, 1)}
+    lines = ["flowchart TD"]
+    used: dict[str, str] = {}
+    for n, (sid, pairs) in enumerate(by_step.items(), 1):
+        tally = sorted(status_tally(pairs).items(), key=lambda t: WORST_FIRST.index(t[0]))
+        text = ", ".join(f"{k} {st.value if st else 'NOT RUN'}" for st, k in tally)
+        lines.append(f'    {ids[sid]}["{n}. {label(pairs[0].title)}<br/>{label(text)}"]')
+        worst = tally[0][0]
+        if worst in _FLOW_CLASS:
+            name, style = _FLOW_CLASS[worst]
+            used[name] = style
+            lines.append(f"    class {ids[sid]} {name}")
+    for sid in by_step:
+        needs = set(record.needs.get(sid, []))
+        for before in record.after.get(sid, []):
+            if before in ids:
+                arrow = "-->" if before in needs else "-.->"
+                lines.append(f"    {ids[before]} {arrow} {ids[sid]}")
+    lines.extend(f"    classDef {name} {style}" for name, style in used.items())
+    return "\n".join(lines)
+
+
 def run_flowchart(record: RunRecord) -> str:
     """The steps' DAG as a flowchart, each step coloured by its status.
 
@@ -120,6 +201,8 @@ def run_flowchart(record: RunRecord) -> str:
     Returns:
         The chart.
     """
+    if record.partition_var is not None:
+        return _partition_flowchart(record)
     lines = ["flowchart TD"]
     ids = {s.id: f"s{n}" for n, s in enumerate(record.steps, 1)}
     used: dict[str, str] = {}
