@@ -46,6 +46,12 @@ def test_plain_collapses_newlines() -> None:
         ("\x1b[32mgreen\x1b[0m\x00", "green"),
         ("snake_case_name", "snake_case_name"),
         (42, "42"),
+        ("[Click](https://evil.example/p)", "\\[Click\\](`https://evil.example/p)`"),
+        ("![px](x.png)", "!\\[px\\](x.png)"),
+        ("see www.evil.example now", "see `www.evil.example` now"),
+        ("mail a.b@evil.example", "mail `a.b@evil.example`"),
+        ("ftp://h/x|y", "`ftp://h/x\\|y`"),
+        ("ratio: 0.5 step:verify 12:30", "ratio: 0.5 step:verify 12:30"),
     ],
 )
 def test_inline(raw: object, expected: str) -> None:

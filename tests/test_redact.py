@@ -142,3 +142,56 @@ def test_stream_handles_invalid_utf8_around_a_secret() -> None:
     stream = redactor.stream()
     out = stream.feed(b"\xff\xc3s3cret-") + stream.feed(b"value\x80\n") + stream.flush()
     assert out == b"\xff\xc3***\x80\n"
+
+
+def test_markdown_and_html_escaped_forms_are_masked() -> None:
+    secret = "Abc&Sec|ret<1>"
+    r = Redactor([secret])
+    for shown in ("Abc&amp;Sec|ret&lt;1&gt;", "Abc&Sec\\|ret<1>", "Abc&amp;Sec\\|ret&lt;1&gt;"):
+        assert r.redact(f"x {shown} y") == f"x {MASK} y", shown
+
+
+def test_base64_wrapped_at_76_and_64_columns_is_masked_line_by_line() -> None:
+    secret = "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiIxMjM0NTY3ODkwIn0" * 5 + ".sig"
+    r = Redactor([secret])
+    wrapped = base64.encodebytes((secret + "\n").encode()).decode()
+    lines = wrapped.splitlines()
+    assert len(lines) >= 3 and all(len(line) == 76 for line in lines[:-1])
+    masked = [r.redact(line) for line in lines]
+    assert masked[:-1] == [MASK] * (len(lines) - 1)
+    # Left: the character mixing the last bits with the newline, and the padding.
+    assert masked[-1].startswith(MASK) and len(masked[-1]) <= len(MASK) + 3
+    assert r.redact_bytes(wrapped.encode()).startswith(MASK.encode())
+    pem = "\n".join(
+        base64.b64encode(secret.encode()).decode()[i : i + 64] for i in range(0, 200, 64)
+    )
+    assert secret[:40] not in r.redact(pem)
+    assert all(r.redact(line).startswith(MASK) for line in pem.splitlines())
+
+
+def test_text_is_cleaned_before_it_is_masked() -> None:
+    secret = "AbcSecretValue123"
+    r = Redactor([secret])
+    for hidden in (
+        "\x1b[0m",
+        "\x1b]0;t\x07",
+        "\x00",
+        "\x01",
+        "\u200b",
+        "\u200f",
+        "\u2066",
+        "\ufeff",
+    ):
+        assert r.redact(f"A:Abc{hidden}SecretValue123.") == f"A:{MASK}.", repr(hidden)
+    assert Redactor([]).redact("a\x01b") == "a\x01b"  # nothing to mask: a pass-through
+
+
+def test_bytes_with_invisible_characters_inside_a_secret_are_masked() -> None:
+    secret = "AbcSecretValue123"
+    r = Redactor([secret])
+    for hidden in (b"\x1b[0m", b"\x00", b"\x01", "\u200b".encode(), "\u202e".encode()):
+        data = b"A:Abc" + hidden + b"SecretValue123\n"
+        assert r.redact_bytes(data) == b"A:" + MASK.encode() + b"\n", hidden
+        stream = r.stream()
+        assert stream.feed(data) + stream.flush() == b"A:" + MASK.encode() + b"\n", hidden
+    assert r.redact_bytes(b"\x1b[1mplain\x1b[0m") == b"\x1b[1mplain\x1b[0m"

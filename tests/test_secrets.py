@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -307,3 +308,143 @@ def test_secrets_in_error_messages_and_shell_quoted_are_masked(
     record = load_record(run_dir)
     assert MASK in (record.step("nowhere").reason or "")
     assert record.step("quoted").status == Status.FAILED
+
+
+# A secret with characters markdown and HTML escape, and a long token (a JWT) that a step pipes
+# through `base64`, which wraps its output at 76 columns.
+ESCAPED = "Abc&Secret|Value<123>"
+JWT = "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ" * 3 + ".c2ln"
+HOOK = "hooks.example.com/services/T000/B000/HookSecretPath"
+
+HIDER = textwrap.dedent("""
+    import base64, sys
+    secret, jwt = sys.argv[1], sys.argv[2]
+    out = sys.stdout.buffer
+    def say(text):
+        out.write(text.encode() + b"\\n")
+    head, rest = secret[:3], secret[3:]
+    say("ansi: " + head + "\\x1b[0m" + rest)
+    say("osc: " + head + "\\x1b]0;title\\x07" + rest)
+    say("nul: " + head + "\\x00" + rest)
+    say("soh: " + head + "\\x01" + rest)
+    say("bidi: " + head + "\\u200f" + rest[:2] + "\\u2066" + rest[2:])
+    say("zero-width: " + head + "\\u200b" + rest)
+    say("plain: " + secret)
+    out.write(base64.encodebytes((jwt + "\\n").encode()))
+    say("[Click here](https://evil.example/phish) ![px](https://evil.example/t.png) "
+        "<https://evil.example/auto> www.evil.example mail@evil.example")
+    say("fatal: " + head + "\\x1b[31m" + rest + " [Click](https://evil.example/x)")
+    out.flush()
+    sys.exit(1)
+""")
+
+
+def _reader_view(name: str, data: bytes) -> str:
+    """What a person reads of a file or the console: rendered, decoded and cleaned."""
+    import html
+    import xml.etree.ElementTree as ET
+
+    from markdown_it import MarkdownIt
+
+    from agent.proc.terminal import clean
+
+    text = data.decode("utf-8", errors="replace")
+    if name.endswith(".md"):
+        rendered = MarkdownIt("commonmark").enable("table").render(text)
+        # Quoted output is inert: no link or image, and what GFM would autolink is code.
+        assert "<img" not in rendered, name
+        assert "evil.example" not in re.sub(
+            r"<code[^>]*>.*?</code>", "", rendered, flags=re.DOTALL
+        ), name
+        text = html.unescape(re.sub(r"<[^>]+>", "", rendered))
+    elif name.endswith((".json", ".jsonl")):
+        values: list[str] = []
+
+        def walk(node: object) -> None:
+            if isinstance(node, str):
+                values.append(node)
+            elif isinstance(node, dict):
+                for key, value in node.items():
+                    walk(key)
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        for line in text.splitlines() if name.endswith(".jsonl") else [text]:
+            walk(json.loads(line))
+        text = "\n".join(values)
+    elif name.endswith(".xml"):
+        root = ET.fromstring(data)
+        text = "\n".join([*root.itertext(), *(v for e in root.iter() for v in e.attrib.values())])
+    return clean(text)
+
+
+def test_secrets_hidden_by_invisible_characters_escaping_or_wrapping_reach_no_reader(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    """Masking sees the text as its reader will: cleaned, escaped, wrapped (issue 18, item 2)."""
+    (tmp_path / "hide.py").write_text(HIDER, encoding="utf-8")
+    rb = write_runbook(f"""
+        version: 1
+        id: hiding
+        title: Hiding
+        secrets: [API_KEY, JWT]
+        steps:
+          - id: hider
+            kind: run
+            command: {PY} hide.py "{{{{ env.API_KEY }}}}" "{{{{ env.JWT }}}}"
+            capture:
+              seen: 'ansi: (.+)'
+            details:
+              - {{match: 'Click', mark: warn}}
+    """)
+    env = {**os.environ, "API_KEY": ESCAPED, "JWT": JWT}
+    res = run_cli(
+        "run",
+        str(rb),
+        "--reports",
+        "reports",
+        "-v",
+        "--junit",
+        "junit.xml",
+        "--notify",
+        HOOK,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert res.returncode == 1, res.stderr
+    (run_dir,) = (tmp_path / "reports").glob("*-hiding-*")
+    fu = run_cli("followup", str(run_dir), "-o", "fu.yaml", cwd=tmp_path, env=env)
+    assert fu.returncode == 0, fu.stderr
+    sinks = {
+        str(p.relative_to(tmp_path)): p.read_bytes()
+        for p in [*run_dir.rglob("*"), tmp_path / "junit.xml", tmp_path / "fu.yaml"]
+        if p.is_file()
+    }
+    sinks["console"] = (res.stdout + res.stderr + fu.stdout + fu.stderr).encode()
+    assert {"junit.xml", "fu.yaml", "console"} <= set(sinks)
+    assert any(name.endswith("report.md") for name in sinks)
+    wrapped = base64.encodebytes((JWT + "\n").encode()).decode().splitlines()
+    # Every full line of the wrapped encoding is the secret's alone; the last one mixes in the
+    # newline `echo` adds, and only its first characters are the secret's.
+    pieces = {"escaped secret": ESCAPED, "jwt": JWT, "hook": HOOK}
+    pieces.update({f"base64 line {i}": line for i, line in enumerate(wrapped[:-1], 1)})
+    leaks = [
+        f"{what} in {name}"
+        for name, data in sinks.items()
+        for what, piece in pieces.items()
+        if piece in _reader_view(name, data)
+    ]
+    assert leaks == []
+    record = load_record(run_dir)
+    step = record.step("hider")
+    assert step.captures == {"seen": MASK}
+    assert step.reason is not None
+    assert f"fatal: {MASK}" in step.reason
+    tail = "\n".join(step.output_tail)
+    for label in ("ansi", "osc", "nul", "soh", "bidi", "zero-width", "plain"):
+        assert f"{label}: {MASK}" in tail, label
+    assert (run_dir / "notify.log").read_text() == (
+        "notification failed: the webhook URL does not start with http:// or https://\n"
+    )

@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 from tabulate import tabulate
 
+from agent.proc.terminal import clean
+
 __all__ = [
     "clean",
     "code",
@@ -19,17 +21,6 @@ __all__ = [
     "table",
 ]
 
-# ANSI escape sequences: CSI (colours, cursor), OSC (titles, hyperlinks), and two-byte escapes.
-_ANSI = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC, terminated by BEL or ST (or cut off)
-    r"|\x1b[@-Z\\-_]"  # two-byte escapes
-    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
-)
-# Control characters except tab and newline, DEL, C1 controls, and bidi overrides/isolates
-# (which can make text display in an order other than the one it is stored in).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_NEWLINES = re.compile(r"\r\n|[\r\n\u2028\u2029\x85]")
 _SPACES = re.compile(r"\s+")
 _BACKTICKS = re.compile(r"`+")
 # `&` that does not start a character reference stays visible as `&`.
@@ -41,21 +32,10 @@ _LINE_START = (
     re.compile(r"^([-*_=])(?=(?:\s*[-*_=]){2,}\s*$)"),  # thematic break / setext underline
     re.compile(r"^(~{3,})"),  # tilde fence
 )
+# What a renderer links by itself (GFM's autolinks): a URL with `scheme://`, a `www.` name, an
+# e-mail address. Shown as code, where no renderer links anything.
+_LINKISH = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+|\bwww\.\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _ORDERED = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")
-
-
-def clean(text: object) -> str:
-    """Remove ANSI escapes, NUL and other control characters; keep newlines and tabs.
-
-    Args:
-        text: Any value; it is converted with ``str``.
-
-    Returns:
-        The text with ``\\r\\n``/``\\r`` turned into ``\\n`` and nothing a terminal interprets.
-    """
-    s = _ANSI.sub("", str(text))
-    s = _NEWLINES.sub("\n", s)
-    return _CONTROL.sub("", s)
 
 
 def plain(text: object) -> str:
@@ -73,9 +53,11 @@ def plain(text: object) -> str:
 def inline(text: object) -> str:
     """Make `text` safe as inline markdown on one line: it can add no HTML and no structure.
 
-    Raw HTML is neutralised (``<``, ``>``, bare ``&``), newlines are collapsed, backticks and
-    pipes are backslash-escaped (no code span or table cell can be opened or closed), and
-    whatever would start a heading, quote, list, rule or fence at the start of a line is escaped.
+    Raw HTML is neutralised (``<``, ``>``, bare ``&``), newlines are collapsed, backticks,
+    pipes and brackets are backslash-escaped (no code span, table cell, link or image can be
+    opened or closed), whatever a renderer would autolink (a URL, ``www.``, an e-mail address)
+    becomes a code span, and whatever would start a heading, quote, list, rule or fence at the
+    start of a line is escaped.
 
     Args:
         text: Any value; it is converted with ``str``.
@@ -84,15 +66,25 @@ def inline(text: object) -> str:
         Markdown that renders as the original text.
     """
     s = plain(text)
-    s = s.replace("\\", "\\\\")
-    s = _BARE_AMP.sub("&amp;", s).replace("<", "&lt;").replace(">", "&gt;")
-    s = s.replace("`", "\\`").replace("|", "\\|")
+    pos, parts = 0, []
+    for match in _LINKISH.finditer(s):
+        parts.append(_escape(s[pos : match.start()]))
+        parts.append(code(match.group()).replace("|", "\\|"))
+        pos = match.end()
+    s = "".join(parts) + _escape(s[pos:])
     for pattern in _LINE_START:
         s = pattern.sub(lambda m: "\\" + m.group(1), s, count=1)
     s = _ORDERED.sub(lambda m: m.group(1) + "\\" + m.group(2), s, count=1)
     if s.endswith("#"):  # a closing sequence of an ATX heading would be eaten
         s = s[:-1] + "\\#"
     return s
+
+
+def _escape(s: str) -> str:
+    """Backslash-escape what opens markdown structure inside a line, and neutralise HTML."""
+    s = s.replace("\\", "\\\\")
+    s = _BARE_AMP.sub("&amp;", s).replace("<", "&lt;").replace(">", "&gt;")
+    return s.replace("`", "\\`").replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
 
 
 def code(text: object) -> str:
@@ -143,7 +135,7 @@ def link(text: object, target: object) -> str:
         ``[text](target)``.
     """
     dest = quote(plain(target), safe="/._-~:#?=&%+@")
-    label = inline(text).replace("[", "\\[").replace("]", "\\]")
+    label = inline(text)
     return f"[{label}]({dest})"
 
 

@@ -52,9 +52,12 @@ def payload(record: RunRecord, run_dir: Path) -> dict[str, Any]:
 
 
 def post(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> str | None:
-    """POST JSON to `url`; return None on success, else one line saying what went wrong."""
+    """POST JSON to `url`; return None on success, else one line saying what went wrong.
+
+    The line never holds the URL: a webhook's path is its credential (Slack's `/services/...`).
+    """
     if not url.startswith(("http://", "https://")):
-        return f"notification failed: not an http(s) URL: {url}"
+        return "notification failed: the webhook URL does not start with http:// or https://"
     data = json.dumps(body).encode()
     # http(s) only, checked above, so neither Request nor urlopen can reach file: URLs.
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})  # noqa: S310
@@ -65,7 +68,8 @@ def post(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> str | None
     except urllib.error.HTTPError as exc:
         return f"notification failed: HTTP {exc.code}"
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        return f"notification failed: {getattr(exc, 'reason', exc)}"
+        reason = str(getattr(exc, "reason", exc)).replace(url, "<webhook URL>")
+        return f"notification failed: {reason}"
     return None
 
 

@@ -7,7 +7,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import select
 import shlex
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent.proc.redact import Redactor, StreamRedactor
+from agent.proc.terminal import strip_ansi
 
 __all__ = [
     "CHUNK_SIZE",
@@ -61,12 +61,6 @@ _RELEASE_ON_FULL = 64 * 1024
 """When the disk fills up under a log, this much of the log's end is given back, so that the
 journal, run.json and the report (small files) can still be written and the run ends clearly."""
 
-_ANSI_RE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement, erase
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window titles, hyperlinks
-    r"|\x1b[@-Z\\-_]"  # other two-character escapes
-)
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -104,20 +98,6 @@ def shell_quote(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def strip_ansi(text: str) -> str:
-    """Remove ANSI escape sequences (colours, cursor movement, titles) from a text.
-
-    Args:
-        text: one line of terminal output.
-
-    Returns:
-        The text without escape sequences.
-    """
-    if "\x1b" not in text:
-        return text
-    return _ANSI_RE.sub("", text)
-
-
 def _may_hold_long_line(text: str, start: int, end: int) -> bool:
     """Whether a line of `block` may exceed MAX_LINE_CHARS (never False when one does).
 
@@ -144,8 +124,12 @@ class _Lines:
         on_block: Callable[[str, int, int], None] | None = None,
         *,
         every_line: bool = True,
+        redactor: Redactor | None = None,
     ) -> None:
         self.tail: deque[str] = deque(maxlen=max(tail_lines, 0))
+        # The bytes were masked as they streamed; the lines are masked again once cleaned,
+        # because removing an escape code or an invisible character inside a secret rebuilds it.
+        self._redactor = redactor if redactor is not None and redactor.active else None
         self._on_line = on_line
         self._on_block = on_block
         self._undecoded = b""  # the start of a UTF-8 character cut off by the chunk's end
@@ -238,6 +222,9 @@ class _Lines:
             start, end = 0, len(text)
         if text.find("\r", start, end) >= 0 or text.find("\x1b", start, end) >= 0:
             text = "\n".join(strip_ansi(_overwrite(line)) for line in text[start:end].split("\n"))
+            start, end = 0, len(text)
+        if self._redactor is not None:
+            text = self._redactor.redact(text[start:end])
             start, end = 0, len(text)
         n = self.tail.maxlen or 0
         if n:
@@ -636,7 +623,7 @@ def run_process(
     stream: StreamRedactor | None = (
         redactor.stream() if redactor is not None and redactor.active else None
     )
-    lines = _Lines(tail_lines, on_line, on_block, every_line=every_line)
+    lines = _Lines(tail_lines, on_line, on_block, every_line=every_line, redactor=redactor)
     pgid = proc.pid  # start_new_session: the child leads a new session and process group
     if on_spawn is not None:
         on_spawn(pgid)
