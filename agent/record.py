@@ -441,16 +441,85 @@ def replay_journal(
     Returns:
         The same record.
     """
+    from pydantic import ValidationError as PydanticError
+
+    from agent.errors import RunbookError
+
     index: dict[tuple[Any, Any], int] = {(s.id, s.partition): i for i, s in enumerate(record.steps)}
     for ev in Journal.read(journal) if events is None else events:
         at = index.get((ev.get("step"), ev.get("partition")))
         if at is None:
             continue
-        if ev.get("event") == "step_finished" and isinstance(ev.get("result"), dict):
-            record.steps[at] = StepResult.model_validate(ev["result"])
-        elif ev.get("event") == "baseline" and record.steps[at].baseline is None:
-            record.steps[at].baseline = Baseline.model_validate(ev["baseline"])
+        kind = ev.get("event")
+        try:
+            if kind == "step_finished":
+                record.steps[at] = _journal_result(ev)
+            elif kind == "baseline" and record.steps[at].baseline is None:
+                record.steps[at].baseline = Baseline.model_validate(ev.get("baseline"))
+        except (PydanticError, ValueError) as exc:
+            detail = _first_error(exc)
+            raise RunbookError(
+                f"{journal}: the {kind} line of step {ev.get('step')!r} is damaged ({detail}): "
+                "restore it, or delete it and the lines after it to run those steps again"
+            ) from None
     return record
+
+
+def _journal_result(ev: dict[str, Any]) -> StepResult:
+    """The result a step_finished line holds, checked to be its own step's."""
+    result = StepResult.model_validate(ev.get("result"))
+    if result.id != ev.get("step"):
+        raise ValueError(f"the result is step {result.id!r}'s")
+    return result
+
+
+def _first_error(exc: Exception) -> str:
+    """The first problem of a validation error, on one line."""
+    from pydantic import ValidationError as PydanticError
+
+    if isinstance(exc, PydanticError):
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return str(exc)
+
+
+def _cut_torn_end(path: Path) -> None:
+    """Drop the torn last line a crash mid-write left, so the next line starts a line of its own."""
+    try:
+        with path.open("rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            start = max(size - (1 << 20), 0)  # a journal line is far shorter than a MiB
+            fh.seek(start)
+            tail = fh.read()
+            newline = tail.rfind(b"\n")
+            fh.truncate(start + newline + 1 if newline >= 0 else 0 if start == 0 else size)
+    except FileNotFoundError:
+        return
+
+
+_PAIR_EVENTS = frozenset({"step_started", "step_finished", "spawned", "baseline"})
+
+
+def _event_problem(ev: object) -> str | None:
+    """What makes a parsed journal line something this tool never writes, or None."""
+    if not isinstance(ev, dict):
+        return f"a JSON {type(ev).__name__} where an event object belongs"
+    if not isinstance(ev.get("event"), str):
+        return "no event name"
+    if ev["event"] in _PAIR_EVENTS:
+        if not isinstance(ev.get("step"), str):
+            return f"a {ev['event']} event without its step"
+        if not isinstance(ev.get("partition"), str | None):
+            return "a partition that is not text"
+    if ev["event"] == "step_finished" and not isinstance(ev.get("result"), dict):
+        return "a step_finished event without its result"
+    return None
 
 
 class Journal:
@@ -458,6 +527,7 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        _cut_torn_end(path)
         self._fh = path.open("a", encoding="utf-8")
         # Step threads (--parallel) append their step_started and spawned lines on their own;
         # a text file object is not safe to write from two threads at once.
@@ -482,13 +552,37 @@ class Journal:
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
-        """Read every complete line; a torn last line (a crash mid-write) is ignored."""
+        """Read every line; a torn last line (a crash mid-write) is ignored.
+
+        Raises:
+            RunbookError: the journal cannot be read, or a line is damaged (not the torn end of
+                a crash): what ran cannot be told then, and guessing could run a step twice.
+        """
+        from agent.errors import RunbookError
+
         events: list[dict[str, Any]] = []
         if not path.exists():
             return events
-        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                events.append(json.loads(raw))
-            except json.JSONDecodeError:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise RunbookError(f"cannot read the journal {path}: {exc.strerror or exc}") from None
+        lines = text.split("\n")
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
                 continue
+            try:
+                ev = json.loads(raw)
+            except json.JSONDecodeError:
+                if number == len(lines):  # no newline after it: the write a crash cut short
+                    continue
+                problem: str | None = "not JSON"
+            else:
+                problem = _event_problem(ev)
+            if problem is not None:
+                raise RunbookError(
+                    f"{path}:{number}: damaged journal line ({problem}): restore it, or delete "
+                    "it and the lines after it to run those steps again"
+                )
+            events.append(ev)
         return events

@@ -452,3 +452,186 @@ def test_show_report_and_followup_of_a_crashed_run_read_the_journal(
     report = _cli("report", str(run_dir), cwd=tmp_path)
     text, _ = report.communicate(timeout=30)
     assert "### 1. a\n**Status:** ✅ SUCCESS" in text
+
+
+def _journal_lines(run_dir: Path) -> list[str]:
+    return (run_dir / "journal.jsonl").read_text().splitlines()
+
+
+def _finished_line(run_dir: Path, step: str) -> int:
+    """The index of step's step_finished line in the journal."""
+    for i, line in enumerate(_journal_lines(run_dir)):
+        ev = json.loads(line)
+        if ev["event"] == "step_finished" and ev["step"] == step:
+            return i
+    raise AssertionError(step)
+
+
+def _replace_line(run_dir: Path, index: int, text: str) -> None:
+    lines = _journal_lines(run_dir)
+    lines[index] = text
+    (run_dir / "journal.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _damage_result(run_dir: Path, index: int, change: Callable[[dict[str, object]], None]) -> None:
+    ev = json.loads(_journal_lines(run_dir)[index])
+    change(ev)
+    _replace_line(run_dir, index, json.dumps(ev))
+
+
+# How a hand or a tool can damage a journal; each (shape, how, the message's middle).
+DAMAGED_JOURNALS: list[tuple[str, Callable[[Path, int], None], str]] = [
+    ("a number", lambda d, i: _replace_line(d, i, "42"), "damaged journal line (a JSON int"),
+    ("a list", lambda d, i: _replace_line(d, i, "[1, 2]"), "damaged journal line (a JSON list"),
+    ("a string", lambda d, i: _replace_line(d, i, '"x"'), "damaged journal line (a JSON str"),
+    ("not JSON", lambda d, i: _replace_line(d, i, "{oops"), "damaged journal line (not JSON)"),
+    (
+        "no step",
+        lambda d, i: _damage_result(d, i, lambda ev: ev.pop("step")),
+        "(a step_finished event without its step)",
+    ),
+    (
+        "no result",
+        lambda d, i: _damage_result(d, i, lambda ev: ev.pop("result")),
+        "(a step_finished event without its result)",
+    ),
+    (
+        "a string result",
+        lambda d, i: _damage_result(d, i, lambda ev: ev.update(result="SUCCESS")),
+        "(a step_finished event without its result)",
+    ),
+    (
+        "a result of the wrong shape",
+        lambda d, i: _damage_result(d, i, lambda ev: ev.update(result={"id": "a"})),
+        "the step_finished line of step 'a' is damaged (kind: Field required)",
+    ),
+    (
+        "another step's result",
+        lambda d, i: _damage_result(
+            d,
+            i,
+            lambda ev: ev.update(result={**ev["result"], "id": "c"}),  # type: ignore[dict-item]
+        ),
+        "the step_finished line of step 'a' is damaged (the result is step 'c''s)",
+    ),
+    (
+        "no event name",
+        lambda d, i: _damage_result(d, i, lambda ev: ev.update(event=7)),
+        "damaged journal line (no event name)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "damage", "message"), DAMAGED_JOURNALS, ids=[d[0] for d in DAMAGED_JOURNALS]
+)
+def test_a_damaged_journal_is_one_line_and_runs_nothing(
+    write_runbook: Write,
+    tmp_path: Path,
+    shape: str,
+    damage: Callable[[Path, int], None],
+    message: str,
+) -> None:
+    rb = _runbook(write_runbook, tmp_path)
+    run_dir = _crash(rb, tmp_path, "started:b")
+    damage(run_dir, _finished_line(run_dir, "a"))
+    before = (run_dir / "journal.jsonl").read_bytes()
+    res = _resume(run_dir, tmp_path)
+    assert res.returncode == 1, shape
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert message in line, line
+    assert line.endswith("restore it, or delete it and the lines after it to run those steps again")
+    assert dict(_effects(tmp_path)) == {"a": 1}  # nothing ran again
+    assert (run_dir / "journal.jsonl").read_bytes() == before  # and nothing was lost
+    FAULTS.append(f"damaged journal: {shape}")
+
+
+@pytest.mark.parametrize("shape", ["a folder", "vars.json garbage", "vars.json a list"])
+def test_an_unreadable_journal_or_vars_file_is_one_line(
+    write_runbook: Write, tmp_path: Path, shape: str
+) -> None:
+    rb = _runbook(write_runbook, tmp_path)
+    run_dir = _crash(rb, tmp_path, "started:b")
+    journal = run_dir / "journal.jsonl"
+    if shape == "a folder":
+        journal.unlink()
+        journal.mkdir()
+        expected = f"cannot read the journal {journal}: Is a directory"
+    else:
+        (run_dir / "vars.json").write_text("{garbage" if "garbage" in shape else "[1]")
+        expected = (
+            f"{run_dir / 'vars.json'} is damaged (not the JSON object of --var values this tool "
+            "writes): restore it, or give every var again with --var and delete it"
+        )
+    res = _resume(run_dir, tmp_path)
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"error: {expected}"
+    assert dict(_effects(tmp_path)) == {"a": 1}
+    FAULTS.append(f"damaged run folder: {shape}")
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_a_lost_journal_refuses_then_force_keeps_what_run_json_says_finished(
+    write_runbook: Write, tmp_path: Path, state: str
+) -> None:
+    rb = _runbook(write_runbook, tmp_path)
+    run_dir = _crash(rb, tmp_path, "finished:b")
+    # run.json is a snapshot; make it say what the journal said, then lose the journal.
+    record = load_record(run_dir)
+    from agent.record import write_record
+
+    write_record(record, run_dir / "run.json")
+    journal = run_dir / "journal.jsonl"
+    if state == "missing":
+        journal.unlink()
+    else:
+        journal.write_text("")
+    res = _resume(run_dir, tmp_path)
+    assert res.returncode == 1
+    assert res.stderr.strip() == (
+        f"error: the journal {journal} is {state}, so resume cannot tell which steps "
+        "finished: `runbook resume --force` keeps the steps run.json records as finished and "
+        "runs the others"
+    )
+    assert dict(_effects(tmp_path)) == {"a": 1, "b": 1}
+    forced = _resume(run_dir, tmp_path, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert dict(_effects(tmp_path)) == {"a": 1, "b": 1, "c": 1}  # a and b never ran again
+    FAULTS.append(f"lost journal: {state}")
+
+
+def test_resume_force_after_steps_were_added_renamed_and_removed(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    rb = _runbook(write_runbook, tmp_path)
+    run_dir = _crash(rb, tmp_path, "finished:b")
+    # a and b finished. Now: a is removed, c renamed to c2, and d added after it.
+    write_runbook(f"""
+        version: 1
+        id: crashy
+        title: Crashy
+        steps:
+          - {{id: b, kind: run, command: {PY} step.py b}}
+          - {{id: c2, kind: run, command: {PY} step.py c2}}
+          - {{id: d, kind: run, command: {PY} step.py d}}
+    """)
+    refused = _resume(run_dir, tmp_path)
+    assert refused.returncode == 1 and "refusing to resume" in refused.stderr
+    forced = _resume(run_dir, tmp_path, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "Traceback" not in forced.stderr
+    assert dict(_effects(tmp_path)) == {"a": 1, "b": 1, "c2": 1, "d": 1}
+    record = load_record(run_dir)
+    status = {s.id: s.status for s in record.steps}
+    assert status == {
+        "b": Status.SUCCESS,
+        "c2": Status.SUCCESS,
+        "d": Status.SUCCESS,
+        "a": Status.SUCCESS,  # removed, but it ran: the record keeps what it did
+        "c": Status.SKIPPED,  # removed before it ran
+    }
+    assert record.step("c").reason == "removed from the runbook before the run was resumed"
+    assert record.status == RunStatus.COMPLETE
+    report = (run_dir / "report.md").read_text()
+    assert "removed from the runbook before the run was resumed" in report

@@ -23,7 +23,7 @@ from typing import Any
 from agent import __version__
 from agent.errors import UsageError
 from agent.plan import templating
-from agent.plan.model import ShortfallByCause
+from agent.plan.model import ShortfallByCause, Step
 from agent.plan.partitions import partition_value, resolve_partitions, select_partitions
 from agent.proc.process import process_start_ticks
 from agent.proc.redact import MASK, Redactor
@@ -47,7 +47,7 @@ from agent.steps import REGISTRY, Event, StepContext
 from agent.steps.base import sql_params
 from agent.warehouse.base import WarehouseError
 
-__all__ = ["CRASH_AT_ENV", "FINISHED", "Runner", "new_session", "start_run"]
+__all__ = ["CRASH_AT_ENV", "FINISHED", "Runner", "fresh_result", "new_session", "start_run"]
 
 CRASH_AT_ENV = "RUNBOOK_TEST_CRASH_AT"
 """Fault-injection seam for tests, read by `_fault_injection_point`; never set it in production."""
@@ -644,6 +644,18 @@ def _mask_result(result: StepResult, redactor: Redactor) -> None:
         setattr(result, name, getattr(masked, name))
 
 
+def fresh_result(context: RunContext, step: Step, part: str | None) -> StepResult:
+    """A pair's result before it runs: its title rendered for its partition, and masked."""
+    parts = context.loaded.runbook.partitions
+    title = step.title or step.id
+    bound = {parts.var: partition_value(part)} if parts is not None and part is not None else {}
+    with contextlib.suppress(templating.TemplateError):
+        title = templating.render(title, context.names(**bound))
+    return StepResult(
+        id=step.id, kind=step.kind, title=context.redactor.redact(title), partition=part
+    )
+
+
 def new_session(redact: Callable[[str], str]) -> Session:
     """This runner process, as the record lists it."""
     return Session(
@@ -756,17 +768,9 @@ def start_run(context: RunContext, options: RunOptions) -> tuple[RunRecord, Path
             file_hashes=context.script_hashes(),
         )
         steps = {s.id: s for s in rb.steps}
-        var = rb.partitions.var if rb.partitions is not None else None
         for sid in loaded.graph.order:
-            step = steps[sid]
             for part in partitions if partitions is not None else [None]:
-                title = step.title or step.id
-                bound = {var: partition_value(part)} if var and part is not None else {}
-                with contextlib.suppress(templating.TemplateError):
-                    title = templating.render(title, context.names(**bound))
-                record.steps.append(
-                    StepResult(id=sid, kind=step.kind, title=redactor.redact(title), partition=part)
-                )
+                record.steps.append(fresh_result(context, steps[sid], part))
         # Vars are kept as given so that `resume` types them again the same way.
         # A secret var is stored as the mask (the run directory never holds a secret): `resume`
         # needs it given again.

@@ -23,7 +23,7 @@ from agent.record import (
     load_record,
 )
 from agent.run.context import RunContext, build_context
-from agent.run.executor import FINISHED, Runner, new_session
+from agent.run.executor import FINISHED, Runner, fresh_result, new_session
 from agent.run.lock import lock_for, locked
 from agent.run.options import RunOptions
 from agent.steps import Event
@@ -70,7 +70,17 @@ def _progress(events: list[dict[str, Any]]) -> _Progress:
 def _overrides(run_dir: Path, secret_vars: set[str], given: dict[str, str]) -> dict[str, Any]:
     """The vars the run was given, with the secret ones given again now."""
     path = run_dir / "vars.json"
-    overrides = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    overrides: Any = {}
+    if path.exists():
+        try:
+            overrides = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            overrides = exc
+        if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+            raise RunbookError(
+                f"{path} is damaged (not the JSON object of --var values this tool writes): "
+                "restore it, or give every var again with --var and delete it"
+            )
     overrides.update({k: v for k, v in given.items() if k in secret_vars})
     unknown = sorted(k for k, v in overrides.items() if k in secret_vars and v == MASK)
     if unknown:
@@ -79,6 +89,44 @@ def _overrides(run_dir: Path, secret_vars: set[str], given: dict[str, str]) -> d
             f"stored in the run directory: give them again with --var to resume"
         )
     return dict(overrides)
+
+
+def _reconcile(
+    record: RunRecord, context: RunContext, finished: set[tuple[Any, Any]]
+) -> list[StepResult]:
+    """The record's results for the runbook as it is now (`resume --force` after an edit).
+
+    A step added since the run began gets a fresh result; a step removed keeps the result it
+    finished with (it ran: the report says so), or is SKIPPED with the reason when it had not.
+    """
+    loaded = context.loaded
+    parts: list[str | None] = (
+        list(record.partitions) if record.partition_var is not None else [None]
+    )
+    old = {(r.id, r.partition): r for r in record.steps}
+    by_id = {s.id: s for s in loaded.runbook.steps}
+    out: list[StepResult] = []
+    for sid in loaded.graph.order:
+        for part in parts:
+            kept = old.pop((sid, part), None)
+            out.append(kept if kept is not None else fresh_result(context, by_id[sid], part))
+    for pair, r in old.items():
+        if pair in finished and r.status in FINISHED:
+            out.append(r)
+        else:
+            out.append(
+                StepResult(
+                    id=r.id,
+                    kind=r.kind,
+                    title=r.title,
+                    partition=r.partition,
+                    status=Status.SKIPPED,
+                    # The operator's choice, as --only is: no shortfall of the run.
+                    skipped_by="selection",
+                    reason="removed from the runbook before the run was resumed",
+                )
+            )
+    return out
 
 
 def prepare_resume(run_dir: Path, options: RunOptions, *, force: bool = False) -> Resumption:
@@ -97,9 +145,21 @@ def prepare_resume(run_dir: Path, options: RunOptions, *, force: bool = False) -
         raise UsageError(f"{run_dir} is not a run directory (no run.json)")
     # The journal is the truth: every step_finished was made durable before the next began.
     # load_record has applied its results and baselines; only the progress is read here.
-    events = Journal.read(run_dir / "journal.jsonl")
+    journal_path = run_dir / "journal.jsonl"
+    events = Journal.read(journal_path)
     record = load_record(run_dir, events=events)
     journal = _progress(events)
+    if not events:
+        # A run writes its journal's first line before run.json: no line means the journal was
+        # lost, and with it what finished since the last snapshot.
+        state = "empty" if journal_path.exists() else "missing"
+        if not force:
+            raise RunbookError(
+                f"the journal {journal_path} is {state}, so resume cannot tell which steps "
+                "finished: `runbook resume --force` keeps the steps run.json records as "
+                "finished and runs the others"
+            )
+        journal.finished = {(r.id, r.partition) for r in record.steps if r.status in FINISHED}
     if (
         record.status is not None
         and record.status != RunStatus.INTERRUPTED
@@ -124,15 +184,19 @@ def prepare_resume(run_dir: Path, options: RunOptions, *, force: bool = False) -
             + " since the run began (use --force to resume anyway)"
         )
     steps = {s.id: s for s in loaded.runbook.steps}
+    if changes:
+        record.steps = _reconcile(record, context, journal.finished)
+        record.needs = {**record.needs, **{k: list(v) for k, v in loaded.graph.needs.items()}}
+        record.after = {**record.after, **{k: list(v) for k, v in loaded.graph.after.items()}}
     stop_here: tuple[str, str | None] | None = None
     for i, r in enumerate(record.steps):
         pair = (r.id, r.partition)
-        if pair in journal.finished and r.status in FINISHED:
+        if (pair in journal.finished and r.status in FINISHED) or r.id not in steps:
             continue
         was_running = pair in journal.started
         fresh = StepResult(
             id=r.id,
-            kind=r.kind,
+            kind=steps[r.id].kind,
             title=r.title,
             partition=r.partition,
             baseline=r.baseline,
