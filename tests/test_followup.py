@@ -130,3 +130,26 @@ def test_followup_completes_once_the_data_arrives(demo: Path) -> None:
     assert cells[7].startswith("20") and "backfill-game-context-followup" in cells[7]
     assert "- [x] Team defense covers every scheduled game (16 rows)" in report
     assert "- [x] Tonight's validation passes with no issues" in report
+
+
+def test_output_with_control_characters_and_line_breaks_makes_a_valid_followup(
+    tmp_path: Path,
+) -> None:
+    """A reason quoting `\\001` or a carriage return once made YAML refuse the follow-up."""
+    (tmp_path / "p.py").write_text(
+        'import sys\nsys.stdout.write("bad \\001 thing\\nsteps: []\\rx\\n"); sys.exit(1)\n'
+    )
+    rb = tmp_path / "rb.yaml"
+    rb.write_text(
+        "version: 1\nid: ctl\ntitle: Ctl\nsteps:\n"
+        f"  - {{id: a, kind: run, command: {sys.executable} p.py}}\n"
+    )
+    record, run_dir = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
+    assert record.step("a").status == Status.FAILED
+    path = write_followup(run_dir, tmp_path / "fu.yaml")
+    text = path.read_text()
+    assert "\x01" not in text and "\r" not in text
+    loaded = load_text(text, path)  # validates: the quoted output stayed inside its comment
+    assert [s.id for s in loaded.runbook.steps] == ["a"]
+    (quoted,) = [line for line in text.splitlines() if "exit code 1:" in line]
+    assert quoted.lstrip().startswith("#")

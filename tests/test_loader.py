@@ -521,3 +521,119 @@ def test_an_unknown_filter_or_test_is_a_located_problem_not_an_internal_error() 
         "rb.yaml:7:33: 'command' of step 'a': unknown filter 'defualt'; did you mean 'default'?",
         "rb.yaml:8:33: 'command' of step 'b': unknown test 'nosuchtest'",
     ]
+
+
+# --- text-level fuzzing: YAML tags on keys and values, deep and odd expressions -------------
+
+_EXAMPLE_LINES = EXAMPLE.read_text(encoding="utf-8").splitlines()
+_KEYED = [
+    i for i, line in enumerate(_EXAMPLE_LINES) if ":" in line and not line.lstrip().startswith("#")
+]
+_TAGS = st.sampled_from(
+    ["!Y", "!!binary", "!!set", "!!omap", "!!python/object:os.system", "!!str", "!!int", "!<x>"]
+)
+_DEEP = st.one_of(
+    st.integers(1, 400).map(lambda n: "{{ " + "(" * n + "1" + ")" * n + " }}"),
+    st.integers(1, 2000).map(lambda n: "{{ " + " + ".join(["1"] * n) + " }}"),
+    st.integers(1, 300).map(lambda n: "{{ " + "[" * n + "]" * n + " }}"),
+    st.integers(1, 300).map(lambda n: "{{ x" + " | default(1)" * n + " }}"),
+    st.sampled_from(["x{{ 1 }}", "{{ 1 }}x", "{{", "{% if %}", "{{ date | defualt(1) }}"]),
+    st.sampled_from(["{{ x is nosuchtest }}", "{{ 1/0 }}", "{{ 'a' * 99999999 }}"]),
+)
+
+
+@st.composite
+def _tagged_or_deep(draw: st.DrawFn) -> str:
+    lines = list(_EXAMPLE_LINES)
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.sampled_from(_KEYED))
+        head, _, value = lines[i].partition(":")
+        indent = len(head) - len(head.lstrip(" -"))
+        key = head[indent:]
+        action = draw(st.sampled_from(["tag key", "tag value", "deep value"]))
+        if action == "tag key":
+            lines[i] = f"{head[:indent]}{draw(_TAGS)} {key}:{value}"
+        elif action == "tag value":
+            lines[i] = f"{head}: {draw(_TAGS)}{value}"
+        else:
+            lines[i] = f"{head}: {json.dumps(draw(_DEEP))}"
+    return "\n".join(lines) + "\n"
+
+
+# CI runs a few hundred; RUNBOOK_FUZZ_EXAMPLES=10000 is the count the reliability issue asks for.
+@settings(
+    max_examples=int(os.environ.get("RUNBOOK_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(_tagged_or_deep())
+def test_tags_and_deep_expressions_load_plan_or_raise_a_located_error(text: str) -> None:
+    from agent.errors import RunbookError
+    from agent.output.review import render_review, review_plan
+    from agent.plan.vars import resolve_vars
+
+    try:
+        loaded = load_text(text, Path("fuzz.yaml"))
+    except ValidationError as exc:
+        assert exc.problems
+        for p in exc.problems:
+            assert p.line >= 1 and p.col >= 1 and p.message
+        return
+    try:
+        values = resolve_vars(loaded.runbook, {"date": "2026-01-25"})
+        render_review(review_plan(loaded, values, offline=True))
+    except RunbookError as exc:  # the boundary's kind of error: one line for the user
+        assert str(exc) and "\n" not in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('env: {!Y "1": "2"}', "7:11: unsupported YAML tag '!Y'"),
+        ('env: {X: !!binary "AAAA"}', "7:14: unsupported YAML tag '!!binary'"),
+        ("env: !!set {X}", "7:10: unsupported YAML tag '!!set'"),
+        (
+            "command: echo {{ " + "(" * 100 + "1" + ")" * 100 + " }}",
+            "7:14: 'command' of step 'a': ",
+        ),
+        ("command: echo {{ " + " + ".join(["1"] * 1000) + " }}", "7:14: 'command' of step 'a': "),
+    ],
+)
+def test_yaml_tags_and_deep_expressions_are_located_problems(line: str, message: str) -> None:
+    text = textwrap.dedent("""
+        version: 1
+        id: t
+        title: T
+        steps:
+          - id: a
+            kind: run
+            LINE
+    """).lstrip()
+    if not line.startswith("command"):
+        text = text.replace("    LINE", "    command: echo hi\n    LINE")
+        message = message.replace("7:", "8:", 1)
+    text = text.replace("LINE", line)
+    problems = _problems(text)
+    assert any(p.startswith(f"rb.yaml:{message}") for p in problems), problems
+    if "{{" in line:
+        assert problems[0].endswith(
+            "the template nests too deeply to be read (hundreds of parentheses or operators "
+            "in one expression): split it, or compute the value in a step"
+        )
+
+
+def test_an_endless_or_huge_file_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as info:
+        load_runbook(Path("/dev/zero"))
+    assert [str(p) for p in info.value.problems] == [
+        f"/dev/zero:1:1: the file is more than {MAX_BYTES} bytes; a runbook may have at most "
+        f"{MAX_BYTES}"
+    ]
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as fh:
+        fh.truncate(200 * 1024 * 1024)  # sparse: 200 MB that cost no disk
+    with pytest.raises(ValidationError) as info:
+        load_runbook(big)
+    assert str(info.value.problems[0]).endswith(
+        f"the file is {200 * 1024 * 1024} bytes; a runbook may have at most {MAX_BYTES}"
+    )

@@ -202,3 +202,64 @@ def test_a_condition_that_returns_text_is_never_true(write_runbook: Write, tmp_p
     )
     assert record.step("zero").status == Status.TIMED_OUT
     assert record.step("one").status == Status.SUCCESS
+
+
+def test_a_condition_of_several_rows_or_columns_is_named_not_judged_by_its_first_value(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    (tmp_path / ".runbook").mkdir()
+    duckdb.connect(str(tmp_path / ".runbook" / "warehouse.duckdb")).close()
+    rb = write_runbook("""
+        version: 1
+        id: w
+        title: W
+        steps:
+          - {id: rows, kind: wait, until: "SELECT 1 UNION ALL SELECT 0", every: 0.1s, timeout: 0.3s}
+          - {id: cols, kind: wait, until: "SELECT 1, 0", every: 0.1s, timeout: 0.3s, needs: []}
+          - {id: none, kind: wait, until: "SELECT 1 WHERE 1 = 0", every: 0.1s, timeout: 0.3s,
+             needs: []}
+    """)
+    record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
+    rows, cols = record.step("rows"), record.step("cols")
+    assert rows.status == Status.TIMED_OUT and cols.status == Status.TIMED_OUT
+    assert rows.polls[0].error == "the query returned 2 rows; a condition returns one value"
+    assert cols.polls[0].error == "the query returned 2 columns; a condition returns one value"
+    assert record.step("none").status == Status.TIMED_OUT  # no row: not (yet) true
+
+
+def test_plan_names_a_working_directory_that_does_not_exist(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    from tests.procs import run_cli
+
+    rb = write_runbook("""
+        version: 1
+        id: w
+        title: W
+        steps:
+          - {id: here, kind: run, command: echo hi, workdir: /nonexistent/dir}
+    """)
+    res = run_cli("plan", str(rb), "--offline", cwd=tmp_path)
+    assert res.returncode == 3, res.stderr
+    assert "- ❌ `here`: the working directory /nonexistent/dir does not exist" in res.stdout
+
+
+def test_a_verify_on_a_missing_duckdb_file_names_the_file(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    rb = write_runbook("""
+        version: 1
+        id: v
+        title: V
+        warehouse: {backend: duckdb, path: nothere.duckdb}
+        steps:
+          - id: v
+            kind: verify
+            checks:
+              - {table: nba.games, expect: {min: 1}}
+    """)
+    record, _ = run_runbook(rb, RunOptions(reports_dir=tmp_path / "r"))
+    assert record.step("v").reason == (
+        f"nba.games: table nba.games does not exist: the DuckDB file {tmp_path / 'nothere.duckdb'}"
+        " does not exist (yet)"
+    )

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from agent.proc.terminal import clean
+
 __all__ = [
     "Data",
     "Document",
@@ -106,6 +108,11 @@ class Document:
     tail: list[Node] = field(default_factory=list)
 
 
+def _comment(text: str) -> str:
+    """A comment's text on one line, with nothing YAML refuses: it may quote a step's output."""
+    return clean(text).replace("\n", " ")
+
+
 def dump(doc: Document) -> str:
     """The runbook's YAML text: a blank line before `steps:`, between steps and after them.
 
@@ -115,13 +122,13 @@ def dump(doc: Document) -> str:
     Returns:
         The text, ending with a newline.
     """
-    lines = list(doc.header)
+    lines = ["#" + _comment(h.removeprefix("#")) for h in doc.header]
     lines += _nodes(doc.head, 0)
     lines += ["", "steps:"]
     for i, step in enumerate(doc.steps):
         if i:
             lines.append("")
-        lines += [f"  # {n}" for n in step.notes]
+        lines += [f"  # {_comment(n)}" for n in step.notes]
         lines += _item(step.body, 2)
     if doc.tail:
         lines += ["", *_nodes(doc.tail, 0)]
@@ -136,7 +143,7 @@ def _nodes(nodes: list[Node], indent: int) -> list[str]:
     out: list[str] = []
     for node in nodes:
         if isinstance(node, Note):
-            out.append(f"{pad}# {node.text}")
+            out.append(f"{pad}# {_comment(node.text)}")
         elif isinstance(node, Data):
             out += _data(node.value, indent)
         else:
@@ -146,7 +153,7 @@ def _nodes(nodes: list[Node], indent: int) -> list[str]:
 
 def _field(f: Field, indent: int) -> list[str]:
     pad = " " * indent
-    tail = f"  # {f.comment}" if f.comment else ""
+    tail = f"  # {_comment(f.comment)}" if f.comment else ""
     value = f.value
     if isinstance(value, Map):
         return [f"{pad}{f.key}:{tail}", *_nodes(value.nodes, indent + 2)]

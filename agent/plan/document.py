@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import types
 import typing
@@ -82,6 +83,9 @@ class _TooLargeError(Exception):
         self.message = message
 
 
+_SCALAR_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")
+)
 _COLLECTION_TAGS: dict[type[yaml.Node], str] = {yaml.MappingNode: "map", yaml.SequenceNode: "seq"}
 
 
@@ -116,6 +120,9 @@ class Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        if node.tag not in _SCALAR_TAGS:  # !!binary, !!set, a local tag: nothing a runbook holds
+            self._bad(node, path, f"unsupported YAML tag '{_tag(node.tag)}'")
+            return None
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
@@ -139,7 +146,9 @@ class Builder:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.add(_mark(key_node.start_mark), "a key must be a plain value")
                 continue
-            key = self.constructor.construct_object(key_node, deep=True)
+            key = self._key(key_node)
+            if key is None:
+                continue
             if not isinstance(key, str | int):
                 # YAML allows `1.5:`, `true:` or `~:` as keys; a runbook's keys are names.
                 key = str(key_node.value)
@@ -153,6 +162,16 @@ class Builder:
             self.key_marks[(*path, key)] = _mark(key_node.start_mark)
             out[key] = self.build(value_node, (*path, key))
         return out
+
+    def _key(self, node: yaml.ScalarNode) -> Any:
+        """A key's value, or None (and a problem) when its tag is not one a runbook uses."""
+        if node.tag not in _SCALAR_TAGS:
+            self.problems.add(_mark(node.start_mark), f"unsupported YAML tag '{_tag(node.tag)}'")
+            return None
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (yaml.constructor.ConstructorError, ValueError, OverflowError):
+            return str(node.value)
 
     def _bad(self, node: yaml.Node, path: KeyPath, message: str) -> None:
         self.bad.add(path)
@@ -270,14 +289,17 @@ def read_document(path: Path, *, kind: str) -> tuple[str, bytes]:
     """
     file = display_path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            # Never more than the limit and one byte: /dev/zero or a 200 MB file is refused
+            # without being read whole.
+            raw = fh.read(MAX_BYTES + 1)
+            size = os.fstat(fh.fileno()).st_size
     except OSError as exc:
         message = f"cannot read the file: {exc.strerror}"
         raise ValidationError([Problem(file, 1, 1, message)]) from None
     if len(raw) > MAX_BYTES:
-        message = (
-            f"the file is {len(raw)} bytes; {_article(kind)} {kind} may have at most {MAX_BYTES}"
-        )
+        what = f"{size} bytes" if size > MAX_BYTES else f"more than {MAX_BYTES} bytes"
+        message = f"the file is {what}; {_article(kind)} {kind} may have at most {MAX_BYTES}"
         raise ValidationError([Problem(file, 1, 1, message)])
     try:
         text = raw.decode("utf-8")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
@@ -98,12 +99,34 @@ _MARKERS = ("{{", "{%", "{#")
 _EXPR = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_TOO_DEEP = (
+    "the template nests too deeply to be read (hundreds of parentheses or operators in one "
+    "expression): split it, or compute the value in a step"
+)
+
+
+def _bounded(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn Python's recursion limit, which a deep expression reaches, into a TemplateError."""
+
+    @functools.wraps(func)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except RecursionError:
+            raise TemplateError(_TOO_DEEP) from None
+
+    return call
+
+
 def is_template(source: str) -> bool:
     """Return True when `source` holds Jinja2 syntax (and so must be rendered)."""
     return any(m in source for m in _MARKERS)
 
 
 @lru_cache(maxsize=4096)
+@_bounded
 def _parse(source: str) -> nodes.Template:
     try:
         return _ENV.parse(source)
@@ -112,6 +135,7 @@ def _parse(source: str) -> nodes.Template:
 
 
 @lru_cache(maxsize=4096)
+@_bounded
 def _compiled(source: str, shell: bool = False) -> Any:
     env = _SHELL_ENV if shell else _ENV
     try:
@@ -121,6 +145,7 @@ def _compiled(source: str, shell: bool = False) -> Any:
 
 
 @lru_cache(maxsize=4096)
+@_bounded
 def _expression(source: str) -> Callable[..., Any]:
     try:
         return _ENV.compile_expression(source, undefined_to_none=False)
@@ -128,6 +153,7 @@ def _expression(source: str) -> Callable[..., Any]:
         raise TemplateError(f"invalid expression '{source}': {exc.message}") from None
 
 
+@_bounded
 def _parse_expression(source: str) -> nodes.Template:
     try:
         return _ENV.parse("{{ " + source + " }}")
@@ -154,6 +180,7 @@ def render(source: str, context: Mapping[str, Any], *, shell: bool = False) -> s
     return _rendered(_compiled, source, context)
 
 
+@_bounded
 def _rendered(compile_: Callable[[str], Any], source: str, context: Mapping[str, Any]) -> str:
     """Compile (cached) and render `source`; any error is the runbook's, as one TemplateError."""
     try:
@@ -164,6 +191,7 @@ def _rendered(compile_: Callable[[str], Any], source: str, context: Mapping[str,
         raise TemplateError(f"cannot render '{source.strip()}': {exc}") from None
 
 
+@_bounded
 def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
     """Evaluate an `expect` or `when` expression; None and type mismatches read as False.
 
@@ -288,6 +316,7 @@ def _compile_message(message: str | None) -> str:
     return f"unknown {kind} '{name}'{hint}"
 
 
+@_bounded
 def _names(tree: nodes.Template) -> set[str]:
     unsafe = _unsafe(tree)
     if unsafe is not None:
@@ -350,6 +379,7 @@ def _chain(node: nodes.Node, root: str) -> tuple[str, ...] | None:
     return None
 
 
+@_bounded
 def _step_paths(tree: nodes.Template, root: str = "steps") -> set[tuple[str, ...]]:
     chains: set[tuple[str, ...]] = set()
     for node in _walk(tree):
@@ -430,6 +460,7 @@ def _shell_segments(source: str) -> tuple[str, list[str]]:
 
 
 @lru_cache(maxsize=1024)
+@_bounded
 def _shell_script(source: str) -> shell.Script:
     text, exprs = _shell_segments(source)
     try:
@@ -494,6 +525,7 @@ _SQL_ENV.filters[_SQL_FILTER] = _sql_number
 
 
 @lru_cache(maxsize=1024)
+@_bounded
 def _sql_template(source: str) -> Any:
     """Compile SQL with every `{{ expr }}` passed through the number check."""
     out: list[str] = []
@@ -551,6 +583,7 @@ def _lookup(root: Any, keys: tuple[str, ...]) -> Any:
     return node
 
 
+@_bounded
 def evaluate_expectation(expr: str, context: Mapping[str, Any]) -> bool:
     """Judge an `expect` expression: false when it reads a null, else its truth.
 

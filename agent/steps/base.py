@@ -137,7 +137,12 @@ def step_timeout(timeout: float | None, ctx: StepContext) -> float:
 def review_program(
     review: StepReview, argv: list[str], *, cwd: Path, env: Mapping[str, str]
 ) -> None:
-    """For `plan`: name the program the command needs when it is not there, and alternatives."""
+    """For `plan`: name the program the command needs when it is not there, and alternatives;
+    or the working directory, when that is not there (the run would stop there first)."""
+    if not cwd.is_dir():
+        state = "is not a directory" if cwd.exists() else "does not exist"
+        review.missing.append(f"the working directory {cwd} {state}")
+        return
     found = preflight.lookup(argv, workdir=cwd, env=env)
     if found is not None and not found.found:
         review.missing.append(found.message)

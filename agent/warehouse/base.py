@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from agent.errors import RunbookError
 
-__all__ = ["CountCheck", "CountOutcome", "Warehouse", "WarehouseError"]
+__all__ = ["CountCheck", "CountOutcome", "Warehouse", "WarehouseError", "one_value"]
 
 
 class WarehouseError(RunbookError):
@@ -90,3 +90,18 @@ class Warehouse(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def one_value(rows: list[list[Any]]) -> Any:
+    """The value a one-value query returned: None for no row; more is a mistake to name.
+
+    Raises:
+        WarehouseError: more than one row or more than one column, which would otherwise be
+            judged by its first value without a word.
+    """
+    if not rows:
+        return None
+    if len(rows) > 1 or len(rows[0]) != 1:
+        shape = f"{len(rows)} rows" if len(rows) > 1 else f"{len(rows[0])} columns"
+        raise WarehouseError(f"the query returned {shape}; a condition returns one value")
+    return rows[0][0]

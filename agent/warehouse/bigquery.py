@@ -16,7 +16,7 @@ from google.auth import exceptions as auth_exc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from agent.warehouse.base import CountCheck, CountOutcome, WarehouseError
+from agent.warehouse.base import CountCheck, CountOutcome, WarehouseError, one_value
 from agent.warehouse.sql import (
     CountQuery,
     PreparedCheck,
@@ -419,9 +419,7 @@ class BigQueryWarehouse:
         """
         names = _used_params(sql, params)
         rows = self._query(sql, names, params, labels)
-        if not rows:
-            return None
-        return next(iter(rows[0].values()), None)
+        return one_value([list(row.values()) for row in rows])
 
     def column(self, sql: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> list[Any]:
         """Run a query and return its first column (the values of a runbook's partitions).

@@ -10,7 +10,7 @@ from typing import Any
 
 import duckdb
 
-from agent.warehouse.base import CountCheck, CountOutcome, WarehouseError
+from agent.warehouse.base import CountCheck, CountOutcome, WarehouseError, one_value
 from agent.warehouse.sql import (
     CountQuery,
     bind_params,
@@ -132,7 +132,13 @@ class DuckDBWarehouse:
         """
         del labels
         if not self.path.exists():
-            return run_checks(checks, params, missing=list, run=_no_query, probe=_no_probe)
+            outcomes = run_checks(checks, params, missing=list, run=_no_query, probe=_no_probe)
+            # Every table is missing then: say why, since a wrong warehouse.path is likelier
+            # than a warehouse without the tables.
+            for outcome in outcomes:
+                if outcome.error and outcome.error.endswith("does not exist"):
+                    outcome.error += f": the DuckDB file {self.path} does not exist (yet)"
+            return outcomes
         try:
             with self._connect() as con:
                 existing = self._existing(con)
@@ -241,14 +247,15 @@ class DuckDBWarehouse:
             labels: ignored on DuckDB.
 
         Returns:
-            The first column of the first row, or None when there is no row.
+            The one value of its one row, or None when there is no row.
 
         Raises:
-            WarehouseError: a missing table, bad SQL, an untranslatable construct.
+            WarehouseError: a missing table, bad SQL, an untranslatable construct, more than
+                one row or column.
         """
         del labels
         rows = self._rows(sql, params)
-        return rows[0][0] if rows else None
+        return one_value([list(row) for row in rows])
 
     def column(self, sql: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> list[Any]:
         """Run a BigQuery-dialect query (read-only) and return its first column.
