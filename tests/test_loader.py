@@ -637,3 +637,31 @@ def test_an_endless_or_huge_file_is_refused_before_it_is_read_whole(tmp_path: Pa
     assert str(info.value.problems[0]).endswith(
         f"the file is {200 * 1024 * 1024} bytes; a runbook may have at most {MAX_BYTES}"
     )
+
+
+def test_a_value_a_shell_parses_again_is_warned_about() -> None:
+    loaded = load_text(
+        textwrap.dedent("""
+            version: 1
+            id: s
+            title: S
+            vars:
+              x: {type: string, default: a}
+            steps:
+              - {id: a, kind: run, command: "sh -c 'echo {{ x }}'"}
+              - {id: b, kind: run, command: "bash -c 'echo \\"$1\\"' _ {{ x }}"}
+              - {id: c, kind: run, shell: true, command: "eval echo {{ x }}"}
+              - {id: d, kind: run, command: ["/bin/bash", "-lc", "echo {{ x }}"]}
+              - {id: e, kind: run, command: "echo {{ x }}"}
+        """).lstrip(),
+        Path("s.yaml"),
+    )
+    tail = (
+        "reads {{ x }} as shell code, whatever the quoting: "
+        'pass the value as an argument ("$1") or through env'
+    )
+    assert loaded.warning_lines() == [
+        f"warning: s.yaml:7: step 'a': `sh -c` {tail}",
+        f"warning: s.yaml:9: step 'c': `eval` {tail}",
+        f"warning: s.yaml:10: step 'd': `bash -lc` {tail}",
+    ]

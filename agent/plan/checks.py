@@ -35,6 +35,7 @@ __all__ = [
     "check_templates",
     "check_var_defaults",
     "fall_short_warnings",
+    "reparse_warnings",
     "step_name",
     "where",
 ]
@@ -554,3 +555,68 @@ def _defaults_that_pass(step: CommandStep, values: Mapping[str, Any]) -> dict[st
         for n, c in step.capture.items()
         if n in read and not c.all and not c.required and c.default is not None
     }
+
+
+# --- values a shell parses again (warnings: quoting cannot help there) -----------------------
+
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
+_SCRIPT_FLAG = re.compile(r"^-[a-zA-Z]*c[a-zA-Z]*$")  # -c, -lc, -ec, -xc
+
+
+def _reparsed(words: list[str]) -> list[tuple[str, str]]:
+    """(how, word) for each templated word a shell reads as code: the script of `sh -c`, or
+    whatever follows `eval`."""
+    found: list[tuple[str, str]] = []
+    for i, word in enumerate(words):
+        program = word.rsplit("/", 1)[-1]
+        if program in _SHELLS and i + 2 < len(words) and _SCRIPT_FLAG.match(words[i + 1]):
+            script = words[i + 2]
+            if templating.is_template(script):
+                found.append((f"{program} {words[i + 1]}", script))
+        elif program == "eval":
+            found += [("eval", w) for w in words[i + 1 :] if templating.is_template(w)]
+    return found
+
+
+def reparse_warnings(runbook: Runbook, marks: Mapping[KeyPath, Mark]) -> list[PlanWarning]:
+    """Find vars that a command hands to a shell as code (`sh -c '...{{ x }}'`, `eval`).
+
+    The tool quotes every value it substitutes, but a script a shell parses again turns the
+    quoted value back into code: a value such as `;rm -rf ~` then runs.
+
+    Args:
+        runbook: a loaded runbook.
+        marks: where its values are (the loader's value marks).
+
+    Returns:
+        One warning per command that does so, at its `command`.
+    """
+    out: list[PlanWarning] = []
+    for i, step in enumerate(runbook.steps):
+        command = getattr(step, "command", None)
+        if command is None:
+            continue
+        try:
+            words = command if isinstance(command, list) else templating.split_command(command)
+        except templating.TemplateError:
+            continue
+        seen: set[str] = set()
+        for how, word in _reparsed(words):
+            try:
+                names = sorted(templating.template_names(word))
+            except templating.TemplateError:
+                continue
+            names = [n for n in names if n not in seen]
+            if not names:
+                continue
+            seen.update(names)
+            shown = ", ".join(f"{{{{ {n} }}}}" for n in names)
+            mark = marks.get(("steps", i, "command"), marks.get(("steps", i), (1, 1)))
+            out.append(
+                PlanWarning(
+                    mark,
+                    f"step '{step.id}': `{how}` reads {shown} as shell code, whatever the "
+                    'quoting: pass the value as an argument ("$1") or through env',
+                )
+            )
+    return out

@@ -131,7 +131,7 @@ def load_text(text: str, path: Path, *, raw: bytes | None = None) -> LoadedRunbo
         raise ValidationError(problems)
     sha = hashlib.sha256(raw if raw is not None else text.encode()).hexdigest()
     marks = {**builder.value_marks}
-    warnings = checks.fall_short_warnings(runbook, marks)
+    warnings = checks.fall_short_warnings(runbook, marks) + checks.reparse_warnings(runbook, marks)
     return LoadedRunbook(
         runbook=runbook, path=path, sha256=sha, graph=graph, marks=marks, warnings=warnings
     )

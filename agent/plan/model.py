@@ -6,6 +6,7 @@ import datetime as dt
 import math
 import re
 import typing
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -270,10 +271,18 @@ class Defaults(_Strict):
 
 
 def _compiles(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
+    with warnings.catch_warnings():
+        # Python warns (FutureWarning) of a pattern whose meaning a later version changes,
+        # such as `[[` (a nested set): refused here rather than printed mid-run.
+        warnings.simplefilter("error", FutureWarning)
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        except FutureWarning as exc:
+            raise ValueError(
+                f"ambiguous regular expression: {exc} (escape the character)"
+            ) from None
     return value
 
 
