@@ -526,7 +526,9 @@ def test_duckdb_file_that_does_not_exist_has_no_tables(tmp_path: Path) -> None:
     wh: Any = open_warehouse("duckdb", workdir=tmp_path)
     assert wh.path == tmp_path / ".runbook" / "warehouse.duckdb"
     (outcome,) = wh.count([coverage_check()], PARAMS, LABELS)
-    assert outcome.error == f"table {TDGS} does not exist"
+    assert outcome.error == (
+        f"table {TDGS} does not exist: the DuckDB file {wh.path} does not exist (yet)"
+    )
     assert wh.missing_tables([TDGS]) == [TDGS]
     with pytest.raises(WarehouseError, match="does not exist"):
         wh.scalar("SELECT COUNT(*) FROM nba_raw.schedule", {}, {})

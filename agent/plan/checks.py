@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -300,10 +301,12 @@ class _TemplateChecker:
             )
 
     def _groups(self, path: KeyPath, pattern: str, what: str) -> None:
-        try:
-            rx = re.compile(pattern)
-        except re.error:
-            return  # the model reports it
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            try:
+                rx = re.compile(pattern)
+            except (re.error, FutureWarning):
+                return  # the model reports it
         if rx.groups == 0:
             self.problems.add(
                 self._mark(path), f"{what}: the pattern has no group '(...)' to read a value"

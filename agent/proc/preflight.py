@@ -78,6 +78,22 @@ class Lookup:
     message: str
 
 
+def _is_file(path: Path) -> bool:
+    """Path.is_file, also False for a name the OS refuses (too long: ENAMETOOLONG, ...)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, also False for a name the OS refuses."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def lookup(
     argv: list[str],
     *,
@@ -237,9 +253,9 @@ def _lookup_python(
 
 def _lookup_python_script(script: str, workdir: Path, files: Sequence[str] | None) -> Lookup:
     path = _under(workdir, script)
-    if path.is_file() or (path / "__main__.py").is_file():
+    if _is_file(path) or _is_file(path / "__main__.py"):
         return Lookup(True, "script", script, str(path), [], f"script {script} found at {path}")
-    if path.is_dir():
+    if _is_dir(path):
         message = f"script {script} is a folder without __main__.py"
     else:
         message = f"script {script} does not exist"
@@ -271,11 +287,11 @@ def _lookup_shell_script(
         return None
     script = argv[i]
     path = _under(workdir, script)
-    if path.is_file():
+    if _is_file(path):
         return Lookup(True, "script", script, str(path), [], f"script {script} found at {path}")
     if "/" not in script:  # bash (and POSIX sh may) search PATH for a bare script name
         on_path = shutil.which(script, mode=os.F_OK, path=_search_path(workdir, env))
-        if on_path is not None and Path(on_path).is_file():
+        if on_path is not None and _is_file(Path(on_path)):
             message = f"script {script} found at {on_path}"
             return Lookup(True, "script", script, on_path, [], message)
     message = f"script {script} does not exist"
@@ -294,7 +310,7 @@ def _find_program(
     are offered only with ``suggest``: they are no substitute for a missing interpreter."""
     if "/" in program:
         path = _under(workdir, program)
-        if not path.is_file():
+        if not _is_file(path):
             message = f"program {program} does not exist"
         elif not os.access(path, os.X_OK):
             message = f"program {program} is not executable"
@@ -342,10 +358,10 @@ def _lookup_module(
                 base / "__main__.py",
                 base.with_name(f"{parts[-1]}.pyc"),
             ):
-                if candidate.is_file():
+                if _is_file(candidate):
                     message = f"module {module} found at {candidate}"
                     return Lookup(True, "module", module, str(candidate), [], message)
-            if package_only is None and (base / "__init__.py").is_file():
+            if package_only is None and _is_file(base / "__init__.py"):
                 package_only = base
         if package_only is not None:
             message = f"module {module} is a package without __main__.py ({package_only})"
@@ -413,7 +429,7 @@ def _probe(interpreter: str, env: Mapping[str, str]) -> _Probe:
         answer = {}
     raw = answer.get("path")
     paths = tuple(
-        p for p in (raw if isinstance(raw, list) else []) if isinstance(p, str) and Path(p).is_dir()
+        p for p in (raw if isinstance(raw, list) else []) if isinstance(p, str) and _is_dir(Path(p))
     )
     user = answer.get("user")
     editable: dict[str, str] = {}

@@ -139,8 +139,11 @@ def review_program(
 ) -> None:
     """For `plan`: name the program the command needs when it is not there, and alternatives;
     or the working directory, when that is not there (the run would stop there first)."""
-    if not cwd.is_dir():
-        state = "is not a directory" if cwd.exists() else "does not exist"
+    try:
+        state = None if cwd.is_dir() else "is not a directory" if cwd.exists() else "does not exist"
+    except OSError as exc:  # a name the OS refuses, such as one too long
+        state = f"cannot be used: {exc.strerror}"
+    if state is not None:
         review.missing.append(f"the working directory {cwd} {state}")
         return
     found = preflight.lookup(argv, workdir=cwd, env=env)
