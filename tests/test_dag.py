@@ -14,14 +14,18 @@ def test_file_order_with_implicit_previous_step_edges() -> None:
     assert g.order == ["a", "b", "c"]
     assert g.after == {"a": [], "b": ["a"], "c": ["b"]}
     assert g.needs == {"a": [], "b": [], "c": []}
-    assert g.ancestors == {"a": set(), "b": {"a"}, "c": {"a", "b"}}
+    reach = dag.Reach(g)
+    assert [reach.ancestors(s) for s in "abc"] == [[], ["a"], ["a", "b"]]
+    assert reach.before("a", "c") and not reach.before("c", "a")
 
 
 def test_needs_empty_makes_a_root() -> None:
     g = dag.build_graph(["a", "b", "c"], [None, [], None])
     assert g.after["b"] == []
-    assert g.ancestors["b"] == set()
-    assert g.ancestors["c"] == {"b"}
+    reach = dag.Reach(g)
+    assert reach.ancestors("b") == []
+    assert reach.ancestors("c") == ["b"]
+    assert not reach.before("a", "c")
     assert g.order == ["a", "b", "c"]
 
 
@@ -29,7 +33,10 @@ def test_needs_reorders_but_keeps_file_order_where_it_can() -> None:
     g = dag.build_graph(["a", "b", "c", "d"], [["c"], [], [], ["a"]])
     assert g.order == ["b", "c", "a", "d"]
     assert g.needs["a"] == ["c"]
-    assert g.ancestors["d"] == {"a", "c"}
+    reach = dag.Reach(g)
+    assert reach.ancestors("d") == ["c", "a"]
+    assert "c" in dag.Earlier(reach, "d") and "b" not in dag.Earlier(reach, "d")
+    assert "d" in dag.Earlier(reach, "d", inclusive=True)
 
 
 def test_find_cycle_names_the_steps_in_run_order() -> None:
@@ -75,6 +82,15 @@ def test_order_is_the_earliest_ready_step_first(data: st.DataObject) -> None:
     assume(dag.find_cycle(after) is None)
     g = dag.build_graph(file_ids, file_needs)
     assert g.order == _earliest_ready_first(file_ids, g.after)
+    # Reachability asked in a drawn order (the memo is shared across questions) agrees with
+    # the transitive closure spelled out.
+    closure: dict[str, set[str]] = {}
+    for sid in g.order:
+        closure[sid] = set(g.after[sid]).union(*(closure[d] for d in g.after[sid]))
+    reach = dag.Reach(g)
+    pairs = data.draw(st.permutations([(a, b) for a in ids for b in ids]))
+    assert [reach.before(a, b) for a, b in pairs] == [a in closure[b] for a, b in pairs]
+    assert {b: set(reach.ancestors(b)) for b in ids} == closure
 
 
 def test_unknown_need_is_named() -> None:

@@ -41,6 +41,10 @@ __all__ = [
     "where",
 ]
 
+# The steps a template may read: a step's ancestors (asked one at a time), or a plain set at
+# the top level and in the report.
+Earlier = dag.Earlier | set[str]
+
 # What a later step may read of an earlier one: `steps.<id>.<field>`.
 STEP_FIELDS = ("status", "captures", "counts", "exit_code", "reason")
 
@@ -185,6 +189,7 @@ class _TemplateChecker:
         self.graph = graph
         self.b = b
         self.problems = b.problems
+        self.reach = dag.Reach(graph)
         vars_ = data.get("vars")
         self.var_names = {str(k) for k in vars_} if isinstance(vars_, dict) else set()
         self.base = self.var_names | {"env", "run"}
@@ -203,7 +208,7 @@ class _TemplateChecker:
         path: KeyPath,
         source: Any,
         allowed: set[str],
-        earlier: set[str],
+        earlier: Earlier,
         *,
         expression: bool,
         what: str,
@@ -230,10 +235,10 @@ class _TemplateChecker:
         for ref in sorted(refs):
             self._check_ref(mark, ref, earlier, what)
 
-    def _check_ref(self, mark: Mark, ref: tuple[str, ...], earlier: set[str], what: str) -> None:
+    def _check_ref(self, mark: Mark, ref: tuple[str, ...], earlier: Earlier, what: str) -> None:
         sid = ref[0]
         if sid not in earlier:
-            if sid in self.graph.order:
+            if sid in self.graph.rank:
                 why = "which does not run before it in every order"
             else:
                 why = f"which is not a step{suggest(sid, sorted(earlier))}"
@@ -290,12 +295,11 @@ class _TemplateChecker:
             except templating.TemplateError as exc:
                 self.problems.add(self._mark(path), f"{what}: {exc}")
         else:
-            earlier = self.graph.ancestors[sid]
             self.check(
                 path,
                 f.source,
                 self.step_base | {"steps"} | f.reads,
-                earlier | {sid} if f.after else earlier,
+                dag.Earlier(self.reach, sid, inclusive=f.after),
                 expression=f.mode == "expression",
                 what=what,
             )
