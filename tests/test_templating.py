@@ -412,3 +412,10 @@ def test_no_script_that_validates_runs_a_value_in_real_sh(
     work = Path(tempfile.mkdtemp(dir=tmp_path))  # one folder per example: examples repeat
     subprocess.run(argv, cwd=work, capture_output=True, check=False, timeout=10)
     assert not (work / "PWNED").exists(), (script, value, argv)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab# \t\r\n\v\f\x1c=|;&$", max_size=30))
+def test_split_without_quotes_agrees_with_shlex(source: str) -> None:
+    # The unquoted fast path must split exactly where shlex would.
+    assert templating.split_command(source) == shlex.split(source, posix=True)

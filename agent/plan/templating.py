@@ -237,11 +237,21 @@ def split_command(source: str) -> list[str]:
         One template per argument; template expressions are never split.
     """
     protected, parts = _protect(source)
-    try:
-        words = shlex.split(protected, posix=True)
-    except ValueError as exc:
-        raise TemplateError(f"cannot split command: {exc}") from None
-    return [_restore(w, parts) for w in words]
+    if _QUOTING.search(protected) is None:
+        # Without quotes or backslashes shlex only splits at its whitespace; its tokenizer
+        # was 0.4 s of `plan --offline` for 5,000 steps (cProfile, 10,000 calls).
+        words = _WORD.findall(protected)
+    else:
+        try:
+            words = shlex.split(protected, posix=True)
+        except ValueError as exc:
+            raise TemplateError(f"cannot split command: {exc}") from None
+    return [_restore(w, parts) if "\x00" in w else w for w in words]
+
+
+_QUOTING = re.compile(r"['\"\\]")
+# shlex's whitespace in POSIX mode (not str.split's, which also splits at \v, \f and more).
+_WORD = re.compile(r"[^ \t\r\n]+")
 
 
 def render_command(
