@@ -783,3 +783,89 @@ def test_more_rows_than_expected_keys_is_not_ok(tmp_path: Path, duckdb_loaded: P
     check = step.counts[CONTEXT]
     assert (check.actual, check.expected, check.ok) == (16, 2, False)
     assert step.status == Status.PARTIAL
+
+
+# -- pruning: every scan of a table carries its check's filter -------------------------------------
+
+PRUNED = "nba_pruned.team_games"
+
+
+def _unfiltered_scans(sql: str, table: str, column: str) -> list[str]:
+    """Each scan of `table` in `sql` whose own SELECT has no WHERE naming `column`."""
+    name = table.rsplit(".", maxsplit=1)[-1]
+    bad = []
+    for scan in sqlglot.parse_one(sql, read="bigquery").find_all(sqlglot.exp.Table):
+        if scan.name != name:
+            continue
+        select = scan.find_ancestor(sqlglot.exp.Select)
+        where = select.args.get("where") if select is not None else None
+        columns = {c.name for c in where.find_all(sqlglot.exp.Column)} if where else set()
+        if column not in columns:
+            bad.append(select.sql(dialect="bigquery") if select else scan.sql())
+    return bad
+
+
+def test_every_scan_of_a_table_carries_its_checks_filter() -> None:
+    checks = [
+        CountCheck("day", PRUNED, "game_date = @date"),
+        CountCheck("home", PRUNED, "game_date = @date AND is_home"),
+        CountCheck("cov", PRUNED, "game_date = @date", ("game_id", "team_abbr"), EXPECTED_KEYS),
+    ]
+    prepared, errors = wsql.prepare_checks(checks, PARAMS)
+    assert errors == {}
+    query = wsql.build_count_query(prepared)
+    assert len(sqlglot.parse(query.sql, read="bigquery")) == 1
+    assert "COUNTIF" not in query.sql.upper()
+    assert _unfiltered_scans(query.sql, PRUNED, "game_date") == []
+    # The partitioned form, one statement for many dates, keeps each copy's filter.
+    grouped, names = wsql.partition_query(query, "date", 3)
+    assert names == ["date__p0", "date__p1", "date__p2"]
+    assert _unfiltered_scans(grouped, PRUNED, "game_date") == []
+    # The parse check itself sees an unfiltered scan.
+    assert _unfiltered_scans(f"SELECT COUNT(*) FROM {PRUNED}", PRUNED, "game_date")
+
+
+@pytest.mark.bigquery
+def test_verify_on_a_table_that_requires_a_partition_filter(
+    bq_loaded: bqemu.Emulator, bq_client: Any, tmp_path: Path
+) -> None:
+    bq_client.create_dataset("nba_pruned", exists_ok=True)
+    table = bigquery.Table(
+        f"{PROJECT}.{PRUNED}",
+        schema=[
+            bigquery.SchemaField("game_id", "STRING"),
+            bigquery.SchemaField("team_abbr", "STRING"),
+            bigquery.SchemaField("game_date", "DATE"),
+            bigquery.SchemaField("is_home", "BOOL"),
+        ],
+    )
+    table.time_partitioning = bigquery.TimePartitioning(field="game_date")
+    table.require_partition_filter = True
+    table = bq_client.create_table(table, exists_ok=True)
+    rows = [
+        {"game_id": g, "team_abbr": t, "game_date": d.isoformat(), "is_home": home}
+        for d in (GAME_DATE, GAME_DATE - dt.timedelta(days=1))
+        for g, t, home in (("0022500650", "MIN", True), ("0022500650", "GSW", False))
+    ]
+    assert not bq_client.insert_rows_json(table, rows)
+    wh: Any = open_warehouse("bigquery", workdir=tmp_path, project=PROJECT, endpoint=bq_loaded.url)
+    checks = [
+        CountCheck("day", PRUNED, "game_date = @date"),
+        CountCheck("home", PRUNED, "game_date = @date AND is_home"),
+        CountCheck("cov", PRUNED, "game_date = @date", ("game_id", "team_abbr"), EXPECTED_KEYS),
+    ]
+    try:
+        before = jobs(wh)
+        day, home, cov = wh.count(checks, PARAMS, LABELS)
+        assert jobs(wh) - before == 1
+        assert [(o.error, o.count) for o in (day, home, cov)] == [(None, 2), (None, 1), (None, 2)]
+        assert cov.missing_total == 14
+        # The emulator does not enforce require_partition_filter (an unfiltered COUNT(*) of
+        # this table runs there), so the statement it ran is read back and parsed instead.
+        ran = [j.query for j in bq_client.list_jobs(all_users=True) if PRUNED in (j.query or "")]
+        assert ran
+        assert [q for q in ran if _unfiltered_scans(q, PRUNED, "game_date")] == []
+        estimate = wh.estimate_bytes(checks, PARAMS)
+        assert isinstance(estimate, int)  # the emulator reports 0; BigQuery the pruned bytes
+    finally:
+        wh.close()
