@@ -155,6 +155,101 @@ def bench_duckdb(tmp: Path, rows: list[list[object]]) -> None:
     path.unlink(missing_ok=True)
 
 
+SORTED_ROWS = 50_000_000
+SORTED_DAYS = 100
+PRUNE_TARGET = "≤ 1.2x"
+
+
+def bench_pruned(tmp: Path, rows: list[list[object]], n_rows: int = SORTED_ROWS) -> None:
+    """Three checks, one with coverage, on a date-sorted table against the same by hand.
+
+    The table is written in date order, so DuckDB's zone maps skip every row group of other
+    dates when (and only when) the date filter sits in a scan's WHERE.
+    """
+    import duckdb
+
+    from agent.warehouse import CountCheck
+    from agent.warehouse.duckdb import DuckDBWarehouse
+
+    path = tmp / "sorted.duckdb"
+    path.unlink(missing_ok=True)
+    per_day = n_rows // SORTED_DAYS
+    con = duckdb.connect(str(path), config={"enable_progress_bar": False})
+    try:
+        con.execute("CREATE SCHEMA bench")
+        con.execute(
+            f"CREATE TABLE {TABLE} AS SELECT i AS id,"
+            f" DATE '2026-01-01' + CAST(i // {per_day} AS INTEGER) AS game_date,"
+            " 'T' || CAST(i % 30 AS VARCHAR) AS team_abbr,"
+            " CAST(i % 120 AS INTEGER) AS points"
+            f" FROM range({n_rows}) t(i) ORDER BY i"
+        )
+        # 31 teams expected, 30 play: coverage names one missing key.
+        con.execute(
+            "CREATE TABLE bench.teams AS SELECT 'T' || CAST(i AS VARCHAR) AS team_abbr"
+            " FROM range(31) t(i)"
+        )
+    finally:
+        con.close()
+    params = {"date": DATE}
+    day = "game_date = @date"
+    checks = [
+        CountCheck("day", TABLE, day),
+        CountCheck("high", TABLE, f"{day} AND points >= 100"),
+        CountCheck("teams", TABLE, day, ("team_abbr",), "SELECT team_abbr FROM bench.teams"),
+    ]
+    last: dict[str, Any] = {}
+
+    def verify() -> None:
+        wh = DuckDBWarehouse(path)
+        outcomes = wh.count(checks, params, {})
+        last["step"] = [(o.count, o.expected_total, o.missing_total) for o in outcomes]
+        last["errors"] = [o.error for o in outcomes if o.error]
+
+    where = "game_date = $date"
+    expected = "SELECT DISTINCT team_abbr FROM bench.teams"
+    missing = f"{expected} EXCEPT SELECT team_abbr FROM {TABLE} WHERE {where}"
+
+    def by_hand() -> None:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+
+            def one(sql: str, bound: bool = True) -> Any:
+                return con.execute(sql, {"date": DATE} if bound else None).fetchone()[0]  # type: ignore[index]
+
+            counts = [
+                one(f"SELECT COUNT(*) FROM {TABLE} WHERE {where}"),
+                one(f"SELECT COUNT(*) FROM {TABLE} WHERE {where} AND points >= 100"),
+                one(f"SELECT COUNT(*) FROM {TABLE} WHERE {where}"),
+            ]
+            total = one(f"SELECT COUNT(*) FROM ({expected})", bound=False)
+            gone = one(f"SELECT COUNT(*) FROM ({missing})")
+            con.execute(f"SELECT * FROM ({missing}) ORDER BY 1 LIMIT 20", {"date": DATE})
+            con.fetchall()
+            last["hand"] = [
+                (counts[0], None, None),
+                (counts[1], None, None),
+                (counts[2], total, gone),
+            ]
+        finally:
+            con.close()
+
+    t_step, t_hand = _interleaved(verify, by_hand, repeat=9)
+    same = last["step"] == last["hand"] and not last["errors"]
+    note = "" if same else f"; results differ: {last['step']} vs {last['hand']}"
+    rows.append(
+        [
+            f"verify, 3 checks + coverage anti-join, date-sorted {n_rows / 1e6:.0f}M-row DuckDB",
+            f"{t_step * 1000:.1f} ms" + note,
+            f"{t_hand * 1000:.1f} ms (the same counts by hand, filtered statements)",
+            f"{t_step / t_hand:.2f}x",
+            PRUNE_TARGET,
+            same and t_step / t_hand <= 1.2,
+        ]
+    )
+    path.unlink(missing_ok=True)
+
+
 def bench_emulator(tmp: Path, rows: list[list[object]]) -> None:
     """Ten checks on the BigQuery emulator: one job vs ten jobs, in the same run."""
     from bench import bqemu_start
@@ -241,6 +336,7 @@ def bench_verify(tmp: Path, rows: list[list[object]]) -> None:
         tmp: a scratch folder.
         rows: the table; each row is [figure, measured, floor, ratio, target, met].
     """
+    bench_pruned(tmp, rows)
     bench_duckdb(tmp, rows)
     bench_emulator(tmp, rows)
 
