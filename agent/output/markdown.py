@@ -6,8 +6,6 @@ import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import quote
 
-from tabulate import tabulate
-
 from agent.proc.terminal import clean
 
 __all__ = [
@@ -160,13 +158,15 @@ def plain_table(rows: Iterable[Sequence[object]], headers: Sequence[object]) -> 
     Column widths count characters, whether or not `wcwidth` is installed (tabulate measures
     emoji as two columns when it is): the same run gives the same bytes on every machine.
     """
+    # Imported here: tabulate pulls in importlib.metadata and wcwidth, a cost of every start
+    # when imported at the top (issue 15), though only a report draws tables.
     import tabulate as tabulate_module
 
     mode = tabulate_module.WIDE_CHARS_MODE
     tabulate_module.WIDE_CHARS_MODE = False
     try:
         return str(
-            tabulate(
+            tabulate_module.tabulate(
                 list(rows),
                 headers=[str(h) for h in headers],
                 tablefmt="github",

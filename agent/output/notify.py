@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,11 @@ def post(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> str | None
     """
     if not url.startswith(("http://", "https://")):
         return "notification failed: the webhook URL does not start with http:// or https://"
+    # Imported here: urllib.request (http.client, email, ssl) cost every run at start-up,
+    # notification or not (python -X importtime, issue 15).
+    import urllib.error
+    import urllib.request
+
     data = json.dumps(body).encode()
     # http(s) only, checked above, so neither Request nor urlopen can reach file: URLs.
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})  # noqa: S310
