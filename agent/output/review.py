@@ -270,6 +270,11 @@ def review_plan(
         for s in rb.steps
     }
 
+    # One stop event for every step (nothing stops a review), and each step's blank result
+    # built without validation: StepResult(...) validated 5,000 times was 0.16 s of `plan
+    # --offline` of 5,000 steps (cProfile, validate_python), for fields given as literals.
+    stop = threading.Event()
+
     def context(step: Any, step_vars: Mapping[str, Any]) -> StepContext:
         return StepContext(
             loaded=loaded,
@@ -278,9 +283,9 @@ def review_plan(
             workdir=workdir,
             run_dir=None,
             steps_view=view,
-            result=StepResult(id=step.id, kind=step.kind, title=step.label),
+            result=StepResult.model_construct(id=step.id, kind=step.kind, title=step.label),
             redactor=redactor,
-            stop=threading.Event(),
+            stop=stop,
             emit=lambda e: None,
             open_warehouse=lambda: run_context.open_warehouse(endpoint),
             offline=step_offline,

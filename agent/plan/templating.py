@@ -122,7 +122,9 @@ def _bounded(func: Callable[_P, _R]) -> Callable[_P, _R]:
 
 def is_template(source: str) -> bool:
     """Return True when `source` holds Jinja2 syntax (and so must be rendered)."""
-    return any(m in source for m in _MARKERS)
+    # Most strings hold no brace at all: one scan instead of three (and no generator) was
+    # 0.12 s of 0.16 s over 20,000 calls in `plan --offline` of 5,000 steps (cProfile).
+    return "{" in source and any(m in source for m in _MARKERS)
 
 
 @lru_cache(maxsize=4096)
