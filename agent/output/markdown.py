@@ -34,6 +34,7 @@ _LINE_START = (
 # e-mail address. Shown as code, where no renderer links anything.
 _LINKISH = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+|\bwww\.\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _ORDERED = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")
+_STARTERS = frozenset("#-+*_=~")
 
 
 def plain(text: object) -> str:
@@ -45,7 +46,10 @@ def plain(text: object) -> str:
     Returns:
         One line of text, stripped, with no markdown escaping (for use inside code blocks).
     """
-    return _SPACES.sub(" ", clean(text).replace("\t", " ")).strip()
+    s = str(text)
+    if s.isprintable() and "  " not in s:  # most cells: nothing to clean or collapse
+        return s.strip()
+    return _SPACES.sub(" ", clean(s).replace("\t", " ")).strip()
 
 
 def inline(text: object) -> str:
@@ -70,9 +74,12 @@ def inline(text: object) -> str:
         parts.append(code(match.group()).replace("|", "\\|"))
         pos = match.end()
     s = "".join(parts) + _escape(s[pos:])
-    for pattern in _LINE_START:
-        s = pattern.sub(lambda m: "\\" + m.group(1), s, count=1)
-    s = _ORDERED.sub(lambda m: m.group(1) + "\\" + m.group(2), s, count=1)
+    # Only these first characters can start a structure; skipping the five anchored
+    # patterns otherwise halves the re.sub calls of a 10,000-step report (cProfile: 320 k).
+    if s[:1] in _STARTERS or s[:1].isdecimal():  # \d is any decimal digit
+        for pattern in _LINE_START:
+            s = pattern.sub(lambda m: "\\" + m.group(1), s, count=1)
+        s = _ORDERED.sub(lambda m: m.group(1) + "\\" + m.group(2), s, count=1)
     if s.endswith("#"):  # a closing sequence of an ATX heading would be eaten
         s = s[:-1] + "\\#"
     return s
@@ -81,7 +88,9 @@ def inline(text: object) -> str:
 def _escape(s: str) -> str:
     """Backslash-escape what opens markdown structure inside a line, and neutralise HTML."""
     s = s.replace("\\", "\\\\")
-    s = _BARE_AMP.sub("&amp;", s).replace("<", "&lt;").replace(">", "&gt;")
+    if "&" in s:
+        s = _BARE_AMP.sub("&amp;", s)
+    s = s.replace("<", "&lt;").replace(">", "&gt;")
     return s.replace("`", "\\`").replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
 
 

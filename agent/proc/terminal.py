@@ -60,5 +60,8 @@ def clean(text: object) -> str:
         The text with ``\\r\\n``/``\\r`` (and Unicode line separators) turned into ``\\n`` and
         nothing a terminal interprets.
     """
-    s = _NEWLINES.sub("\n", strip_ansi(str(text)))
+    s = str(text)
+    if s.isprintable():  # every character matched above is unprintable: nothing to remove
+        return s
+    s = _NEWLINES.sub("\n", strip_ansi(s))
     return _CONTROL.sub("", s)
