@@ -174,8 +174,9 @@ def bench_pruned(tmp: Path, rows: list[list[object]], n_rows: int = SORTED_ROWS)
     path = tmp / "sorted.duckdb"
     path.unlink(missing_ok=True)
     per_day = n_rows // SORTED_DAYS
-    con = duckdb.connect(str(path), config={"enable_progress_bar": False})
+    con = duckdb.connect(str(path))
     try:
+        con.execute("SET enable_progress_bar = false")
         con.execute("CREATE SCHEMA bench")
         con.execute(
             f"CREATE TABLE {TABLE} AS SELECT i AS id,"
@@ -239,7 +240,7 @@ def bench_pruned(tmp: Path, rows: list[list[object]], n_rows: int = SORTED_ROWS)
     note = "" if same else f"; results differ: {last['step']} vs {last['hand']}"
     rows.append(
         [
-            f"verify, 3 checks + coverage anti-join, date-sorted {n_rows / 1e6:.0f}M-row DuckDB",
+            f"verify, 3 checks + coverage anti-join, date-sorted {n_rows / 1e6:g}M-row DuckDB",
             f"{t_step * 1000:.1f} ms" + note,
             f"{t_hand * 1000:.1f} ms (the same counts by hand, filtered statements)",
             f"{t_step / t_hand:.2f}x",
