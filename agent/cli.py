@@ -836,12 +836,17 @@ def import_(
         typer.Option(metavar="ACTION", help="Import one action: 3, 'Action 3' or its title."),
     ] = None,
     output: Annotated[Path | None, _output("the draft")] = None,
+    workdir: Annotated[
+        str | None,
+        typer.Option(metavar="DIR", help="The draft's workdir (default: the document's git top)."),
+    ] = None,
 ) -> int:
-    """Draft a runbook from a markdown incident action plan; review it, then validate it.
+    """Draft a runbook from a markdown procedure or action plan; review it, then validate it.
 
     Example: runbook import docs/incidents/PLAN.md --action 3 -o runbooks/incident/action-3.yaml
     """
-    from agent.incident.importer import DEFAULT_SCHEMA_PATH, import_plan
+    from agent.incident.importer import DEFAULT_SCHEMA_PATH, PlanImportError, import_plan
+    from agent.incident.importer.procedure import git_root, import_procedure
 
     try:
         text = plan_file.read_text(encoding="utf-8")
@@ -855,7 +860,18 @@ def import_(
         schema = DEFAULT_SCHEMA_PATH
     else:
         schema = str(_bundled_schema())
-    draft = import_plan(text, source=str(plan_file), action=action, schema_path=schema)
+    try:
+        draft = import_plan(text, source=str(plan_file), action=action, schema_path=schema)
+    except PlanImportError:
+        if action is not None:
+            raise
+        # Not an action plan: any procedure (headings, lists, shell and SQL blocks) drafts.
+        root = git_root(plan_file.parent)
+        where = workdir or (str(root) if root is not None else ".")
+        done = import_procedure(text, source=str(plan_file), workdir=where, schema_path=schema)
+        draft = done.text
+        s = "" if done.todos == 1 else "s"
+        typer.echo(f"{done.todos} TODO(import) comment{s} to decide in the draft", err=True)
     if output is None:
         sys.stdout.write(draft)
     else:
