@@ -351,7 +351,12 @@ def validate(
 @command()
 @_command
 def plan(
-    file: RunbookArg,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="The runbook, or markdown documents (a file or folder)."
+        ),
+    ],
     var: VarOpt = None,
     output: Annotated[Path | None, _output("the review")] = None,
     offline: Annotated[bool, typer.Option(help="Do not query the warehouse.")] = False,
@@ -364,6 +369,10 @@ def plan(
 
     Example: runbook plan runbooks/demo/backfill-game-context.yaml --var date=2026-01-25 -o plan.md
     """
+    from agent.output.docreview import is_markdown
+
+    if is_markdown(file):
+        return _plan_docs(file, output, fmt)
     from agent.output.review import render_review, review_plan
     from agent.plan.loader import load_runbook
     from agent.plan.vars import parse_var_args, resolve_vars
@@ -379,6 +388,24 @@ def plan(
         text = dumps(plan_document(review))
     else:
         text = render_review(review)
+    if output:
+        _write(output, text)
+        typer.echo(f"plan written to {output}", err=True)
+    else:
+        typer.echo(text, nl=False)
+    return EXIT_OK if review.ok else EXIT_PARTIAL
+
+
+def _plan_docs(path: Path, output: Path | None, fmt: str) -> int:
+    """`plan` of markdown documents: each imported in memory, the scripts it names looked up."""
+    from agent.output.docreview import docs_review_json, render_docs_review, review_docs
+
+    review = review_docs([path])
+    text = (
+        json.dumps(docs_review_json(review), indent=2) + "\n"
+        if fmt == "json"
+        else render_docs_review(review)
+    )
     if output:
         _write(output, text)
         typer.echo(f"plan written to {output}", err=True)
