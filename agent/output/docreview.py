@@ -147,6 +147,8 @@ def _argv(command: str) -> list[str]:
     """The words of a command's first simple command, assignments and loop syntax off."""
     first = re.split(r"\s(?:&&|\|\||;|\|)\s|;\s*(?:do|then)\s", command, maxsplit=1)[0]
     words = split_words(first) or []
+    if words and words[0] in ("for", "case", "select"):
+        return []  # a loop's header names no program; its body's commands are read one by one
     while words and (ASSIGN.match(words[0]) or words[0] in _SYNTAX):
         words.pop(0)
     return words

@@ -19,6 +19,7 @@ from agent.incident.importer.commands import (
     split_words,
     sql_statements,
 )
+from agent.plan.shell import ShellError, scan
 
 __all__ = ["Procedure", "ProcedureStep", "git_root", "import_procedure"]
 
@@ -34,7 +35,7 @@ _DESTRUCTIVE = re.compile(
 )
 _COUNT = re.compile(
     r"^\s*SELECT\s+COUNT\s*\(\s*(?:\*|1|DISTINCT\s+[\w.]+)\s*\)(?:\s+AS\s+\w+)?\s+"
-    r"FROM\s+`?([\w.-]+)`?(?:\s+WHERE\s+(.*?))?\s*;?\s*$",
+    r"FROM\s+`?([\w-]+(?:\.[\w-]+){1,2})`?(?:\s+WHERE\s+(.*?))?\s*;?\s*$",
     re.I | re.S,
 )
 _CHECKOUT = re.compile(r"(?:/home|/Users)/[\w.-]+/code/[\w.-]+")
@@ -43,6 +44,7 @@ _TASK = re.compile(r"^\W*Task\s*#?\s*(\d+)\s*[:.)-]\s*(.*)", re.I)
 _DECISION = re.compile(
     r"(?:Decision\s+point\W*)?\bIF\b\s+(.*?)\s*(?:->|→|=>)\s*(?:go\s+to\s+)?Task\s*#?\s*(\d+)", re.I
 )
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff]")
 _DRY_RUN = re.compile(r"\s--dry[-_]run\b(?:=\S+)?")
 # Placeholders a person writes for "the date": each becomes `{{ name }}`.
 _PLACEHOLDERS = [
@@ -268,7 +270,7 @@ class _Reader:
             "", "run", _short(title) or _short(text), text, shell=needs_shell(text), env=env
         )
         if dry:
-            step.notes.append(f"the document runs it with --dry-run first: {text} --dry-run")
+            step.notes.append("the document runs it with --dry-run first: add it to preview")
         if words[:2] == ["gcloud", "run"] and any(w.startswith("--args") for w in words):
             step.notes.append("a Cloud Run job: its --args are templated like any argument")
         self.add(step)
@@ -353,6 +355,8 @@ def import_procedure(
     Returns:
         The draft (which validates as written) with its count of `TODO(import)` comments.
     """
+    # YAML refuses control characters: a stray one in a document must not break the draft.
+    text = _CONTROL.sub("\ufffd", text)
     r = _Reader()
     for event in read(text):
         if isinstance(event, Heading):
@@ -378,6 +382,8 @@ def import_procedure(
             )
         )
     _templates(r)
+    for s in r.steps:
+        _unscannable(s)
     _ids(r.steps)
     doc = _document(r, source, workdir, schema_path)
     out = emit.dump(doc)
@@ -395,10 +401,24 @@ def _templates(r: _Reader) -> None:
             s.where = re.sub(r"'?\{\{ (\w+) \}\}'?", r"@\1", s.where)
 
 
+def _unscannable(s: ProcedureStep) -> None:
+    """A shell command whose quotes never close: a manual step quoting it, not a broken draft."""
+    if s.kind != "run" or not s.shell:
+        return
+    try:
+        scan(re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "x", s.command), [])
+    except ShellError as exc:
+        s.kind, s.instructions = "manual", f"Run by hand: {s.command}"
+        s.shell, s.env = False, {}
+        s.notes.append(f"{TODO} the document's command does not scan ({exc}): check its quotes")
+
+
 def _ids(steps: list[ProcedureStep]) -> None:
     taken: set[str] = set()
     for s in steps:
         base = slug(re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "", s.title)) or s.kind
+        if not base[0].isalpha():
+            base = f"step_{base}"  # `1` or `0_0` would read back as a number, not an id
         out, n = base, 2
         while out in taken:
             out, n = f"{base}_{n}", n + 1
@@ -417,7 +437,8 @@ def _document(r: _Reader, source: str, workdir: str, schema_path: str) -> emit.D
     header = [
         f"# yaml-language-server: $schema={schema_path}",
         f"# Draft imported by `runbook import` from {source}.",
-        "# Review every step before running it; each `# TODO(import):` is for a person to decide.",
+        "# Review every step before running it; each TODO(import) comment is for a person",
+        "# to decide.",
     ]
     head: list[Node] = [
         Field("version", 1),
