@@ -388,12 +388,17 @@ def plan(
         text = dumps(plan_document(review))
     else:
         text = render_review(review)
+    _show_plan(text, output)
+    return EXIT_OK if review.ok else EXIT_PARTIAL
+
+
+def _show_plan(text: str, output: Path | None) -> None:
+    """The plan to its file (saying where) or to stdout."""
     if output:
         _write(output, text)
         typer.echo(f"plan written to {output}", err=True)
     else:
         typer.echo(text, nl=False)
-    return EXIT_OK if review.ok else EXIT_PARTIAL
 
 
 def _plan_docs(path: Path, output: Path | None, fmt: str) -> int:
@@ -406,11 +411,7 @@ def _plan_docs(path: Path, output: Path | None, fmt: str) -> int:
         if fmt == "json"
         else render_docs_review(review)
     )
-    if output:
-        _write(output, text)
-        typer.echo(f"plan written to {output}", err=True)
-    else:
-        typer.echo(text, nl=False)
+    _show_plan(text, output)
     return EXIT_OK if review.ok else EXIT_PARTIAL
 
 
