@@ -415,19 +415,17 @@ def _plan_docs(path: Path, output: Path | None, fmt: str) -> int:
     return EXIT_OK if review.ok else EXIT_PARTIAL
 
 
-_PROMPTING = threading.Event()
-
-
 def _install_signals(stop: threading.Event) -> None:
+    from agent.output.prompt import watch_interrupts
+
     def handler(signum: int, frame: Any) -> None:
         del frame
         stop.set()
         typer.echo(f"\nstopping ({signal.Signals(signum).name}): finishing the record", err=True)
-        if _PROMPTING.is_set() and threading.current_thread() is threading.main_thread():
-            raise KeyboardInterrupt  # a prompt blocks in input(): only an exception ends it
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    watch_interrupts()  # a prompt's wait ends on them, however close to its start they come
 
 
 def _confirm(listeners: list[Callable[..., None]]) -> Callable[[str], bool | None]:
@@ -435,16 +433,11 @@ def _confirm(listeners: list[Callable[..., None]]) -> Callable[[str], bool | Non
 
     def ask(question: str) -> bool | None:
         from agent.output.console import LiveConsole
+        from agent.output.prompt import ask_yes_no
 
         live = next((x for x in listeners if isinstance(x, LiveConsole)), None)
-        _PROMPTING.set()
-        try:
-            with live.paused() if live is not None else contextlib.nullcontext():
-                return bool(typer.confirm(question, default=False))
-        except (KeyboardInterrupt, EOFError, typer.Abort):
-            return None
-        finally:
-            _PROMPTING.clear()
+        with live.paused() if live is not None else contextlib.nullcontext():
+            return ask_yes_no(question)
 
     return ask
 
