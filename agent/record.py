@@ -27,6 +27,7 @@ __all__ = [
     "RunStatus",
     "Status",
     "StepResult",
+    "StoppedProcess",
     "build_models",
     "load_record",
     "read_runs",
@@ -169,6 +170,17 @@ class CheckResult(_Model):
     error: str | None = None
 
 
+class StoppedProcess(_Model):
+    """A process a step started that left the step's process group, stopped by the runner."""
+
+    pid: int
+    command: str  # its command line as the system showed it, cut short and masked
+    # When: "timeout", "interrupt", "stop" (the step was stopped: its log could not be
+    # written), "step_end" (stopped when its program ended) or "run_end" (kept for the steps
+    # after it, stopped when the run ended).
+    when: str
+
+
 class Poll(_Model):
     """One poll of a `wait` step."""
 
@@ -233,6 +245,9 @@ class StepResult(_Model):
     missing: str | None = None  # the program, script or module that was not found
     alternatives: list[str] = Field(default_factory=list)
     shortfall: dict[str, Any] | None = None  # on_shortfall, rendered
+    # Processes the step started that left its process group (setsid, a double fork), which
+    # the runner found and stopped: at its timeout, or at the end of the run.
+    stopped_processes: list[StoppedProcess] = Field(default_factory=list)
     sessions: int = 1  # how many runner sessions started this step (2+ after a resume)
 
     @property

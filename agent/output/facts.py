@@ -86,6 +86,7 @@ __all__ = [
     "step_items",
     "step_label",
     "step_name",
+    "stopped_processes_text",
     "timestamp",
     "utc",
     "value_changes",
@@ -1358,6 +1359,39 @@ def cause_facts(record: RunRecord, step: StepResult) -> list[str]:
     if step.status == Status.PARTIAL and len(facts) == 0 and step.reason:
         facts.append(step.reason)
     return facts
+
+
+_STOPPED_WHEN = {
+    "timeout": "at its timeout",
+    "interrupt": "when the run was interrupted",
+    "stop": "when the step was stopped",
+    "step_end": "when its program ended",
+    "run_end": "at the end of the run",
+}
+
+
+def stopped_processes_text(step: StepResult) -> str | None:
+    """What the runner stopped of a step's processes that had left its process group.
+
+    Args:
+        step: The step.
+
+    Returns:
+        ``stopped 2 processes that had left the step's process group at its timeout: sleep
+        300 (pid 41), ...``; None when there were none.
+    """
+    if not step.stopped_processes:
+        return None
+    by_when: dict[str, list[str]] = {}
+    for p in step.stopped_processes:
+        by_when.setdefault(p.when, []).append(f"{p.command} (pid {p.pid})")
+    parts = [
+        f"{_STOPPED_WHEN.get(when, when)}: {', '.join(shown)}" for when, shown in by_when.items()
+    ]
+    n = len(step.stopped_processes)
+    return f"stopped {counted(n, 'process')} that had left the step's process group " + (
+        "; ".join(parts)
+    )
 
 
 def shortfall_title(step: StepResult) -> str:

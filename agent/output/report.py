@@ -63,6 +63,7 @@ from agent.output.facts import (
     status_words,
     step_items,
     step_name,
+    stopped_processes_text,
     timestamp,
     utc,
     value_changes,
@@ -465,6 +466,9 @@ def _results(step: StepResult, variables: Mapping[str, Any]) -> list[Bullet]:
         bullets.append(Bullet(f"Runner sessions: {step.sessions} (resumed)"))
     if step.duration_s is not None and step.status not in (Status.NOT_FOUND, Status.SKIPPED):
         bullets.append(Bullet(f"Processing time: {elapsed(step.duration_s)}"))
+    stopped = stopped_processes_text(step)
+    if stopped is not None:
+        bullets.append(Bullet(stopped[0].upper() + stopped[1:]))
     bullets.extend(Bullet(t) for t in _failed_expectations(step, variables))
     return bullets
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import os
+import secrets
 import select
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from agent.proc.redact import Redactor, StreamRedactor
 from agent.proc.terminal import strip_ansi
@@ -28,6 +32,8 @@ __all__ = [
     "MAX_LINE_CHARS",
     "Captured",
     "ProcessResult",
+    "Stray",
+    "Strays",
     "process_start_ticks",
     "run_captured",
     "run_process",
@@ -62,6 +68,33 @@ _RELEASE_ON_FULL = 64 * 1024
 journal, run.json and the report (small files) can still be written and the run ends clearly."""
 
 
+TAG_ENV = "RUNBOOK_PROCESS_TAG"
+"""Set in the environment of every program the runner starts, to a value of its own. A process
+that leaves its program's process group (setsid, a double fork) still carries it, inherited,
+so the runner tells that program's strays from other steps' processes and its other children."""
+
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+_STRAY_ROUNDS = 3
+"""How many times strays are looked for again after stopping the ones found: a stray may have
+started another one while it was being stopped."""
+
+
+class _Children:
+    """The programs this module started and has not yet waited for (subprocess reaps them, the
+    stray reaper never does), and how many it ever started: whether a program ran alone."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        """Held while a program starts and is registered, and while strays are reaped: a child
+        that exits at once is never taken for an adopted orphan."""
+        self.pids: set[int] = set()
+        self.started = 0
+
+
+_CHILDREN = _Children()
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -84,6 +117,11 @@ class ProcessResult:
     """The last decoded lines (ANSI stripped, redacted), at most tail_lines of them."""
     error: str | None = None
     """Why the run did not go as a normal run goes, e.g. "cannot write log <path>: <reason>"."""
+    stopped: list[Stray] = field(default_factory=list)
+    """Processes that had left the program's process group, stopped with it (at the timeout,
+    an interrupt or a log error) or when it ended (without a `Strays` to keep them)."""
+    left: list[Stray] = field(default_factory=list)
+    """Such processes still running when the program ended, kept in its `Strays`."""
 
 
 def shell_quote(argv: list[str]) -> str:
@@ -361,7 +399,50 @@ def _reap(proc: subprocess.Popen[bytes], pgid: int, grace: float) -> bool:
         _signal_group(pgid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=_REAP_SECONDS)
-    return not _group_alive(pgid) or _stop_group(pgid, grace)
+    gone = not _group_alive(pgid) or _stop_group(pgid, grace)
+    with _CHILDREN.lock:
+        if proc.returncode is not None:
+            _CHILDREN.pids.discard(proc.pid)
+    _reap_group(pgid)
+    return gone
+
+
+@dataclass(frozen=True)
+class _Spawned:
+    """A program started by `_spawn`."""
+
+    proc: subprocess.Popen[bytes]
+    tag: str
+    """Its TAG_ENV value."""
+    serial: int
+    """How many programs had been started, this one included."""
+    alone: bool
+    """No other program of this module's ran when it started."""
+    ticks: int | None
+    """The leader's start time."""
+
+    def since(self) -> int | None:
+        """The leader's start time when no other program ran or started during its life: an
+        orphan adopted since then, untagged (its environment was cleared), is then its own."""
+        with _CHILDREN.lock:
+            others = _CHILDREN.pids - {self.proc.pid}
+            alone = self.alone and _CHILDREN.started == self.serial and not others
+        return self.ticks if alone else None
+
+
+def _spawn(argv: list[str], env: Mapping[str, str] | None, **kwargs: Any) -> _Spawned:
+    """Start a program in a session of its own, tagged (TAG_ENV) so that its strays are
+    found, and registered as a child subprocess waits for."""
+    _adopt_orphans()
+    tag = secrets.token_hex(8)
+    full = {**(os.environ if env is None else env), TAG_ENV: tag}
+    with _CHILDREN.lock:
+        alone = not _CHILDREN.pids
+        proc = subprocess.Popen(argv, env=full, start_new_session=True, **kwargs)
+        _CHILDREN.pids.add(proc.pid)
+        _CHILDREN.started += 1
+        ticks = process_start_ticks(proc.pid)
+        return _Spawned(proc, tag, _CHILDREN.started, alone, ticks)
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -425,6 +506,300 @@ def _started_by_us(pgid: int, start_ticks: int | None) -> bool:
 
 
 @dataclass(frozen=True)
+class Stray:
+    """A process that left its program's process group (a group or session of its own)."""
+
+    pid: int
+    ticks: int | None
+    """When it started (clock ticks since boot): tells it from a later process given its pid."""
+    command: str
+    """Its command line as /proc shows it, cut to a readable length; not masked yet."""
+
+    def __str__(self) -> str:
+        return f"{self.command} (pid {self.pid})"
+
+
+class Strays:
+    """The strays of one step's programs: the tags its programs ran with, and the strays still
+    running when a program ended normally, which `stop` stops later (at the end of the run: a
+    step may start a helper that later steps use, as CI runners allow within a job)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # parallel partitions of one step share nothing, but
+        self._tags: list[str] = []  # a resume's leftovers and a retry may meet here
+        self._left: list[Stray] = []
+
+    def add(self, tag: str, left: Iterable[Stray] = ()) -> None:
+        """Keep a program's tag, and the strays it left running."""
+        with self._lock:
+            if tag not in self._tags:
+                self._tags.append(tag)
+            self._left.extend(left)
+
+    @property
+    def left(self) -> list[Stray]:
+        """The strays seen running when their program ended."""
+        with self._lock:
+            return list(self._left)
+
+    def stop(self, grace: float = 5.0) -> list[Stray]:
+        """Stop every process of these programs that still runs outside their groups.
+
+        Args:
+            grace: seconds between SIGTERM and SIGKILL.
+
+        Returns:
+            The processes stopped (none when nothing was left).
+        """
+        with self._lock:
+            tags, left = set(self._tags), list(self._left)
+            self._left.clear()
+        if not tags:
+            return []
+        return _stop_strays(tags, None, grace, known=left)
+
+
+@dataclass(frozen=True)
+class _Proc:
+    """One line of /proc: enough to place a process in the tree and to stop the right one."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    state: str
+    ticks: int | None
+
+
+def _read_proc(pid: int) -> _Proc | None:
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    try:
+        return _Proc(pid, int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+@functools.cache
+def _adopt_orphans() -> bool:
+    """Make this process a child subreaper (Linux, once): a descendant whose parent dies is
+    then reparented here rather than to init, so it stays below the runner, where its strays
+    are looked for (and this process reaps it). False where the system has no such thing:
+    strays are then looked for among all processes, by their tag alone."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+@functools.cache
+def _has_children_files() -> bool:
+    """Whether the kernel lists a task's children (/proc/<pid>/task/<tid>/children)."""
+    pid = os.getpid()
+    return Path(f"/proc/{pid}/task/{pid}/children").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The children of every thread of `pid` (an orphan may be given to any of them)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    out: list[int] = []
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            out.extend(int(x) for x in (task / "children").read_text().split())
+    return out
+
+
+def _all_procs() -> list[_Proc]:
+    try:
+        entries = [e.name for e in Path("/proc").iterdir()]
+    except OSError:
+        return []
+    found = (_read_proc(int(name)) for name in entries if name.isdigit())
+    return [p for p in found if p is not None]
+
+
+def _descendants(root: int, among: list[_Proc] | None = None) -> list[_Proc]:
+    """Every descendant of `root` (zombies too), parents before their children.
+
+    Read from the children lists when the kernel has them (a walk of the runner's own subtree
+    costs what the subtree holds), else from `among` or a scan of every process.
+    """
+    if among is None and _has_children_files():
+        out: list[_Proc] = []
+        todo, seen = [root], {root}
+        while todo:
+            for child in _children(todo.pop()):
+                info = None if child in seen else _read_proc(child)
+                if info is not None:
+                    seen.add(child)
+                    out.append(info)
+                    todo.append(child)
+        return out
+    kids: dict[int, list[_Proc]] = {}
+    for p in _all_procs() if among is None else among:
+        kids.setdefault(p.ppid, []).append(p)
+    out, todo = [], [root]
+    while todo:
+        for p in kids.pop(todo.pop(), []):
+            out.append(p)
+            todo.append(p.pid)
+    return out
+
+
+def _tag(pid: int) -> str | None:
+    """The TAG_ENV value of a process's environment (None when absent or unreadable)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    key = TAG_ENV.encode() + b"="
+    for item in env.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key) :].decode("ascii", "replace")
+    return None
+
+
+def _find_strays(
+    tags: Collection[str],
+    pgid: int | None,
+    leader: int | None = None,
+    since: int | None = None,
+) -> list[_Proc]:
+    """The processes running outside group `pgid` that are a program's: tagged with one of
+    `tags`, below its `leader`, or (`since`: it ran alone) adopted untagged since it started.
+
+    Looked for below this process (a subreaper: orphans come back to it), else among all
+    processes, where the tag alone, random per program, tells the program's own apart. The
+    runner's own children (other programs' leaders) are never strays.
+    """
+    me = os.getpid()
+    adopting = _adopt_orphans()
+    procs = _descendants(me) if adopting else [p for p in _all_procs() if p.pid != me]
+    below = {p.pid for p in _descendants(leader, procs)} if leader is not None else set()
+    mine = os.getpgrp()
+    out: list[_Proc] = []
+    for p in procs:
+        if p.state in ("Z", "X") or p.pgid in (pgid, mine) or p.pid in _CHILDREN.pids:
+            continue
+        if p.pid in below:
+            out.append(p)
+            continue
+        tag = _tag(p.pid)
+        if tag in tags or (
+            tag is None
+            and adopting
+            and since is not None
+            and p.ppid == me
+            and p.ticks is not None
+            and p.ticks >= since
+        ):
+            out.append(p)
+    return out
+
+
+def _stray(p: _Proc) -> Stray:
+    try:
+        argv = Path(f"/proc/{p.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        command = " ".join(a.decode("utf-8", "replace") for a in argv)
+    except OSError:
+        command = ""
+    command = " ".join(command.split()) or "?"  # one line: a report lists it in a bullet
+    return Stray(p.pid, p.ticks, command if len(command) <= 80 else command[:79] + "…")
+
+
+def _still(p: _Proc) -> bool:
+    """Whether `p` still runs as itself: not gone, not a zombie, its pid not reused."""
+    now = _read_proc(p.pid)
+    return now is not None and now.ticks == p.ticks and now.state not in ("Z", "X")
+
+
+def _signal_strays(procs: Iterable[_Proc], sig: signal.Signals) -> None:
+    mine = os.getpgrp()
+    for p in procs:
+        if not _still(p):
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p.pid, sig)
+        if p.pgid == p.pid != mine:  # it leads a group of its own: its members go with it
+            _signal_group(p.pgid, sig)
+
+
+def _reap_adopted(pids: Iterable[int]) -> None:
+    """Collect the zombies among `pids` that are this process's children (adopted orphans,
+    which nobody else waits for); a child subprocess started is never touched."""
+    me = os.getpid()
+    with _CHILDREN.lock:
+        for pid in pids:
+            info = None if pid in _CHILDREN.pids else _read_proc(pid)
+            if info is not None and info.ppid == me and info.state == "Z":
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+
+
+def _reap_group(pgid: int) -> None:
+    """Reap the members of a stopped group that were adopted (their parent died first)."""
+    if _adopt_orphans():
+        _reap_adopted(p.pid for p in _descendants(os.getpid()) if p.pgid == pgid)
+
+
+def _wait_strays_gone(procs: list[_Proc], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        _reap_adopted(p.pid for p in procs)
+        if not any(_still(p) for p in procs):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _stop_strays(
+    tags: Collection[str],
+    pgid: int | None,
+    grace: float,
+    *,
+    leader: int | None = None,
+    known: Iterable[Stray | _Proc] = (),
+    since: int | None = None,
+) -> list[Stray]:
+    """Stop the strays of programs tagged `tags` (and `known` ones, if still themselves):
+    SIGTERM, `grace` seconds, SIGKILL, looked for again in case one started another, reaped.
+
+    Returns:
+        The processes stopped, in the order they were found.
+    """
+    stopped: dict[int, Stray] = {}
+    extra: list[_Proc] = []
+    for k in known:
+        info = k if isinstance(k, _Proc) else _read_proc(k.pid)
+        if info is not None and info.ticks == k.ticks:
+            extra.append(info)
+    for _ in range(_STRAY_ROUNDS):
+        found = [*extra, *_find_strays(tags, pgid, leader, since)]
+        procs = {p.pid: p for p in found if _still(p)}
+        if not procs:
+            break
+        for p in procs.values():
+            stopped.setdefault(p.pid, _stray(p))
+        found = list(procs.values())
+        _signal_strays(found, signal.SIGTERM)
+        if not _wait_strays_gone(found, grace):
+            _signal_strays(found, signal.SIGKILL)
+            _wait_strays_gone(found, _REAP_SECONDS)
+        for p in found:
+            if p.pgid == p.pid:  # the members of a group it led went with it
+                _reap_group(p.pgid)
+        extra, leader = [], None
+    # Those told to stop earlier (with their group) may have died since: reaped here.
+    _reap_adopted([*stopped, *(k.pid for k in known)])
+    return list(stopped.values())
+
+
+@dataclass(frozen=True)
 class Captured:
     """What a short helper program printed, for the runner itself to read (not a step's run)."""
 
@@ -469,15 +844,15 @@ def run_captured(
     Raises:
         OSError: the program cannot be started (as ``subprocess.run`` raises it).
     """
-    proc = subprocess.Popen(
+    spawned = _spawn(
         argv,
+        env,
         cwd=cwd,
-        env=None if env is None else dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,
     )
+    proc = spawned.proc
     pgid = proc.pid  # start_new_session: the child leads a new process group
     deadline = None if timeout is None else time.monotonic() + timeout
     timed_out = False
@@ -507,6 +882,8 @@ def run_captured(
                 stopped_at = time.monotonic()
     finally:
         _reap(proc, pgid, grace)  # after Ctrl-C while waiting, too: nothing may outlive us
+        since = spawned.since()
+        _stop_strays({spawned.tag}, pgid, grace, since=since)  # nor what left its group
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
@@ -548,6 +925,7 @@ def run_process(
     on_spawn: Callable[[int], None] | None = None,
     every_line: bool = True,
     header: bytes = b"",
+    strays: Strays | None = None,
 ) -> ProcessResult:
     """Run a program in its own process group, streaming its output to a log.
 
@@ -556,7 +934,10 @@ def run_process(
     (ANSI stripped, NUL bytes removed, carriage-return overwrites applied) for ``on_line`` and
     the bounded tail. On timeout, ``stop_event`` or a log write error the whole group gets
     SIGTERM, ``grace`` seconds, then SIGKILL; background processes still running when the child
-    exits are stopped the same way. Nothing of the group survives. Never raises for a program
+    exits are stopped the same way. Nothing of the group survives. Processes that left the
+    group (setsid, a double fork) are found by the tag their environment inherited (TAG_ENV)
+    and stopped with the group; when the program ended normally they are kept in ``strays``
+    for the caller to stop later, or stopped at once without it. Never raises for a program
     that cannot start or a log that cannot be written: those are results.
 
     Args:
@@ -580,6 +961,8 @@ def run_process(
             last one, for a progress display): the older ones are then written to the log but
             never decoded. Ignored when ``on_line`` is given.
         header: written to the log before the program's output (the attempt's heading).
+        strays: where the processes that left the group and still run after a normal end are
+            kept (the run stops them at its end); None stops them when the program ends.
 
     Returns:
         The ``ProcessResult``; ``exit_code`` is None when the program never started or was
@@ -603,14 +986,13 @@ def run_process(
         return _not_started(started_at, f"cannot write log {log_path}: {exc.strerror}")
     log = _Log(log_path, handle, max_log_bytes)
     try:
-        proc = subprocess.Popen(
+        spawned = _spawn(
             argv,
+            env,
             cwd=cwd,
-            env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
             bufsize=0,
         )
     except OSError as exc:
@@ -624,7 +1006,10 @@ def run_process(
         redactor.stream() if redactor is not None and redactor.active else None
     )
     lines = _Lines(tail_lines, on_line, on_block, every_line=every_line, redactor=redactor)
+    proc, tag = spawned.proc, spawned.tag
     pgid = proc.pid  # start_new_session: the child leads a new session and process group
+    if strays is not None:
+        strays.add(tag)
     if on_spawn is not None:
         on_spawn(pgid)
     output_bytes = 0
@@ -657,6 +1042,9 @@ def run_process(
     term_at: float | None = None
     kill_at: float | None = None
     exited_at: float | None = None
+    escaped: list[_Proc] = []  # found when the group was told to stop, and told too
+    stopped: list[Stray] = []
+    completed = False
     try:
         while True:
             now = time.monotonic()
@@ -679,9 +1067,14 @@ def run_process(
                         stop_event is not None and stop_event.is_set()
                     )
                 if should_stop:
+                    if stopping:  # found while the leader lives: its descendants count too
+                        escaped = _find_strays({tag}, pgid, proc.pid, spawned.since())
+                        stopped = [_stray(p) for p in escaped]  # named while they run
+                        _signal_strays(escaped, signal.SIGTERM)
                     _signal_group(pgid, signal.SIGTERM)
                     term_at = now
             elif kill_at is None and now - term_at >= grace:
+                _signal_strays(escaped, signal.SIGKILL)
                 _signal_group(pgid, signal.SIGKILL)
                 kill_at = now
             elif kill_at is not None and now - kill_at >= _AFTER_KILL_SECONDS:
@@ -702,11 +1095,22 @@ def run_process(
             output_bytes += count
             consume(count)
         consume(0, final=True)
+        completed = True
     finally:
         proc.stdout.close()
         # After an exception (e.g. from on_line) the child may still run: it is killed here.
         survived = not _reap(proc, pgid, 0 if kill_at else grace)
         log.close()
+        left: list[Stray] = []
+        since = spawned.since()
+        if stopping or not completed or strays is None:
+            # Those told to stop with the group had its grace; others found now get theirs.
+            late = _stop_strays({tag}, pgid, 0 if escaped else grace, known=escaped, since=since)
+            named = {s.pid for s in stopped}
+            stopped += [s for s in late if s.pid not in named]
+        else:
+            left = [_stray(p) for p in _find_strays({tag}, pgid, since=since)]
+            strays.add(tag, left)
 
     error = log.error
     if proc.returncode is None or survived:
@@ -721,4 +1125,6 @@ def run_process(
         log_capped=log.capped,
         tail=list(lines.tail),
         error=error,
+        stopped=stopped,
+        left=left,
     )

@@ -25,7 +25,7 @@ from agent.errors import UsageError
 from agent.plan import templating
 from agent.plan.model import ShortfallByCause, Step
 from agent.plan.partitions import partition_value, resolve_partitions, select_partitions
-from agent.proc.process import process_start_ticks
+from agent.proc.process import Strays, process_start_ticks
 from agent.proc.redact import MASK, Redactor
 from agent.record import (
     Advice,
@@ -36,6 +36,7 @@ from agent.record import (
     Session,
     Status,
     StepResult,
+    StoppedProcess,
     build_models,
     utcnow,
     write_record,
@@ -130,6 +131,8 @@ class Runner:
             self._views.setdefault(r.partition, {})[r.id] = r
         self._saved_at = float("-inf")
         self._chosen = self._choose()
+        # What each pair's programs left running outside their groups: stopped at the end.
+        self._strays: dict[Pair, Strays] = {}
 
     def result(self, sid: str, partition: str | None = None) -> StepResult:
         """The result of step `sid` for `partition` (an index, not a scan: runs may have a
@@ -189,6 +192,7 @@ class Runner:
             log_suffix=log_suffix,
             every_line=self.options.every_line,
             on_spawn=lambda pgid: self._spawned(result.id, pgid, part),
+            strays=self._strays.setdefault((result.id, part), Strays()),
         )
 
     def _spawned(self, sid: str, pgid: int, partition: str | None = None) -> None:
@@ -561,7 +565,25 @@ class Runner:
                 return RunStatus.FAILED
         return RunStatus.PARTIALLY_COMPLETE
 
+    def stop_strays(self) -> None:
+        """Stop what the steps left running outside their process groups (a helper later
+        steps used), each named in its step's result, which is journaled again."""
+        for (sid, part), strays in list(self._strays.items()):
+            stopped = strays.stop()
+            if not stopped:
+                continue
+            result = self.result(sid, part)
+            result.stopped_processes += [
+                StoppedProcess(pid=s.pid, command=self.redactor.redact(s.command), when="run_end")
+                for s in stopped
+            ]
+            with self.lock_mutex:
+                self.journal.append(
+                    "step_finished", step=sid, result=result.model_dump(mode="json"), **_at(part)
+                )
+
     def finish(self) -> None:
+        self.stop_strays()
         self.record.status = self.overall()
         self.record.exit_code = exit_code_for(self.record.status)
         self.record.ended_at = utcnow()

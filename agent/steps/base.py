@@ -13,8 +13,9 @@ from typing import Any
 from agent.plan import templating
 from agent.plan.loader import LoadedRunbook
 from agent.proc import preflight
+from agent.proc.process import ProcessResult, Strays
 from agent.proc.redact import Redactor
-from agent.record import Baseline, Status, StepResult
+from agent.record import Baseline, Status, StepResult, StoppedProcess
 from agent.warehouse.base import Warehouse
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "StepKind",
     "StepReview",
     "display",
+    "note_stopped",
     "program_missing",
     "register",
     "review_program",
@@ -92,6 +94,9 @@ class StepContext:
     every_line: bool = False  # a listener shows every output line (--verbose)
     on_spawn: Callable[[int], None] = lambda pgid: None
     """Called with the process group of every program the step starts (the run journals it)."""
+    strays: Strays | None = None
+    """Keeps what the step's programs left running outside their groups, for the run to stop
+    at its end (None: stopped when each program ends)."""
 
     def template_context(self, **extra: Any) -> dict[str, Any]:
         """Names visible to templates: vars, env, steps, run, plus `extra`."""
@@ -122,6 +127,37 @@ def display(argv: list[str], shell: bool) -> str:
     if shell and len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
         return argv[2]
     return shlex.join(argv)
+
+
+def note_stopped(ctx: StepContext, proc: ProcessResult) -> str:
+    """Record the processes that had left the program's group and were stopped with it.
+
+    Args:
+        ctx: the step's context (its result gets them, masked).
+        proc: the program's result.
+
+    Returns:
+        ``"; stopped 2 processes that had left the step's process group"`` for a reason, or
+        ``""`` when there were none.
+    """
+    if not proc.stopped:
+        return ""
+    when = (
+        "timeout"
+        if proc.timed_out
+        else "interrupt"
+        if proc.interrupted
+        else "stop"
+        if proc.exit_code is None
+        else "step_end"
+    )
+    ctx.result.stopped_processes += [
+        StoppedProcess(pid=s.pid, command=ctx.redactor.redact(s.command), when=when)
+        for s in proc.stopped
+    ]
+    n = len(proc.stopped)
+    noun = "process" if n == 1 else "processes"
+    return f"; stopped {n} {noun} that had left the step's process group"
 
 
 def step_env(extra: Mapping[str, str], ctx: StepContext) -> dict[str, str]:

@@ -27,6 +27,7 @@ from agent.steps.base import (
     StepKind,
     StepReview,
     display,
+    note_stopped,
     program_missing,
     register,
     review_program,
@@ -354,7 +355,9 @@ class CommandKind(StepKind):
                 stop_event=ctx.stop,
                 on_spawn=ctx.on_spawn,
                 header=f"--- attempt {number} of {attempts}: {res.command_display}\n".encode(),
+                strays=ctx.strays,
             )
+            stopped = note_stopped(ctx, proc)
             attempt.ended_at = proc.ended_at
             attempt.exit_code = proc.exit_code
             attempt.timed_out = proc.timed_out
@@ -364,13 +367,15 @@ class CommandKind(StepKind):
             res.log_capped = res.log_capped or proc.log_capped
             res.output_tail = [ctx.redactor.redact(x) for x in proc.tail]
             if proc.interrupted:
-                res.status, res.reason = Status.ABORTED, "the run was interrupted"
+                res.status, res.reason = Status.ABORTED, "the run was interrupted" + stopped
                 break
             if proc.error and proc.exit_code is None and not proc.timed_out:
-                res.status, res.reason = Status.FAILED, proc.error
+                res.status, res.reason = Status.FAILED, proc.error + stopped
             elif proc.timed_out:
                 res.status = Status.TIMED_OUT
-                res.reason = f"timed out after {setting(timeout)}; the process group was stopped"
+                res.reason = (
+                    f"timed out after {setting(timeout)}; the process group was stopped" + stopped
+                )
             elif proc.exit_code not in step.ok_exit_codes:
                 res.status = Status.FAILED
                 res.reason = f"exit code {proc.exit_code}" + _tail_hint(proc.tail)

@@ -17,6 +17,7 @@ from agent.steps.base import (
     StepKind,
     StepReview,
     display,
+    note_stopped,
     program_missing,
     register,
     review_program,
@@ -105,12 +106,16 @@ class WaitKind(StepKind):
             redactor=ctx.redactor,
             stop_event=ctx.stop,
             on_spawn=ctx.on_spawn,
+            strays=ctx.strays,
         )
+        stopped = note_stopped(ctx, proc)
         error = proc.error
         if proc.timed_out:
             error = "the poll was stopped when the step's time ran out"
         elif proc.interrupted:
             error = "interrupted"
+        if error is not None:
+            error += stopped
         return Poll(at=at, value=proc.exit_code, ok=proc.exit_code == 0, error=error)
 
     def run(self, step: WaitStep, ctx: StepContext) -> None:
