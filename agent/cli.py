@@ -542,11 +542,16 @@ def run(
     if started_file is not None:
         options.listeners.append(_announcer(started_file))
     outcome = run_runbook(file, options, junit=junit)
-    for warning in outcome.warnings:
-        # A failed notification never changes the run's result, but it is not silent.
-        typer.echo(f"warning: {warning}", err=True)
+    _warn([*options.warnings, *outcome.warnings])
     _print_run(outcome.record, outcome.run_dir, outcome.report, as_json=as_json, kind="run")
     return outcome.exit_code
+
+
+def _warn(warnings: list[str]) -> None:
+    """What a run tells the user that did not change its result: a failed notification, a
+    lock that had to live elsewhere. Never silent."""
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _print_run(record: Any, run_dir: Path, report: Path, *, as_json: bool, kind: str) -> None:
@@ -588,6 +593,7 @@ def resume(
     as_json = _text_or_json(fmt)
     options = _options(var, yes=yes, quiet=quiet, verbose=verbose)
     outcome = resume_runbook(run_dir, options, force=force)
+    _warn([*options.warnings, *outcome.warnings])
     _print_run(outcome.record, outcome.run_dir, outcome.report, as_json=as_json, kind="resume")
     return outcome.exit_code
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "DISK_FULL",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PARTIAL",
     "EXIT_USAGE",
+    "DiskFullError",
     "Problem",
     "RunbookError",
     "UsageError",
     "ValidationError",
+    "disk_full",
 ]
 
 EXIT_OK = 0
@@ -41,6 +45,19 @@ class RunbookError(Exception):
     """An error the user can act on; the CLI prints it as is and exits with `exit_code`."""
 
     exit_code = EXIT_FAILED
+
+
+DISK_FULL = "the disk is full"
+"""How every message about a full disk (ENOSPC, EDQUOT) begins: a step's reason, a run's."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error says there is no room left (no space, or the quota is used up)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(RunbookError):
+    """No room left where the run writes: its message begins with DISK_FULL."""
 
 
 class UsageError(RunbookError):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from agent.errors import DISK_FULL as _DISK_FULL
 
 __all__ = [
     "CAUSES",
@@ -271,6 +276,8 @@ class StepResult(_Model):
             return "coverage" if any(not c.ok for c in self.counts.values()) else "expectation"
         if any(c.level == "fail" and not c.error for c in self.counts.values()):
             return "coverage"
+        if (self.reason or "").startswith(_DISK_FULL):
+            return "error"  # it may have exited 0: its log could not be written
         ran = any(a.exit_code is not None for a in self.attempts)
         return "exit_code" if ran and self.exit_code is not None else "error"
 
@@ -321,6 +328,9 @@ class RunRecord(_Model):
     ended_at: datetime | None = None
     status: RunStatus | None = None
     exit_code: int | None = None
+    # Why the run ended as it did when one cause outside its steps decided it ("the disk is
+    # full: ..."); None otherwise.
+    reason: str | None = None
     steps: list[StepResult] = Field(default_factory=list)
     # A partitioned run: the var each partition binds and the partitions run, in order. Its
     # `steps` then hold one result per (step, partition) pair, step by step.
@@ -367,12 +377,18 @@ def write_atomic(path: Path, text: str, *, sync: bool = False) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        if sync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        # A full disk leaves a partial temporary file: it goes, and gives its room back.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def write_record(record: RunRecord, path: Path, *, sync: bool = True) -> None:
@@ -540,30 +556,72 @@ def _event_problem(ev: object) -> str | None:
 class Journal:
     """Append-only JSON lines, each fsynced before the caller goes on (resume reads it back)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, on_full: Callable[[int], bool] | None = None) -> None:
+        """Open (or create) the journal for appending.
+
+        Args:
+            path: the journal file; a torn last line (a crash mid-write) is cut off first, so
+                the next line starts a line of its own.
+            on_full: called with a line's size when the disk is full; True when it made room
+                (the run's reserve), and the line is written again.
+        """
         self.path = path
         _cut_torn_end(path)
-        self._fh = path.open("a", encoding="utf-8")
-        # Step threads (--parallel) append their step_started and spawned lines on their own;
-        # a text file object is not safe to write from two threads at once.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._on_full = on_full
+        # Step threads (--parallel) append their step_started and spawned lines on their own.
         self._lock = threading.Lock()
 
     def append(self, event: str, *, sync: bool = True, **fields: Any) -> None:
         """Append one event; with `sync` (the default) make it durable before returning.
 
-        Without `sync` the line is still flushed to the OS, which keeps it through a crash of
+        Without `sync` the line is still handed to the OS, which keeps it through a crash of
         the runner (kill -9), though not through a crash of the machine.
+
+        Raises:
+            DiskFullError: no room for the line (none was written).
+            RunbookError: the journal cannot be written otherwise.
         """
         line = json.dumps({"event": event, "at": utcnow().isoformat(), **fields}, default=str)
+        data = (line + "\n").encode("utf-8")
         with self._lock:
-            self._fh.write(line + "\n")
-            self._fh.flush()
+            self._write(data)
             if sync:
-                os.fsync(self._fh.fileno())
+                with contextlib.suppress(OSError):  # the line is written; durability is a bonus
+                    os.fsync(self._fd)
+
+    def _write(self, data: bytes) -> None:
+        """One line in one write, whole or not at all: a full disk never leaves half a line
+        for the next line to be appended to."""
+        from agent.errors import DISK_FULL, DiskFullError, RunbookError, disk_full
+
+        while True:
+            start = os.fstat(self._fd).st_size
+            try:
+                written = os.write(self._fd, data)
+            except OSError as exc:
+                error: OSError = exc
+            else:
+                if written == len(data):
+                    return
+                error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            if not disk_full(error):
+                raise RunbookError(
+                    f"cannot write the journal {self.path}: {error.strerror or error}"
+                ) from None
+            if self._on_full is None or not self._on_full(len(data)):
+                raise DiskFullError(
+                    f"{DISK_FULL}: cannot write the journal {self.path}: {error.strerror}"
+                ) from None
 
     def close(self) -> None:
-        """Close the file."""
-        self._fh.close()
+        """Close the file (once: the number may belong to another file afterwards)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:

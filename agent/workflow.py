@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from agent.errors import DISK_FULL, DiskFullError, RunbookError, disk_full
 from agent.output.notify import Notifier
 from agent.output.report import write_report
 from agent.plan import templating
@@ -65,7 +66,12 @@ def _outcome(record: RunRecord, run_dir: Path, junit: Path | None) -> Outcome:
     if junit is not None:
         from agent.output.junit import write_junit
 
-        write_junit(record, junit)
+        try:
+            write_junit(record, junit)
+        except OSError as exc:
+            if disk_full(exc):
+                raise DiskFullError(f"{DISK_FULL}: cannot write {junit}: {exc.strerror}") from None
+            raise RunbookError(f"cannot write {junit}: {exc.strerror or exc}") from None
     return Outcome(record, run_dir)
 
 

@@ -26,6 +26,8 @@ def _isolated_cwd(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RUNBOOK_OPERATOR", "tester")
     monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
+    # Where a lock goes when the workdir cannot hold it: never the user's ~/.local/state.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / ".state"))
     yield
 
 

@@ -93,7 +93,15 @@ def test_hostile_var_values_are_one_argument_and_never_execute(
         assert record.step(f"argv{i}").command == [PY, "argv.py", f"out/argv{i}.json", value]
         assert (watched / "out" / f"sh{i}.txt").read_bytes() == value.encode(), (i, value)
     # Nothing was created: the watched folder holds the script and the outputs, nothing else.
-    made = sorted(str(p.relative_to(watched)) for p in watched.rglob("*"))
+    # (Besides the run's lock, which lives with the workdir's state in .runbook/locks/.)
+    made = sorted(
+        str(p.relative_to(watched))
+        for p in watched.rglob("*")
+        if p.relative_to(watched).parts[0] != ".runbook"
+    )
+    (lock,) = (watched / ".runbook" / "locks").iterdir()
+    assert lock.name.startswith("inj-")
+    assert lock.suffix == ".lock"
     expected = sorted(
         ["argv.py", "out"]
         + [f"out/argv{i}.json" for i in range(len(HOSTILE))]
@@ -311,11 +319,12 @@ def test_full_disk_fails_the_step_clearly_and_the_journal_stays_readable(
     flood = record.step("flood")
     assert flood.status == Status.FAILED
     assert flood.reason is not None
+    assert flood.reason.startswith("the disk is full: ")
     assert "No space left on device" in flood.reason
     assert record.step("small").status == Status.SUCCESS
     events = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events if e.get("step") == "flood"][-1] == "step_finished"
-    assert proc.returncode == 3, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the run stops there: FAILED (test_disk_full)
 
 
 def test_dev_full_log_through_run_process(tmp_path: Path) -> None:
@@ -328,7 +337,7 @@ def test_dev_full_log_through_run_process(tmp_path: Path) -> None:
         log_path=Path("/dev/full"),
     )
     assert result.exit_code in (None, 0)  # stopped, or it had already ended
-    assert result.error == "cannot write log /dev/full: No space left on device"
+    assert result.error == "the disk is full: cannot write log /dev/full: No space left on device"
 
 
 # --- `shell: true`: the quotes the author wrote are respected ----------------------------------

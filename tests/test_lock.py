@@ -144,7 +144,7 @@ def test_lock_of_a_killed_runner_is_taken_over(write_runbook: Write, tmp_path: P
     _wait_for(tmp_path / "started-mon")
     victim.kill()  # kill -9: the lock file keeps the dead holder's pid
     victim.communicate(timeout=10)
-    (lock_file,) = (tmp_path / "reports" / ".locks").glob("locky-*.lock")
+    (lock_file,) = (tmp_path / ".runbook" / "locks").glob("locky-*.lock")
     assert json.loads(lock_file.read_text())["pid"] == victim.pid
     # Its step's child was in its own session and survives the runner.
     (tmp_path / "started-mon").unlink()

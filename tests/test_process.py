@@ -237,7 +237,7 @@ def test_log_write_error_ends_the_step(tmp_path: Path) -> None:
         log_path=Path("/dev/full"),
         grace=2.0,
     )
-    assert result.error == "cannot write log /dev/full: No space left on device"
+    assert result.error == "the disk is full: cannot write log /dev/full: No space left on device"
     assert result.exit_code is None
     assert not result.timed_out
     child, _ = _pids(result)

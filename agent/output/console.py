@@ -113,7 +113,8 @@ class PlainConsole:
             grid = partition_grid(rec)
             if grid is not None and not self.quiet:
                 self._say(f"partitions: {grid.summary}")
-            self._say(f"run {status}: report {d['run_dir'] / 'report.md'}")
+            why = f" ({rec.reason})" if rec.reason else ""
+            self._say(f"run {status}{why}: report {d['run_dir'] / 'report.md'}")
 
 
 class LiveConsole:
@@ -329,7 +330,10 @@ class LiveConsole:
             if grid is not None:
                 self.console.print(grid.summary, highlight=False, markup=False)
         status = record.status.value if record.status else "?"
-        self.console.print(f"run {status}: report {run_dir / 'report.md'}", highlight=False)
+        why = f" ({record.reason})" if record.reason else ""
+        self.console.print(
+            f"run {status}{why}: report {run_dir / 'report.md'}", highlight=False, markup=False
+        )
 
 
 def make_console(*, quiet: bool, verbose: bool, tty: bool | None = None) -> Any:

@@ -853,7 +853,9 @@ def _conclusion(record: RunRecord, issues: Sequence[Issue]) -> tuple[list[str], 
         sentences.append(f"Still open ({len(issues)}): {listed}.")
     elif n:
         sentences.append("Nothing is left open.")
-    if record.status == RunStatus.COMPLETE:
+    if record.reason is not None:
+        rec = f"The run stopped early ({record.reason}): make room, then run it again."
+    elif record.status == RunStatus.COMPLETE:
         rec = "No follow-up is needed."
     elif issues:
         rec = (
@@ -914,7 +916,8 @@ def _execution_log(record: RunRecord, action: str) -> str:
             )
     if record.ended_at is not None:
         status = record.status.value if record.status else "unknown"
-        add(record.ended_at, f"Run finished: {status}")
+        why = f" ({record.reason})" if record.reason else ""
+        add(record.ended_at, f"Run finished: {status}{why}")
     events.sort(key=lambda e: (e[0], e[1]))
     return "\n".join(f"{timestamp(at)} - {text}" for at, _, text in events)
 

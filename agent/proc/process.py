@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
-import errno
 import fcntl
 import functools
 import os
@@ -24,12 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from agent.errors import DISK_FULL, disk_full
 from agent.proc.redact import Redactor, StreamRedactor
 from agent.proc.terminal import strip_ansi
 
 __all__ = [
     "CHUNK_SIZE",
     "MAX_LINE_CHARS",
+    "TAIL_CHARS",
     "Captured",
     "ProcessResult",
     "Stray",
@@ -48,6 +49,11 @@ _PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ: fewer, larger reads for chatty steps
 
 MAX_LINE_CHARS = 64 * 1024
 """A partial line this long is emitted as a line: output without newlines stays bounded."""
+
+TAIL_CHARS = 32 * 1024
+"""The most characters the tail keeps in all (the oldest line kept may be cut short): the
+tail goes into the journal, run.json and the report, which must fit in the room a run sets
+aside for them when the disk fills up."""
 
 _POLL_SECONDS = 0.05
 """How long one wait on the pipe lasts: the latency of noticing a timeout or an interrupt."""
@@ -114,7 +120,8 @@ class ProcessResult:
     log_capped: bool
     """The log reached max_log_bytes and stopped growing."""
     tail: list[str] = field(default_factory=list)
-    """The last decoded lines (ANSI stripped, redacted), at most tail_lines of them."""
+    """The last decoded lines (ANSI stripped, redacted), at most tail_lines of them and
+    TAIL_CHARS characters in all."""
     error: str | None = None
     """Why the run did not go as a normal run goes, e.g. "cannot write log <path>: <reason>"."""
     stopped: list[Stray] = field(default_factory=list)
@@ -318,8 +325,8 @@ class _Log:
                 self.written += count
                 view = view[count:]
         except OSError as exc:
-            self.error = f"cannot write log {self.path}: {exc.strerror or exc}"
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.error = _log_error(self.path, exc)
+            if disk_full(exc):
                 self._release()
 
     def _release(self) -> None:
@@ -335,7 +342,29 @@ class _Log:
             self._handle.close()
         except OSError as exc:
             if self.error is None:
-                self.error = f"cannot write log {self.path}: {exc.strerror or exc}"
+                self.error = _log_error(self.path, exc)
+
+
+def _log_error(path: Path, exc: OSError) -> str:
+    """Why a log cannot be written; a full disk says so first, the run ends on it."""
+    text = f"cannot write log {path}: {exc.strerror or exc}"
+    return f"{DISK_FULL}: {text}" if disk_full(exc) else text
+
+
+def _bounded(tail: Iterable[str]) -> list[str]:
+    """The newest lines of `tail` that fit in TAIL_CHARS; the oldest one kept may be cut short
+    (its start says what it is)."""
+    kept: list[str] = []
+    room = TAIL_CHARS
+    for line in reversed(list(tail)):
+        if len(line) > room:
+            if room > 0:
+                kept.append(line[: room - 1] + "…")
+            break
+        kept.append(line)
+        room -= len(line)
+    kept.reverse()
+    return kept
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -977,13 +1006,14 @@ def run_process(
             log_path.parent.mkdir(parents=True, exist_ok=True)
         handle: BinaryIO = log_path.open("ab", buffering=0)
     except OSError as exc:
-        return _not_started(started_at, f"cannot write log {log_path}: {exc.strerror}")
+        return _not_started(started_at, _log_error(log_path, exc))
     try:
         if header:  # outside max_log_bytes, which counts the program's output
             handle.write(header)
     except OSError as exc:
-        handle.close()
-        return _not_started(started_at, f"cannot write log {log_path}: {exc.strerror}")
+        with contextlib.suppress(OSError):
+            handle.close()
+        return _not_started(started_at, _log_error(log_path, exc))
     log = _Log(log_path, handle, max_log_bytes)
     try:
         spawned = _spawn(
@@ -1123,7 +1153,7 @@ def run_process(
         ended_at=_utcnow(),
         output_bytes=output_bytes,
         log_capped=log.capped,
-        tail=list(lines.tail),
+        tail=_bounded(lines.tail),
         error=error,
         stopped=stopped,
         left=left,

@@ -9,6 +9,7 @@ import getpass
 import json
 import os
 import secrets as pysecrets
+import shutil
 import signal
 import socket
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.errors import UsageError
+from agent.errors import DISK_FULL, DiskFullError, RunbookError, UsageError, disk_full
 from agent.plan import templating
 from agent.plan.model import ShortfallByCause, Step
 from agent.plan.partitions import partition_value, resolve_partitions, select_partitions
@@ -44,6 +45,7 @@ from agent.record import (
 from agent.run.context import RunContext, StepsView
 from agent.run.lock import lock_for, locked
 from agent.run.options import RunOptions, exit_code_for
+from agent.run.reserve import Reserve, reserve_size
 from agent.steps import REGISTRY, Event, StepContext
 from agent.steps.base import sql_params
 from agent.warehouse.base import WarehouseError
@@ -54,6 +56,7 @@ CRASH_AT_ENV = "RUNBOOK_TEST_CRASH_AT"
 """Fault-injection seam for tests, read by `_fault_injection_point`; never set it in production."""
 
 SNAPSHOT_EVERY = 0.5  # seconds between run.json snapshots during a run
+_SHORT_TAIL, _SHORT_LINE = 5, 500  # a step's tail in a run.json written on a full disk
 FINISHED = {
     Status.SUCCESS,
     Status.PARTIAL,
@@ -107,6 +110,7 @@ class Runner:
         record: RunRecord,
         run_dir: Path,
         options: RunOptions,
+        reserve: Reserve | None = None,
     ) -> None:
         # Made once by the caller (run or resume), which needed it first.
         self.run_context = context
@@ -119,7 +123,14 @@ class Runner:
         self.options = options
         self.steps = {s.id: s for s in loaded.runbook.steps}
         self.graph = loaded.graph
-        self.journal = Journal(run_dir / "journal.jsonl")
+        # Room set aside for the final record: a piece of it for a journal line that finds
+        # the disk full, the rest given back just before run.json and the report are written.
+        self.reserve = reserve
+        self.journal = Journal(
+            run_dir / "journal.jsonl", on_full=reserve.give if reserve is not None else None
+        )
+        self.disk_full: str | None = None  # why the run stopped: no room left for it
+        self._halt_lock = threading.Lock()
         self.lock_mutex = threading.Lock()
         self._results: dict[Pair, StepResult] = {(r.id, r.partition): r for r in record.steps}
         # The partitions in order ([None] without partitions) and each one's steps.<id> view.
@@ -153,6 +164,24 @@ class Runner:
         return {**self.values, var: partition_value(partition)}
 
     # -- events ------------------------------------------------------------------------------
+    def append_event(self, event: str, *, sync: bool = True, **fields: Any) -> None:
+        """Journal an event; a full disk stops the run (no step starts after it) instead of
+        losing it: run.json and the report still get the room set aside for them."""
+        try:
+            self.journal.append(event, sync=sync, **fields)
+        except DiskFullError as exc:
+            self.halt(str(exc))
+
+    def halt(self, reason: str) -> None:
+        """Start no more steps: the disk is full (the first reason is kept)."""
+        with self._halt_lock:  # not lock_mutex: a journal line written under it may halt
+            if self.disk_full is None:
+                self.disk_full = reason
+
+    def stopping(self) -> bool:
+        """Whether no more steps start: interrupted, or the disk is full."""
+        return self.options.stop.is_set() or self.disk_full is not None
+
     def emit(self, event: Event) -> None:
         for listener in self.options.listeners:
             try:
@@ -199,9 +228,7 @@ class Runner:
         """Journal a program's process group before it gets far: after a crash of this runner,
         resume stops what the group left running."""
         ticks = process_start_ticks(pgid)
-        self.journal.append(
-            "spawned", sync=False, step=sid, pgid=pgid, ticks=ticks, **_at(partition)
-        )
+        self.append_event("spawned", sync=False, step=sid, pgid=pgid, ticks=ticks, **_at(partition))
 
     def save(self, *, final: bool = False) -> None:
         """Write the run.json snapshot: at most twice a second during a run, always at the end.
@@ -211,7 +238,13 @@ class Runner:
         """
         now = time.monotonic()
         if final or now - self._saved_at >= SNAPSHOT_EVERY:
-            write_record(self.record, self.run_dir / "run.json", sync=final)
+            try:
+                write_record(self.record, self.run_dir / "run.json", sync=final)
+            except OSError as exc:
+                # A snapshot is a convenience (the journal is what resume trusts): a full disk
+                # skips it; the final record gets the room set aside.
+                if final or not disk_full(exc):
+                    raise
             self._saved_at = now
 
     # -- baseline ----------------------------------------------------------------------------
@@ -221,7 +254,7 @@ class Runner:
             result = self.result(sid, part)
             if not step.baseline or result.baseline is not None or not self._selected(sid):
                 continue
-            if self.options.stop.is_set():
+            if self.stopping():
                 return
             self.emit(Event("baseline_started", sid, partition=part))
             probe = StepResult(id=sid, kind=step.kind, title=result.title, partition=part)
@@ -234,7 +267,7 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - a failed measurement must not stop the run
                 base.error = f"internal error: {exc!r}"
             result.baseline = base
-            self.journal.append(
+            self.append_event(
                 "baseline", step=sid, baseline=base.model_dump(mode="json"), **_at(part)
             )
             self.emit(Event("baseline_finished", sid, {"baseline": base}, partition=part))
@@ -261,9 +294,7 @@ class Runner:
         _fault_injection_point("before_start", sid, part)
         result.started_at = utcnow()
         result.ended_at = None
-        self.journal.append(
-            "step_started", step=sid, session=len(self.record.sessions), **_at(part)
-        )
+        self.append_event("step_started", step=sid, session=len(self.record.sessions), **_at(part))
         _fault_injection_point("started", sid, part)
         ctx = self.context(result)
         started: dict[str, Any] = {"title": result.title, "kind": step.kind}
@@ -278,6 +309,14 @@ class Runner:
                 REGISTRY[step.kind].run(step, ctx)
         except (templating.TemplateError, WarehouseError) as exc:
             result.status, result.reason = Status.FAILED, str(exc)
+        except OSError as exc:
+            # Evidence a step writes itself (a poll's line, a query's rows) on a full disk.
+            result.status = Status.FAILED
+            result.reason = (
+                f"{DISK_FULL}: {exc.strerror}: {exc.filename}"
+                if disk_full(exc)
+                else f"internal error: {exc!r}"
+            )
         except Exception as exc:  # noqa: BLE001 - a bug in one step must not lose the run
             result.status, result.reason = Status.FAILED, f"internal error: {exc!r}"
         if result.status is None:
@@ -336,8 +375,10 @@ class Runner:
 
     def finish_step(self, result: StepResult) -> None:
         _mask_result(result, self.redactor)
+        if result.status == Status.FAILED and (result.reason or "").startswith(DISK_FULL):
+            self.halt(result.reason or DISK_FULL)
         with self.lock_mutex:
-            self.journal.append(
+            self.append_event(
                 "step_finished",
                 step=result.id,
                 result=result.model_dump(mode="json"),
@@ -389,16 +430,31 @@ class Runner:
         return True
 
     def execute(self) -> None:
-        if self.record.partition_var is not None:
-            self._execute_partitions()
-        else:
-            self._execute_steps()
-        if self.options.stop.is_set():
+        try:
+            if self.record.partition_var is not None:
+                self._execute_partitions()
+            else:
+                self._execute_steps()
+        except DiskFullError as exc:  # a step thread's journal line, re-raised by its future
+            self.halt(str(exc))
+        if self.stopping():
+            why = (
+                "the run was interrupted before it started"
+                if self.disk_full is None
+                else f"not run: {self.disk_full}"
+            )
             for sid, part in self.pairs():
-                if self.result(sid, part).status is None:
-                    self.skip(
-                        sid, Status.ABORTED, "the run was interrupted before it started", None, part
-                    )
+                result = self.result(sid, part)
+                if result.status is not None:
+                    continue
+                if self.disk_full is None:
+                    self.skip(sid, Status.ABORTED, why, None, part)
+                    continue
+                # Not journaled: they never started, and a resume, once there is room again,
+                # runs them (the journal, which resume trusts, says they are still to do).
+                result.status, result.reason = Status.ABORTED, self.redactor.redact(why)
+                result.ended_at = utcnow()
+                self.emit(Event("step_finished", sid, {"result": result}, part))
 
     def _execute_steps(self) -> None:
         pending = [s for s in self.graph.order if self.result(s).status not in FINISHED]
@@ -407,7 +463,7 @@ class Runner:
             # In file order every step's predecessors have finished when its turn comes; running
             # inline keeps the per-step cost to the step itself (no thread hand-offs).
             for sid in pending:
-                if self.options.stop.is_set():
+                if self.stopping():
                     break
                 if self._gate(sid):
                     self.run_step(sid)
@@ -416,7 +472,7 @@ class Runner:
 
     # -- partitions ------------------------------------------------------------------------------
     def _run_pair(self, sid: str, part: str | None) -> None:
-        if self.options.stop.is_set() or self.result(sid, part).status in FINISHED:
+        if self.stopping() or self.result(sid, part).status in FINISHED:
             return
         if self._gate(sid, part):
             self.run_step(sid, part)
@@ -443,7 +499,7 @@ class Runner:
                 self._drain(pool, [partial(self._run_partition, p) for p in self.partitions])
                 return
             for sid in self.graph.order:
-                if self.options.stop.is_set():
+                if self.stopping():
                     return
                 todo = [p for p in self.partitions if self.result(sid, p).status not in FINISHED]
                 if not todo:
@@ -461,7 +517,7 @@ class Runner:
         """Run `jobs` on the pool (at most its workers at once); inline for one worker."""
         if self._partition_workers() == 1:  # one at a time: no thread hand-offs
             for job in jobs:
-                if self.options.stop.is_set():
+                if self.stopping():
                     return
                 job()
             return
@@ -478,7 +534,7 @@ class Runner:
                 continue
             result = self.result(sid, part)
             result.started_at, result.ended_at = utcnow(), None
-            self.journal.append(
+            self.append_event(
                 "step_started", step=sid, session=len(self.record.sessions), **_at(part)
             )
             ctx = self.context(result)
@@ -519,7 +575,7 @@ class Runner:
         build_models()
         running: dict[Future[None], str] = {}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
-            while (pending or running) and not self.options.stop.is_set():
+            while (pending or running) and not self.stopping():
                 ready = [s for s in pending if self._ready(s)] if len(running) < workers else []
                 for sid in ready:
                     if len(running) >= workers:
@@ -547,6 +603,8 @@ class Runner:
 
     # -- the end -----------------------------------------------------------------------------
     def overall(self) -> RunStatus:
+        if self.disk_full is not None:
+            return RunStatus.FAILED
         if self.options.stop.is_set() or any(r.status == Status.ABORTED for r in self.record.steps):
             return RunStatus.INTERRUPTED
         considered = [r for r in _worst_per_step(self.record.steps) if r.skipped_by != "selection"]
@@ -578,23 +636,63 @@ class Runner:
                 for s in stopped
             ]
             with self.lock_mutex:
-                self.journal.append(
+                self.append_event(
                     "step_finished", step=sid, result=result.model_dump(mode="json"), **_at(part)
                 )
 
     def finish(self) -> None:
+        """Stop what is left, decide the run's status, write the record and the outputs.
+
+        Raises:
+            DiskFullError: the disk is full even with the room set aside: run.json (or the
+                report) could not be written; the message says which and what is kept.
+        """
         self.stop_strays()
         self.record.status = self.overall()
+        self.record.reason = self.disk_full
         self.record.exit_code = exit_code_for(self.record.status)
         self.record.ended_at = utcnow()
         self.record.sessions[-1].ended_at = self.record.ended_at
         self._report_prose()
-        self.journal.append("run_finished", status=self.record.status.value)
-        self.save(final=True)
+        self.append_event("run_finished", status=self.record.status.value)
         self.journal.close()
+        if self.reserve is not None:
+            self.reserve.release()  # its room is for what follows
+        self._save_final()
         for finisher in self.options.finishers:
-            finisher(self.record, self.run_dir, self.redactor)
+            try:
+                finisher(self.record, self.run_dir, self.redactor)
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                name = str(exc.filename or "").removesuffix(".tmp")
+                raise DiskFullError(
+                    f"{DISK_FULL}: the run's record is written ({self.run_dir / 'run.json'}), "
+                    f"its outputs are not: cannot write {name}: {exc.strerror}"
+                ) from None
         self.emit(Event("run_finished", None, {"record": self.record, "run_dir": self.run_dir}))
+
+    def _save_final(self) -> None:
+        """The final run.json; on a disk too full even for it, once more with the output
+        tails cut short (the logs keep the output), then a clear error."""
+        try:
+            self.save(final=True)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+        else:
+            return
+        for r in self.record.steps:
+            r.output_tail = [line[-_SHORT_LINE:] for line in r.output_tail[-_SHORT_TAIL:]]
+        try:
+            self.save(final=True)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            raise DiskFullError(
+                f"{DISK_FULL}: cannot write {self.run_dir / 'run.json'}: {exc.strerror}; "
+                f"the journal {self.journal.path} holds what finished"
+            ) from None
 
     def _report_prose(self) -> None:
         ctx = self.run_context.names(
@@ -736,8 +834,11 @@ def start_run(context: RunContext, options: RunOptions) -> tuple[RunRecord, Path
     run_id = _run_id(loaded.runbook.id)
     reports_dir = options.reports_dir.resolve()
     run_dir = reports_dir / run_id
-    with locked(lock_for(loaded, values, reports_dir), run_id):
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    pairs = len(loaded.graph.order) * len(partitions or [None])
+    lock = lock_for(loaded, values, context.workdir, reports_dir)
+    with locked(lock, run_id):
+        options.warnings.extend(lock.notes)
+        reserve = _new_run_dir(run_dir, pairs)
         rb = loaded.runbook
         record = RunRecord(
             run_id=run_id,
@@ -797,15 +898,51 @@ def start_run(context: RunContext, options: RunOptions) -> tuple[RunRecord, Path
         # A secret var is stored as the mask (the run directory never holds a secret): `resume`
         # needs it given again.
         secret_vars = {n for n, spec in rb.vars.items() if spec.secret}
-        (run_dir / "vars.json").write_text(
-            json.dumps({k: MASK if k in secret_vars else v for k, v in options.overrides.items()}),
-            encoding="utf-8",
-        )
-        run = Runner(context, record, run_dir, options)
-        run.journal.append("run_started", run_id=run_id, runbook=str(loaded.path.resolve()))
-        run.save()
-        run.emit(Event("run_started", None, {"record": record, "run_dir": run_dir}))
-        run.baseline()
-        run.execute()
-        run.finish()
+        given = {k: MASK if k in secret_vars else v for k, v in options.overrides.items()}
+        try:
+            (run_dir / "vars.json").write_text(json.dumps(given), encoding="utf-8")
+            run = Runner(context, record, run_dir, options, reserve)
+        except OSError as exc:
+            reserve.release()
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: no half run folder
+            raise _cannot_write(run_dir, exc) from None
+        try:
+            run.append_event("run_started", run_id=run_id, runbook=str(loaded.path.resolve()))
+            run.save()
+            run.emit(Event("run_started", None, {"record": record, "run_dir": run_dir}))
+            run.baseline()
+            run.execute()
+            run.finish()
+        finally:
+            reserve.release()
     return record, run_dir
+
+
+def _cannot_write(folder: Path, exc: OSError) -> RunbookError:
+    """A folder the run cannot write in, as one line (a full disk says so first)."""
+    if disk_full(exc):
+        return DiskFullError(f"{DISK_FULL}: cannot write in {folder}: {exc.strerror}")
+    return RunbookError(f"cannot write in {folder}: {exc.strerror or exc}")
+
+
+def _new_run_dir(run_dir: Path, pairs: int) -> Reserve:
+    """Make a run's folder and set room aside in it for the final record and report.
+
+    Raises:
+        RunbookError: the folder cannot be made (a read-only or unwritable reports folder).
+        DiskFullError: there is no room for it; nothing is left behind.
+    """
+    reports = run_dir.parent
+    if reports.exists() and not reports.is_dir():
+        raise UsageError(f"--reports {reports}: not a folder")
+    try:
+        (run_dir / "logs").mkdir(parents=True)
+    except OSError as exc:
+        raise _cannot_write(reports, exc) from None
+    reserve = Reserve(run_dir / ".reserve", reserve_size(pairs))
+    try:
+        reserve.take()
+    except DiskFullError:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return reserve

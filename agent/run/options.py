@@ -39,6 +39,8 @@ class RunOptions:
     notify_url: str | None = None  # --notify; the runbook's `notify:` is used when this is None
     every_line: bool = False  # --verbose: output events carry every line, not the newest
     partitions: Sequence[str] = ()  # --partition VALUE: run only these partitions
+    # What the run tells the user that did not change its result (where its lock had to go).
+    warnings: list[str] = field(default_factory=list)
 
 
 def exit_code_for(status: RunStatus | None) -> int:

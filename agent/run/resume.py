@@ -26,6 +26,7 @@ from agent.run.context import RunContext, build_context
 from agent.run.executor import FINISHED, Runner, fresh_result, new_session
 from agent.run.lock import lock_for, locked
 from agent.run.options import RunOptions
+from agent.run.reserve import Reserve, reserve_size
 from agent.steps import Event
 
 __all__ = ["Resumption", "continue_run", "prepare_resume"]
@@ -231,15 +232,19 @@ def continue_run(res: Resumption, options: RunOptions) -> tuple[RunRecord, Path]
         The finished record and its run directory.
     """
     record, run_dir = res.record, res.run_dir
-    lock = lock_for(res.context.loaded, res.context.values, run_dir.parent)
+    lock = lock_for(res.context.loaded, res.context.values, res.context.workdir, run_dir.parent)
     # The original run's choices (--parallel, --warehouse-endpoint, ...) hold for its resume.
     sel = record.selection
     options.parallel = max(options.parallel, int(sel.get("parallel") or 1))
     options.warehouse_endpoint = options.warehouse_endpoint or sel.get("warehouse_endpoint")
     options.max_log_bytes = options.max_log_bytes or sel.get("max_log_bytes")
     with locked(lock, record.run_id):
-        run = Runner(res.context, record, run_dir, options)
-        run.journal.append("run_resumed", session=len(record.sessions))
+        options.warnings.extend(lock.notes)
+        # Room for the final record on a disk that fills up (finish gives it back).
+        reserve = Reserve(run_dir / ".reserve", reserve_size(len(record.steps)))
+        reserve.take()
+        run = Runner(res.context, record, run_dir, options, reserve)
+        run.append_event("run_resumed", session=len(record.sessions))
         # We hold the lock, so the runner that started these children is dead: stop whatever
         # of their process groups survived it before anything runs again.
         for sid, part, pgid, ticks in res.spawned:
@@ -247,7 +252,7 @@ def continue_run(res: Resumption, options: RunOptions) -> tuple[RunRecord, Path]
                 continue
             if stop_leftover_group(pgid, ticks if isinstance(ticks, int) else None, grace=2.0):
                 where = {} if part is None else {"partition": part}
-                run.journal.append("leftover_stopped", step=sid, pgid=pgid, **where)
+                run.append_event("leftover_stopped", step=sid, pgid=pgid, **where)
         run.emit(
             Event("run_started", None, {"record": record, "run_dir": run_dir, "resumed": True})
         )
