@@ -284,3 +284,51 @@ def test_resume_takes_the_same_lock(runbook: Path, tmp_path: Path) -> None:
     done = run_cli("resume", str(run_dir), "-q", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert load_record(run_dir).status == RunStatus.COMPLETE
+
+
+def test_a_partitioned_run_holds_its_range_whatever_partitions_and_reports(
+    write_runbook: Write, tmp_path: Path
+) -> None:
+    """One lock per runbook and range: another partition of the same range, in another
+    --reports folder, waits its turn; another range runs alongside."""
+    rb = write_runbook(f"""
+        version: 1
+        id: ranged
+        title: Ranged
+        vars:
+          start: {{type: date, default: "2026-01-01"}}
+          end: {{type: date, default: "2026-01-03"}}
+        partitions:
+          var: date
+          dates: {{from: "{{{{ start }}}}", to: "{{{{ end }}}}"}}
+        steps:
+          - id: hold
+            kind: run
+            command: >-
+              {PY} -c "import pathlib, time; pathlib.Path('held-{{{{ end }}}}').touch();
+              [time.sleep(0.01) for _ in range(3000) if not pathlib.Path('release').exists()]"
+    """)
+    first = subprocess.Popen(
+        [PY, "-m", "agent", "run", str(rb), "-q", "--reports", "a", "--partition", "2026-01-01"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(3000):
+            if (tmp_path / "held-2026-01-03").exists() or first.poll() is not None:
+                break
+            time.sleep(0.01)
+        same = run_cli(
+            "run", str(rb), "-q", "--reports", "b", "--partition", "2026-01-02", cwd=tmp_path
+        )
+        other = run_cli(
+            "run", str(rb), "-q", "--reports", "b", "--var", "end=2026-01-02", cwd=tmp_path
+        )
+    finally:
+        (tmp_path / "release").touch()
+        first.communicate(timeout=60)
+    assert same.returncode == 1
+    assert "another run of this runbook with the same vars is in progress" in same.stderr
+    assert other.returncode == 0, other.stderr  # its own range: its own lock
+    assert first.returncode == 0
