@@ -306,7 +306,8 @@ def test_a_partitioned_run_holds_its_range_whatever_partitions_and_reports(
             kind: run
             command: >-
               {PY} -c "import pathlib, time; pathlib.Path('held-{{{{ end }}}}').touch();
-              [time.sleep(0.01) for _ in range(3000) if not pathlib.Path('release').exists()]"
+              [time.sleep(0.01) for _ in range(3000) if '{{{{ end }}}}' == '2026-01-03'
+              and not pathlib.Path('release').exists()]"
     """)
     first = subprocess.Popen(
         [PY, "-m", "agent", "run", str(rb), "-q", "--reports", "a", "--partition", "2026-01-01"],
