@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import DiskFullError
+from agent.proc.process import run_process
 from agent.record import Journal, RunStatus, Status, load_record
 from tests.procs import run_cli
 
@@ -252,3 +253,16 @@ def test_a_torn_last_line_is_cut_before_the_next_is_appended(tmp_path: Path) -> 
     journal.append("run_resumed", session=2)
     journal.close()
     assert [e["event"] for e in Journal.read(path)] == ["run_started", "run_resumed"]
+
+
+def test_dev_full_log_through_run_process(tmp_path: Path) -> None:
+    """A full disk without a mount: the log is /dev/full."""
+    result = run_process(
+        [PY, "-c", "print('x' * 1000)"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        timeout=10,
+        log_path=Path("/dev/full"),
+    )
+    assert result.exit_code in (None, 0)  # stopped, or it had already ended
+    assert result.error == "the disk is full: cannot write log /dev/full: No space left on device"
