@@ -771,8 +771,17 @@ def _reap_adopted(pids: Iterable[int]) -> None:
 
 def _reap_group(pgid: int) -> None:
     """Reap the members of a stopped group that were adopted (their parent died first)."""
-    if _adopt_orphans():
+    if _adopt_orphans() and _a_child_has_ended():
         _reap_adopted(p.pid for p in _descendants(os.getpid()) if p.pgid == pgid)
+
+
+def _a_child_has_ended() -> bool:
+    """Whether any child of this process waits to be reaped, left waiting (WNOWAIT): one call,
+    where a walk of the children costs a read per thread and per child after every program."""
+    try:
+        return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return False
 
 
 def _wait_strays_gone(procs: list[_Proc], seconds: float) -> bool:
