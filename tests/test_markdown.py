@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.output import markdown
 from agent.output.markdown import clean, code, fence, inline, link, plain, table
@@ -131,3 +133,13 @@ def test_plain_table_widths_do_not_depend_on_wcwidth() -> None:
     """Emoji count as one character each, so reports are the same bytes on every machine."""
     text = markdown.plain_table([["✅ done", "1"], ["x", "22"]], ["state", "n"])
     assert text.splitlines()[2] == "| ✅ done  | 1   |"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aZ09 .,:;/()'%+=#*~-_@w&<>`|[]\\é!")), max_size=30))
+def test_inline_fast_path_writes_what_the_full_escape_writes(raw: str) -> None:
+    """Text the fast path passes through unchanged is text the full escape leaves unchanged."""
+    fast = inline(raw)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(markdown, "_INERT", re.compile(r"(?!)"))  # never inert: always the full path
+        assert inline(raw) == fast
