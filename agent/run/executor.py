@@ -96,6 +96,17 @@ Pair = tuple[str, str | None]
 """One unit of work: a step id and its partition (None without partitions)."""
 
 
+def _started_must_last(step: Step) -> bool:
+    """Whether a step's start must reach the disk before it runs, not with its end's fsync.
+
+    A runner killed mid-step leaves its written lines in the page cache, where resume reads
+    them; only a machine crash loses an unsynced line, and resume then re-runs the step as if
+    it had never started, which is what it does with a started one too, unless the step says
+    `resume: never`: for that one the start is made durable first (an fsync costs 0.3 ms).
+    """
+    return step.resume == "never"
+
+
 def _at(partition: str | None) -> dict[str, Any]:
     """The journal fields that name a pair's partition (none without partitions)."""
     return {} if partition is None else {"partition": partition}
@@ -294,7 +305,13 @@ class Runner:
         _fault_injection_point("before_start", sid, part)
         result.started_at = utcnow()
         result.ended_at = None
-        self.append_event("step_started", step=sid, session=len(self.record.sessions), **_at(part))
+        self.append_event(
+            "step_started",
+            sync=_started_must_last(step),
+            step=sid,
+            session=len(self.record.sessions),
+            **_at(part),
+        )
         _fault_injection_point("started", sid, part)
         ctx = self.context(result)
         started: dict[str, Any] = {"title": result.title, "kind": step.kind}
@@ -535,7 +552,11 @@ class Runner:
             result = self.result(sid, part)
             result.started_at, result.ended_at = utcnow(), None
             self.append_event(
-                "step_started", step=sid, session=len(self.record.sessions), **_at(part)
+                "step_started",
+                sync=_started_must_last(step),
+                step=sid,
+                session=len(self.record.sessions),
+                **_at(part),
             )
             ctx = self.context(result)
             try:
