@@ -40,6 +40,7 @@ __all__ = [
     "run_process",
     "shell_quote",
     "stop_leftover_group",
+    "strays_running",
     "strip_ansi",
 ]
 
@@ -586,6 +587,18 @@ class Strays:
         if not tags:
             return []
         return _stop_strays(tags, None, grace, known=left)
+
+
+def strays_running(groups: Iterable[Strays]) -> bool:
+    """Whether a stray of any of these programs may still run: one walk of the processes for
+    all of them, where stopping each group in turn walks once per group (a run's end)."""
+    tags: set[str] = set()
+    for group in groups:
+        with group._lock:
+            if group._left:
+                return True
+            tags.update(group._tags)
+    return bool(tags) and bool(_find_strays(tags, None))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from agent.errors import DISK_FULL, DiskFullError, RunbookError, UsageError, dis
 from agent.plan import templating
 from agent.plan.model import ShortfallByCause, Step
 from agent.plan.partitions import partition_value, resolve_partitions, select_partitions
-from agent.proc.process import Strays, process_start_ticks
+from agent.proc.process import Strays, process_start_ticks, strays_running
 from agent.proc.redact import MASK, Redactor
 from agent.record import (
     Advice,
@@ -647,6 +647,8 @@ class Runner:
     def stop_strays(self) -> None:
         """Stop what the steps left running outside their process groups (a helper later
         steps used), each named in its step's result, which is journaled again."""
+        if not strays_running(self._strays.values()):
+            return
         for (sid, part), strays in list(self._strays.items()):
             stopped = strays.stop()
             if not stopped:
