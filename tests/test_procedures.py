@@ -201,6 +201,16 @@ def test_a_start_end_pair_becomes_partitions_and_a_dry_run_twin_a_comment() -> N
     assert set(data["vars"]) == {"start", "end"}
     assert len(data["steps"]) == 2
     assert "# the document runs it with --dry-run first:" in text
+    # One date per partition: the range's ends are the partition's date, with a TODO each.
+    assert [x["command"] for x in data["steps"]] == [
+        "python backfill_jobs/phase1/run_phase1.py --start-date {{ date }} --end-date {{ date }}",
+        "python backfill_jobs/phase2/run_phase2.py --start-date {{ date }} --end-date {{ date }}",
+    ]
+    todo = (
+        "  # TODO(import): it took the range; now once per date ({{ date }}): if it needs the "
+        "whole range, use {{ start }}/{{ end }} and no partitions"
+    )
+    assert text.splitlines().count(todo) == 2
 
 
 def test_task_list_decision_point_count_and_cloud_run_args() -> None:
@@ -210,8 +220,12 @@ def test_task_list_decision_point_count_and_cloud_run_args() -> None:
     assert s[1]["checks"] == [
         {"table": "nba_raw.odds_api_props", "where": "game_date = @date", "expect": {"min": 1}}
     ]
-    assert s[2]["when"] == f"steps.{s[1]['id']}.status == 'SUCCESS'"
-    assert "TODO(import): when: write as an expression: Decision point: IF scrapers" in text
+    # "didn't run": task 5 runs when the count before the decision point fell short.
+    assert s[2]["when"] == "steps.task_2_count_today_s_lines.status != 'SUCCESS'"
+    assert (
+        '  # TODO(import): when: "scrapers didn\'t run" -> Task 5: runs if '
+        "task_2_count_today_s_lines did not succeed; confirm that step answers it"
+    ) in text.splitlines()
     assert '--args="--date={{ date }}"' in str(s[2]["command"])
 
 
@@ -219,7 +233,9 @@ def test_dependent_lines_stay_one_shell_step_and_the_checkout_path_goes() -> Non
     (step,) = steps("dependent-lines")
     assert step["shell"] is True
     assert "/home/naji" not in str(step["command"])
-    assert str(step["command"]).startswith("for table in games players; do")
+    assert step["command"] == (
+        'for table in games players; do\n  python scripts/bq_restore.py --table "$table"\ndone'
+    )
 
 
 def test_destructive_commands_get_an_approval_in_front() -> None:
@@ -232,6 +248,45 @@ def test_destructive_commands_get_an_approval_in_front() -> None:
         ("manual", "Approve:"),
         ("run", "Drop the"),
     ]
+
+
+def test_each_destructive_step_needs_its_approval() -> None:
+    s = steps("destructive")
+    for approval, step in zip(s[::2], s[1::2], strict=True):
+        assert step["needs"] == [approval["id"]]
+    assert s[1]["needs"] == ["approve_drop_the_temp_tables"]
+
+
+def test_a_range_verify_counts_each_date_and_run_sql_takes_the_date() -> None:
+    verify = steps("sql-blocks")[0]
+    assert verify["checks"][0]["where"] == "game_date = @date"
+    doc = """\
+# Rebuild
+
+## Rebuild the range
+
+```sql
+INSERT INTO nba_analytics.x SELECT * FROM nba_raw.x
+WHERE game_date BETWEEN '2024-11-01' AND '2024-11-20';
+```
+
+```bash
+python scripts/rebuild.py --end-date 2024-11-20
+```
+"""
+    text = import_procedure(doc, source="d.md").text
+    data = yaml.safe_load(text)
+    assert data["partitions"]["dates"] == {"from": "{{ start }}", "to": "{{ end }}"}
+    sql, one_end = data["steps"]
+    assert sql["command"] == (
+        'bq query --use_legacy_sql=false "INSERT INTO nba_analytics.x SELECT * FROM nba_raw.x '
+        "WHERE game_date = '{{ date }}'\""
+    )
+    assert one_end["command"] == "python scripts/rebuild.py --end-date {{ date }}"
+    assert (
+        "  # TODO(import): it took an end of the range; now once per date ({{ date }}): if it "
+        "needs the whole range, use {{ start }}/{{ end }} and no partitions"
+    ) in text.splitlines()
 
 
 def test_import_cli_uses_the_git_top_and_counts_todos(tmp_path: Path) -> None:

@@ -26,9 +26,12 @@ class Command:
     text: str
     comment: str = ""  # the comment lines (or echo) before it
     inline: str = ""  # a comment at the end of its line
+    start: int = 0  # where it starts in the block's code
+    end: int = 0  # where it ends (continuations and here-doc bodies included)
 
 
-_HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
+# `<<<` is a here-string, not a here-doc.
+_HEREDOC = re.compile(r"(?<!<)<<-?(?!<)\s*['\"]?(\w+)['\"]?")
 
 
 def _scan(code: str, pos: int) -> tuple[str, str, int]:
@@ -117,6 +120,7 @@ def shell_commands(code: str) -> list[Command]:
             continue
         if line.startswith("$ "):  # a console prompt
             pos = code.index("$ ", pos) + 2
+        start = pos
         text, comment, pos = _scan(code, pos)
         if not text:
             continue
@@ -125,7 +129,7 @@ def shell_commands(code: str) -> list[Command]:
             pending.append(" ".join(words[1:]).strip(" =-#*:"))
             continue
         title = " ".join(p for p in pending if p).strip()
-        out.append(Command(text, title.rstrip(":"), comment))
+        out.append(Command(text, title.rstrip(":"), comment, start, min(pos, len(code))))
         pending = []
     return out
 

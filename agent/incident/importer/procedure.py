@@ -13,12 +13,14 @@ from agent.incident.importer.assemble import slug
 from agent.incident.importer.blocks import Code, Heading, Line, read
 from agent.incident.importer.commands import (
     ASSIGN,
+    Command,
     needs_shell,
     shell_commands,
     shell_quote,
     split_words,
     sql_statements,
 )
+from agent.incident.importer.shellgroups import group_commands
 from agent.plan.shell import ShellError, scan
 
 __all__ = ["Procedure", "ProcedureStep", "git_root", "import_procedure"]
@@ -26,8 +28,6 @@ __all__ = ["Procedure", "ProcedureStep", "git_root", "import_procedure"]
 TODO = "TODO(import):"
 _SHELL_LANGS = {"", "bash", "sh", "shell", "console", "zsh", "shell-session"}
 _SQL_LANGS = {"sql", "bigquery", "googlesql"}
-# Lines that only make sense together: the block stays one shell step.
-_DEPENDENT = re.compile(r"^(cd|pushd|for|while|until|if|export|source|\.|set)\b|^\w+=\S*$")
 _DESTRUCTIVE = re.compile(
     r"\brm\s+-\w*[rf]|\bbq\s+rm\b|\bgsutil\s+(-m\s+)?rm\b|\bgcloud\b.*\bdelete\b"
     r"|\b(DELETE\s+FROM|DROP\s+(TABLE|VIEW|SCHEMA|DATASET)|TRUNCATE(\s+TABLE)?)\b",
@@ -44,6 +44,14 @@ _TASK = re.compile(r"^\W*Task\s*#?\s*(\d+)\s*[:.)-]\s*(.*)", re.I)
 _DECISION = re.compile(
     r"(?:Decision\s+point\W*)?\bIF\b\s+(.*?)\s*(?:->|→|=>)\s*(?:go\s+to\s+)?Task\s*#?\s*(\d+)", re.I
 )
+_TASK_REF = re.compile(r"\bTask\s*#?\s*(\d+)", re.I)
+# A condition that reads "it did not work": the check it names fell short.
+_NEGATIVE = re.compile(
+    r"\b(?:not|no|none|never|didn'?t|doesn'?t|don'?t|isn'?t|aren'?t|wasn'?t|weren'?t|hasn'?t"
+    r"|haven'?t|can'?t|fail(?:s|ed)?|missing|empty|zero|0|stale|incomplete|short|below|less)\b",
+    re.I,
+)
+_RANGE_VARS = re.compile(r"\{\{ (start|end) \}\}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff]")
 _DRY_RUN = re.compile(r"\s--dry[-_]run\b(?:=\S+)?")
 # Placeholders a person writes for "the date": each becomes `{{ name }}`.
@@ -76,6 +84,9 @@ class ProcedureStep:
     where: str = ""
     when: str = ""
     notes: list[str] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)
+    approved_by: ProcedureStep | None = None  # the approval in front of a destructive step
+    guards: bool = False  # an approval step: its instructions quote a command
 
 
 @dataclass
@@ -163,9 +174,10 @@ class _Reader:
         self.vars = _Vars()
         self.section = ""
         self.pending: tuple[str, str] | None = None  # (title, prose) of a list item
-        self.tasks: dict[int, ProcedureStep] = {}
+        self.item: str | None = None  # the list item the next code blocks belong to
+        self.tasks: dict[int, list[ProcedureStep]] = {}
         self.task_no: int | None = None
-        self.decisions: list[tuple[str, int, str]] = []  # condition, task, prose
+        self.decisions: list[_Decision] = []
         self.checkouts: set[str] = set()
         self.title = ""
 
@@ -173,6 +185,7 @@ class _Reader:
 
     def heading(self, h: Heading) -> None:
         self.flush()
+        self.item = None
         text = _plain(h.title)
         if not self.title and h.level == 1:
             self.title = text
@@ -186,12 +199,16 @@ class _Reader:
         d = _DECISION.search(text)
         if d:
             self.flush()
-            self.decisions.append((d.group(1).strip(" :"), int(d.group(2)), _plain(text)))
+            self.item = None
+            before = self.steps[-1] if self.steps else None
+            cond = d.group(1).strip(" :")
+            self.decisions.append(_Decision(cond, int(d.group(2)), _plain(text), before))
             return
         t = _TASK.match(text)
         m = _LIST.match(text)
         if t and not m:
             self.flush()
+            self.item = None
             self.section = _plain(text)
             self.task_no = int(t.group(1))
             return
@@ -202,14 +219,17 @@ class _Reader:
             if tm:
                 self.task_no = int(tm.group(1))
             self.pending = (item, item)
+            self.item = item
         elif self.pending and text.strip():
             title, prose = self.pending
             self.pending = (title, f"{prose} {_plain(text)}")
-        elif not text.strip() and self.pending is None:
-            return
+        elif text.strip() and not text[0].isspace():
+            # Prose at the margin after an item's code: the item's code has ended.
+            self.item = None
 
     def code(self, c: Code) -> None:
-        title = self.pending[0] if self.pending else self.section
+        # Every block after a list item (before the next item, heading or prose) is the item's.
+        title = self.item if self.item is not None else self.section
         self.pending = None
         if c.lang in _SQL_LANGS:
             for st in sql_statements(c.code):
@@ -228,30 +248,41 @@ class _Reader:
     # --- steps ----------------------------------------------------------------------------------
 
     def add(self, step: ProcedureStep) -> None:
-        if self.task_no is not None and self.task_no not in self.tasks:
-            self.tasks[self.task_no] = step
+        if self.task_no is not None:
+            self.tasks.setdefault(self.task_no, []).append(step)
         self.steps.append(step)
 
     def shell(self, code: str, title: str) -> None:
-        commands = shell_commands(code)
+        commands = [c for c in shell_commands(code) if not _cd_checkout(c.text, self.checkouts)]
         if not commands:
             return
-        if any(_DEPENDENT.match(c.text) or "\n" in c.text for c in commands):
-            body = "\n".join(
-                line for line in code.splitlines() if line.strip() and not _comment(line)
-            )
-            self.guard(body, title)
-            step = ProcedureStep("", "run", _short(title) or "Shell block", self._checkout(body))
-            step.shell = True
-            step.notes.append("its lines depend on each other (cd, loops, variables): one shell")
-            self.add(step)
-            return
-        texts = [c.text for c in commands]
-        twins = {_DRY_RUN.sub("", t) for t in texts if _DRY_RUN.search(t)}
-        for c in commands:
-            if _DRY_RUN.search(c.text) and _DRY_RUN.sub("", c.text) in texts:
+        groups = group_commands([c.text for c in commands])
+        alone = [commands[g.members[0]].text for g in groups if not g.why]
+        texts = set(alone)
+        twins = {_DRY_RUN.sub("", t) for t in alone if _DRY_RUN.search(t)}
+        for g in groups:
+            first = commands[g.members[0]]
+            if g.why:
+                self.script(code, [commands[i] for i in g.members], first.comment or title, g.why)
+                continue
+            if _DRY_RUN.search(first.text) and _DRY_RUN.sub("", first.text) in texts:
                 continue  # the real command carries it as a comment
-            self.command(c.text, c.comment or title, dry=c.text in twins)
+            self.command(first.text, first.comment or title, dry=first.text in twins)
+
+    def script(self, code: str, members: list[Command], title: str, why: list[str]) -> None:
+        """Commands that depend on each other: one `shell: true` step with their lines."""
+        lines = code[members[0].start : members[-1].end].splitlines()
+        body = "\n".join(
+            line.removeprefix("$ ") if line.lstrip().startswith("$ ") else line
+            for line in lines
+            if line.strip() and not _comment(line)
+        )
+        body = self._checkout(body)
+        approval = self.guard(body, title)
+        step = ProcedureStep("", "run", _short(title) or "Shell block", body)
+        step.shell, step.approved_by = True, approval
+        step.notes.append(f"its lines depend on each other ({'; '.join(why)}): one shell")
+        self.add(step)
 
     def command(self, text: str, title: str, *, dry: bool) -> None:
         text = self._checkout(text)
@@ -265,10 +296,11 @@ class _Reader:
         if count is not None:
             self.sql(count, title)
             return
-        self.guard(text, title)
+        approval = self.guard(text, title)
         step = ProcedureStep(
             "", "run", _short(title) or _short(text), text, shell=needs_shell(text), env=env
         )
+        step.approved_by = approval
         if dry:
             step.notes.append("the document runs it with --dry-run first: add it to preview")
         if words[:2] == ["gcloud", "run"] and any(w.startswith("--args") for w in words):
@@ -276,7 +308,7 @@ class _Reader:
         self.add(step)
 
     def sql(self, sql: str, title: str) -> None:
-        self.guard(sql, title)
+        approval = self.guard(sql, title)
         m = _COUNT.match(sql)
         if m:
             step = ProcedureStep("", "verify", _short(title) or f"Count {m.group(1)}")
@@ -286,23 +318,26 @@ class _Reader:
             return
         text = "bq query --use_legacy_sql=false " + shell_quote(" ".join(sql.split()))
         step = ProcedureStep("", "run", _short(title) or "Run SQL", text)
+        step.approved_by = approval
         step.notes.append("the document's SQL is not a count: run as a query")
         self.add(step)
 
-    def guard(self, text: str, title: str) -> None:
-        """A manual approval in front of a command that deletes."""
+    def guard(self, text: str, title: str) -> ProcedureStep | None:
+        """A manual approval in front of a command that deletes; the command will need it."""
         m = _DESTRUCTIVE.search(text)
-        if m:
-            what = " ".join(text.split())[:160]
-            self.add(
-                ProcedureStep(
-                    "",
-                    "manual",
-                    f"Approve: {_short(title) or m.group(0)}",
-                    instructions=f"The next step deletes ({m.group(0)}): {what}. "
-                    "Check what it removes, then approve.",
-                )
-            )
+        if not m:
+            return None
+        what = " ".join(text.split())[:160]
+        approval = ProcedureStep(
+            "",
+            "manual",
+            f"Approve: {_short(title) or m.group(0)}",
+            instructions=f"The next step deletes ({m.group(0)}): {what}. "
+            "Check what it removes, then approve.",
+            guards=True,
+        )
+        self.add(approval)
+        return approval
 
     def _checkout(self, text: str) -> str:
         """A user's checkout path: the workdir instead (the draft's workdir is the repo's top)."""
@@ -310,6 +345,24 @@ class _Reader:
             self.checkouts.add(path)
         text = re.sub(r"^\s*cd\s+" + _CHECKOUT.pattern + r"/?\s*(&&|;|\n)\s*", "", text)
         return re.sub(_CHECKOUT.pattern + r"/", "", re.sub(_CHECKOUT.pattern + r"\b", ".", text))
+
+
+@dataclass
+class _Decision:
+    """`Decision point: IF <condition> -> Task N`, and the step drafted just before it."""
+
+    condition: str
+    task: int
+    prose: str
+    before: ProcedureStep | None
+
+
+def _cd_checkout(text: str, checkouts: set[str]) -> bool:
+    """`cd /home/<user>/code/<repo>` alone: the draft's workdir already, not a step."""
+    m = re.fullmatch(r"cd\s+(" + _CHECKOUT.pattern + r")/?", text.strip())
+    if m:
+        checkouts.add(m.group(1))
+    return m is not None
 
 
 def _comment(line: str) -> bool:
@@ -366,11 +419,6 @@ def import_procedure(
         else:
             r.line(event)
     r.flush()
-    for cond, task, prose in r.decisions:
-        target = r.tasks.get(task)
-        if target is not None:
-            target.when = cond
-            target.notes.append(f"{TODO} when: write as an expression: {prose}")
     if not r.steps:
         r.steps.append(
             ProcedureStep(
@@ -382,9 +430,17 @@ def import_procedure(
             )
         )
     _templates(r)
+    if r.vars.ranged:
+        for s in r.steps:
+            _per_partition(s)
     for s in r.steps:
         _unscannable(s)
     _ids(r.steps)
+    for s in r.steps:
+        if s.approved_by is not None:
+            # A refused or skipped approval keeps the command from running (SKIPPED by needs).
+            s.needs = [s.approved_by.id, *(n for n in s.needs if n != s.approved_by.id)]
+    _decisions(r)
     doc = _document(r, source, workdir, schema_path)
     out = emit.dump(doc)
     return Procedure(out, out.count(TODO), r.steps)
@@ -399,6 +455,75 @@ def _templates(r: _Reader) -> None:
         s.instructions = r.vars.template(s.instructions)
         if s.kind == "verify" and s.where:
             s.where = re.sub(r"'?\{\{ (\w+) \}\}'?", r"@\1", s.where)
+
+
+def _per_partition(s: ProcedureStep) -> None:
+    """With `partitions:`, a command runs once per date: `{{ date }}` for the range's ends."""
+    if s.kind == "verify":
+        if "@start" in s.where or "@end" in s.where:
+            s.where = re.sub(r"\bBETWEEN\s+@start\s+AND\s+@end\b", "= @date", s.where, flags=re.I)
+            s.where = re.sub(r"@(?:start|end)\b", "@date", s.where)
+            s.notes.append("the document counts the whole range: here each partition's date")
+        return
+    if s.kind == "manual" and not s.guards:
+        return  # a person's prose may speak of the range
+    before = s.command + "".join(s.env.values())
+    both = {m.group(1) for m in _RANGE_VARS.finditer(before)} == {"start", "end"}
+
+    def one(text: str) -> str:
+        text = re.sub(
+            r"\bBETWEEN\s+('?)\{\{ start \}\}\1\s+AND\s+('?)\{\{ end \}\}\2",
+            r"= \1{{ date }}\1",
+            text,
+            flags=re.I,
+        )
+        return _RANGE_VARS.sub("{{ date }}", text)
+
+    s.command, s.instructions = one(s.command), one(s.instructions)
+    s.env = {k: one(v) for k, v in s.env.items()}
+    if s.kind == "run" and _RANGE_VARS.search(before):
+        what = "the range" if both else "an end of the range"
+        s.notes.append(
+            f"{TODO} it took {what}; now once per date ({{{{ date }}}}): if it needs the "
+            "whole range, use {{ start }}/{{ end }} and no partitions"
+        )
+
+
+def _decisions(r: _Reader) -> None:
+    """Each decision as a `when` on the task it names: the status of the check it reads."""
+    index = {id(s): i for i, s in enumerate(r.steps)}
+    for d in r.decisions:
+        targets = r.tasks.get(d.task, [])
+        if not targets:
+            continue
+        named = _TASK_REF.search(d.condition)
+        named_steps = r.tasks.get(int(named.group(1)), []) if named else []
+        check = named_steps[-1] if named_steps else d.before
+        first = index[id(targets[0])]
+        if check is not None and index[id(check)] < first:
+            negative = bool(_NEGATIVE.search(d.condition))
+            op = "!=" if negative else "=="
+            when = f"steps.{check.id}.status {op} 'SUCCESS'"
+            meaning = "did not succeed" if negative else "succeeded"
+            note = (
+                f'{TODO} when: "{d.condition}" -> Task {d.task}: runs if {check.id} {meaning}; '
+                "confirm that step answers it"
+            )
+        elif first:
+            when = f"steps.{r.steps[first - 1].id}.status == 'SUCCESS'"
+            note = (
+                f'{TODO} when: a placeholder: "{d.condition}" -> Task {d.task} reads no step '
+                "before it: write the condition"
+            )
+        else:
+            when = ""
+            note = f'{TODO} when: "{d.condition}" -> Task {d.task}: no step before it to read'
+
+        for n, s in enumerate(targets):
+            if when:
+                s.when = f"({s.when}) or ({when})" if s.when else when
+            if n == 0:
+                s.notes.append(note)
 
 
 def _unscannable(s: ProcedureStep) -> None:
@@ -424,12 +549,6 @@ def _ids(steps: list[ProcedureStep]) -> None:
             out, n = f"{base}_{n}", n + 1
         taken.add(out)
         s.id = out
-    ids = [s.id for s in steps]
-    for s in steps:
-        if s.when:
-            # The decision is a person's: the step runs when the step before it is approved.
-            prev = ids[ids.index(s.id) - 1] if ids.index(s.id) else ""
-            s.when = f"steps.{prev}.status == 'SUCCESS'" if prev else ""
 
 
 def _document(r: _Reader, source: str, workdir: str, schema_path: str) -> emit.Document:
@@ -463,7 +582,7 @@ def _document(r: _Reader, source: str, workdir: str, schema_path: str) -> emit.D
     if vars_:
         head.append(Field("vars", Map(vars_)))
     if r.vars.ranged:
-        head.append(Note(f"{TODO} commands take the whole range; use {{{{ date }}}} per date"))
+        head.append(Note("one run per date from start to end: the commands take {{ date }}"))
         rng = Flow({"from": "{{ start }}", "to": "{{ end }}"})
         head.append(Field("partitions", Map([Field("var", "date"), Field("dates", rng)])))
     comment = "the top of the repository holding the document"
@@ -483,6 +602,8 @@ def _step(s: ProcedureStep) -> list[Node]:
         Field("kind", Verbatim(s.kind)),
         Field("title", s.title or s.id),
     ]
+    if s.needs:
+        out.append(Field("needs", Flow(s.needs)))
     if s.when:
         out.append(Field("when", s.when))
     if s.kind == "manual":
