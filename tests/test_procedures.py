@@ -17,7 +17,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.incident.importer.commands import shell_commands
 from agent.incident.importer.procedure import import_procedure
+from agent.incident.importer.shellgroups import group_commands, segments
 from agent.plan.loader import load_text
 from tests.procs import run_cli
 
@@ -389,3 +391,354 @@ _MD = st.lists(
 def test_import_never_crashes_and_every_draft_validates(lines: list[str], tmp_path: Path) -> None:
     text = import_procedure("\n".join(lines), source="docs/x.md").text
     validates(text, tmp_path)
+
+
+# --- which lines of a shell block depend on each other -------------------------------------------
+
+
+def groups(code: str) -> list[tuple[list[int], list[str]]]:
+    return [(g.members, g.why) for g in group_commands([c.text for c in shell_commands(code)])]
+
+
+def test_independent_one_line_commands_are_groups_of_one() -> None:
+    assert groups("gcloud auth list\nbq ls nba_raw\ngsutil ls gs://b\n") == [
+        ([0], []),
+        ([1], []),
+        ([2], []),
+    ]
+
+
+def test_a_variable_joins_its_assignment_to_its_last_use_only() -> None:
+    code = (
+        "gcloud auth list\n"
+        "PROJECT=$(gcloud config get-value project)\n"
+        'echo "project: $PROJECT"\n'
+        'bq ls "${PROJECT}:nba_raw"\n'
+        "gsutil ls gs://b\n"
+    )
+    assert groups(code) == [
+        ([0], []),
+        ([1, 2, 3], ["`$PROJECT` is set by an earlier line"]),
+        ([4], []),
+    ]
+
+
+def test_an_unused_assignment_and_an_env_prefix_join_nothing() -> None:
+    assert groups("X=1\nY=2 python a.py\necho $Y\n") == [([0], []), ([1], []), ([2], [])]
+
+
+@pytest.mark.parametrize(
+    ("first", "why"),
+    [
+        ("export PYTHONPATH=.", "`export` changes what the lines after it see"),
+        ("source venv/bin/activate", "`source` changes what the lines after it see"),
+        (". venv/bin/activate", "`.` changes what the lines after it see"),
+        ("cd backfill_jobs", "`cd` changes what the lines after it see"),
+        ("set -euo pipefail", "`set` changes what the lines after it see"),
+    ],
+)
+def test_shell_state_holds_every_line_after_it(first: str, why: str) -> None:
+    assert groups(f"bq ls\n{first}\npython a.py\npython b.py\n") == [
+        ([0], []),
+        ([1, 2, 3], [why]),
+    ]
+
+
+def test_if_then_else_fi_is_one_group_and_the_lines_around_it_are_not() -> None:
+    code = 'bq ls\nif bq show t; then\n  echo "ok"\nelse\n  bq mk t\nfi\npython c.py\n'
+    # A plain `echo` is no command (it titles the next one); the step keeps it from the source.
+    assert groups(code) == [([0], []), ([1, 2, 3, 4], ["`if` ... `fi` spans lines"]), ([5], [])]
+    s = yaml.safe_load(import_procedure(f"## If\n```bash\n{code}```\n", source="i.md").text)
+    assert s["steps"][1]["command"] == 'if bq show t; then\n  echo "ok"\nelse\n  bq mk t\nfi'
+
+
+def test_a_while_loop_with_a_redirect_is_one_group() -> None:
+    code = 'while read -r t; do\n  bq rm -f "s.$t"\ndone < tables.txt\npython d.py\n'
+    assert groups(code) == [([0, 1, 2], ["`while` ... `done` spans lines"]), ([3], [])]
+
+
+def test_an_exit_status_read_joins_the_line_before() -> None:
+    assert groups("python a.py\nbq ls\necho $?\n") == [
+        ([0], []),
+        ([1, 2], ["it reads the exit status or job of the line before it"]),
+    ]
+
+
+def test_here_docs_continuations_and_pipes_across_lines_are_one_command_each() -> None:
+    code = (
+        "cat <<SQL > q.sql\nSELECT 1\nSQL\n"
+        "python f.py \\\n  --date 2024-11-20 \\\n  --force\n"
+        "bq ls nba_raw |\n  grep games\n"
+        "python g.py\n"
+    )
+    commands = shell_commands(code)
+    assert [c.text for c in commands] == [
+        "cat <<SQL > q.sql\nSELECT 1\nSQL",
+        "python f.py --date 2024-11-20 --force",
+        "bq ls nba_raw | grep games",
+        "python g.py",
+    ]
+    assert groups(code) == [([0], []), ([1], []), ([2], []), ([3], [])]
+
+
+def test_segments_see_command_words_outside_quotes_and_substitutions() -> None:
+    assert segments("X=$(date +%F; echo a) && echo 'a; b' | grep \"$X\" # note") == [
+        ["X=$(date +%F; echo a)"],
+        ["echo", "'a; b'"],
+        ["grep", '"$X"'],
+    ]
+
+
+SHAPES = """\
+# Shapes
+
+## Project
+```bash
+gcloud auth list
+PROJECT=$(gcloud config get-value project)
+bq ls "$PROJECT:nba_raw"
+gsutil ls gs://nba-backups
+```
+
+## Here-doc
+```bash
+cat <<SQL > /tmp/q.sql
+SELECT 1
+SQL
+python scripts/e.py
+```
+
+## Environment
+```bash
+python scripts/first.py
+export PYTHONPATH=.
+python scripts/a.py
+```
+"""
+
+
+def test_a_block_splits_into_steps_where_its_lines_are_independent() -> None:
+    s = yaml.safe_load(import_procedure(SHAPES, source="s.md").text)["steps"]
+    assert [(x["id"], x["command"], x.get("shell", False)) for x in s] == [
+        ("project", "gcloud auth list", False),
+        (
+            "project_2",
+            'PROJECT=$(gcloud config get-value project)\nbq ls "$PROJECT:nba_raw"',
+            True,
+        ),
+        ("project_3", "gsutil ls gs://nba-backups", False),
+        ("here_doc", "cat <<SQL > /tmp/q.sql\nSELECT 1\nSQL", True),
+        ("here_doc_2", "python scripts/e.py", False),
+        ("environment", "python scripts/first.py", False),
+        ("environment_2", "export PYTHONPATH=.\npython scripts/a.py", True),
+    ]
+    text = import_procedure(SHAPES, source="s.md").text
+    assert (
+        "  # its lines depend on each other (`$PROJECT` is set by an earlier line): one shell"
+        in text.splitlines()
+    )
+
+
+# --- code blocks under one list item --------------------------------------------------------------
+
+
+def test_several_blocks_under_one_item_are_its_steps_in_order() -> None:
+    doc = """\
+# Restore
+
+## Restore the table
+
+1. Snapshot, then restore:
+
+   ```bash
+   bq cp nba.games nba.games_snap
+   ```
+
+   ```bash
+   python scripts/restore.py --table games
+   python scripts/check.py --table games
+   ```
+
+2. Tell the channel.
+
+## Next heading
+
+```bash
+python scripts/after.py
+```
+"""
+    s = yaml.safe_load(import_procedure(doc, source="r.md").text)["steps"]
+    assert [(x["title"], x.get("command", "")) for x in s] == [
+        ("Snapshot, then restore", "bq cp nba.games nba.games_snap"),
+        ("Snapshot, then restore", "python scripts/restore.py --table games"),
+        ("Snapshot, then restore", "python scripts/check.py --table games"),
+        ("Tell the channel", ""),
+        ("Next heading", "python scripts/after.py"),
+    ]
+
+
+def test_unindented_blocks_after_an_item_are_its_until_prose_at_the_margin() -> None:
+    doc = """\
+# Run
+
+1. Load:
+
+```bash
+python scripts/load.py
+```
+
+```bash
+python scripts/load_more.py
+```
+
+Then, whatever happened:
+
+```bash
+python scripts/report.py
+```
+"""
+    s = yaml.safe_load(import_procedure(doc, source="r.md").text)["steps"]
+    # No heading: the block after the prose is titled by its command.
+    assert [x["title"] for x in s] == ["Load", "Load", "python scripts/report.py"]
+
+
+# --- decision points ----------------------------------------------------------------------------
+
+
+DECISIONS = """\
+# Scraper Incident
+
+- [ ] Task #1: Count the scraped games
+
+```sql
+SELECT COUNT(*) FROM nba_raw.games WHERE game_date = '2024-11-20'
+```
+
+- [ ] Task #2: Check the odds feed
+
+```bash
+python scripts/check_odds.py --date 2024-11-20
+```
+
+Decision point: IF Task #1 found the games -> Task #3
+
+- [ ] Task #3: Export the day
+
+```bash
+python bin/export_day.py --date 2024-11-20
+python bin/publish_day.py --date 2024-11-20
+```
+
+IF the export is stale -> Task #1
+"""
+
+
+def test_a_decision_naming_a_task_reads_that_task_and_holds_every_step_of_its_target() -> None:
+    text = import_procedure(DECISIONS, source="d.md").text
+    s = yaml.safe_load(text)["steps"]
+    when = "steps.task_1_count_the_scraped_games.status == 'SUCCESS'"
+    assert [x.get("when") for x in s] == [None, None, when, when]
+    assert (
+        '  # TODO(import): when: "Task #1 found the games" -> Task 3: runs if '
+        "task_1_count_the_scraped_games succeeded; confirm that step answers it"
+    ) in text.splitlines()
+
+
+def test_a_decision_going_back_to_the_first_task_cannot_be_a_when() -> None:
+    text = import_procedure(DECISIONS, source="d.md").text
+    assert (
+        '  # TODO(import): when: "the export is stale" -> Task 1: no step before it to read'
+        in text.splitlines()
+    )
+
+
+def test_a_decision_before_any_step_is_a_placeholder_on_the_step_before_its_target() -> None:
+    doc = """\
+# Plan
+
+Decision point: IF the feed is down -> Task #2
+
+- [ ] Task #1: Look at the dashboard
+- [ ] Task #2: Page the vendor
+"""
+    text = import_procedure(doc, source="p.md").text
+    s = yaml.safe_load(text)["steps"]
+    assert s[1]["when"] == "steps.task_1_look_at_the_dashboard.status == 'SUCCESS'"
+    assert (
+        '  # TODO(import): when: a placeholder: "the feed is down" -> Task 2 reads no step '
+        "before it: write the condition"
+    ) in text.splitlines()
+
+
+# --- a destructive step does not run without its approval -----------------------------------------
+
+
+CLEANUP = """\
+# Clean Up Staging
+
+1. Mark the start:
+
+```bash
+touch before.marker
+```
+
+2. Remove the temp files:
+
+```bash
+sh bin/gsutil rm -r gs://nba-staging/tmp
+```
+
+3. Mark the end:
+
+```bash
+touch after.marker
+```
+"""
+
+
+def _cleanup_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "docs").mkdir()
+    (repo / "docs" / "cleanup.md").write_text(CLEANUP, encoding="utf-8")
+    # A stand-in for gsutil: "deleting" leaves a file behind, so a run that deletes shows.
+    (repo / "bin").mkdir()
+    (repo / "bin" / "gsutil").write_text("touch deleted.marker\n", encoding="utf-8")
+    res = run_cli("import", "docs/cleanup.md", "-o", "runbooks/cleanup.yaml", cwd=repo)
+    assert res.returncode == 0, res.stderr
+    return repo
+
+
+def _run_steps(repo: Path) -> dict[str, dict[str, object]]:
+    (run_json,) = (repo / "reports").glob("*/run.json")
+    record = json.loads(run_json.read_text(encoding="utf-8"))
+    return {s["id"]: s for s in record["steps"]}
+
+
+def test_an_imported_destructive_step_is_skipped_when_its_approval_is(tmp_path: Path) -> None:
+    repo = _cleanup_repo(tmp_path)
+    res = run_cli("run", "runbooks/cleanup.yaml", "--reports", "reports", cwd=repo)
+    assert res.returncode == 3, res.stderr
+    assert not (repo / "deleted.marker").exists()
+    assert (repo / "before.marker").exists() and (repo / "after.marker").exists()
+    s = _run_steps(repo)
+    assert (s["approve_remove_the_temp_files"]["status"], s["remove_the_temp_files"]["status"]) == (
+        "SKIPPED",
+        "SKIPPED",
+    )
+    assert s["remove_the_temp_files"]["skipped_by"] == "needs"
+    assert s["remove_the_temp_files"]["reason"] == (
+        "needs approve_remove_the_temp_files, which ended SKIPPED"
+    )
+    assert (
+        "[remove_the_temp_files] ⏭️ SKIPPED in 0.0s: needs approve_remove_the_temp_files, "
+        "which ended SKIPPED" in res.stderr
+    )
+
+
+def test_an_imported_destructive_step_runs_once_approved(tmp_path: Path) -> None:
+    repo = _cleanup_repo(tmp_path)
+    res = run_cli("run", "runbooks/cleanup.yaml", "--reports", "reports", "--yes", cwd=repo)
+    assert res.returncode == 0, res.stderr
+    assert (repo / "deleted.marker").exists()
+    assert _run_steps(repo)["remove_the_temp_files"]["status"] == "SUCCESS"
