@@ -509,6 +509,12 @@ def _decisions(r: _Reader) -> None:
                 f'{TODO} when: "{d.condition}" -> Task {d.task}: runs if {check.id} {meaning}; '
                 "confirm that step answers it"
             )
+        elif check is not None:
+            when = ""  # a runbook runs forward: going back to a task is a person's call
+            note = (
+                f'{TODO} when: "{d.condition}" -> Task {d.task} goes back to an earlier task: '
+                "run it again by hand"
+            )
         elif first:
             when = f"steps.{r.steps[first - 1].id}.status == 'SUCCESS'"
             note = (
