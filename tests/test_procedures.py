@@ -291,6 +291,21 @@ python scripts/rebuild.py --end-date 2024-11-20
     ) in text.splitlines()
 
 
+@pytest.mark.parametrize(
+    ("lines", "kind"),
+    [
+        # A value inside backticks cannot be quoted: the block is quoted for a person instead.
+        (["```", "&", "0```", "<A0>", "0```"], "manual"),
+        # `true` as an id would read back as a bool.
+        (["```", "TRUE"], "run"),
+    ],
+)
+def test_found_by_the_property_test(lines: list[str], kind: str, tmp_path: Path) -> None:
+    text = import_procedure("\n".join(lines), source="docs/x.md").text
+    validates(text, tmp_path)
+    assert [x["kind"] for x in yaml.safe_load(text)["steps"]] == [kind]
+
+
 def test_import_cli_uses_the_git_top_and_counts_todos(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)

@@ -21,7 +21,7 @@ from agent.incident.importer.commands import (
     sql_statements,
 )
 from agent.incident.importer.shellgroups import group_commands
-from agent.plan.shell import ShellError, scan
+from agent.plan.shell import ShellError, placeholder, scan
 
 __all__ = ["Procedure", "ProcedureStep", "git_root", "import_procedure"]
 
@@ -51,6 +51,7 @@ _NEGATIVE = re.compile(
     r"|haven'?t|can'?t|fail(?:s|ed)?|missing|empty|zero|0|stale|incomplete|short|below|less)\b",
     re.I,
 )
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null"}  # YAML reads these as values
 _RANGE_VARS = re.compile(r"\{\{ (start|end) \}\}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff]")
 _DRY_RUN = re.compile(r"\s--dry[-_]run\b(?:=\S+)?")
@@ -533,11 +534,20 @@ def _decisions(r: _Reader) -> None:
 
 
 def _unscannable(s: ProcedureStep) -> None:
-    """A shell command whose quotes never close: a manual step quoting it, not a broken draft."""
+    """A shell command whose quotes never close, or with a value no quoting makes safe: a manual
+    step quoting it, not a broken draft."""
     if s.kind != "run" or not s.shell:
         return
+    exprs: list[str] = []
+
+    def value(m: re.Match[str]) -> str:
+        exprs.append(m.group(0))
+        return placeholder(len(exprs) - 1)
+
+    # Each value where the runner will quote it: some places (inside backticks) it cannot.
+    literal = re.sub(r"\{% raw %\}.*?\{% endraw %\}", "x", s.command, flags=re.S)
     try:
-        scan(re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "x", s.command), [])
+        scan(re.sub(r"\{\{.*?\}\}", value, literal), exprs)
     except ShellError as exc:
         s.kind, s.instructions = "manual", f"Run by hand: {s.command}"
         s.shell, s.env = False, {}
@@ -548,8 +558,8 @@ def _ids(steps: list[ProcedureStep]) -> None:
     taken: set[str] = set()
     for s in steps:
         base = slug(re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "", s.title)) or s.kind
-        if not base[0].isalpha():
-            base = f"step_{base}"  # `1` or `0_0` would read back as a number, not an id
+        if not base[0].isalpha() or base in _YAML_WORDS:
+            base = f"step_{base}"  # `1`, `0_0` or `true` would read back as a number or a bool
         out, n = base, 2
         while out in taken:
             out, n = f"{base}_{n}", n + 1
