@@ -369,7 +369,7 @@ def plan(
 
     Example: runbook plan runbooks/demo/backfill-game-context.yaml --var date=2026-01-25 -o plan.md
     """
-    from agent.output.docreview import is_markdown
+    from agent.incident import is_markdown
 
     if is_markdown(file):
         return _plan_docs(file, output, fmt)
@@ -403,7 +403,7 @@ def _show_plan(text: str, output: Path | None) -> None:
 
 def _plan_docs(path: Path, output: Path | None, fmt: str) -> int:
     """`plan` of markdown documents: each imported in memory, the scripts it names looked up."""
-    from agent.output.docreview import docs_review_json, render_docs_review, review_docs
+    from agent.incident.docreview import docs_review_json, render_docs_review, review_docs
 
     review = review_docs([path])
     text = (

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
+from agent.incident import MARKDOWN_SUFFIXES
 from agent.incident.importer.commands import ASSIGN, shell_commands, split_words
 from agent.incident.importer.procedure import git_root, import_procedure
 from agent.proc.preflight import list_files, lookup
@@ -22,7 +23,6 @@ __all__ = [
     "review_docs",
 ]
 
-_SUFFIXES = (".md", ".markdown")
 # Words that start shell syntax, not a program: the block's other commands are still read.
 _SYNTAX = {"for", "while", "until", "if", "then", "else", "fi", "do", "done", "case", "esac"}
 
@@ -71,11 +71,6 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def is_markdown(path: Path) -> bool:
-    """True for a folder or a markdown file: what `plan` reviews as documents."""
-    return path.is_dir() or path.suffix.lower() in _SUFFIXES
-
-
 def _documents(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
@@ -83,7 +78,7 @@ def _documents(paths: list[Path]) -> list[Path]:
             out += sorted(
                 f
                 for f in p.rglob("*")
-                if f.suffix.lower() in _SUFFIXES
+                if f.suffix.lower() in MARKDOWN_SUFFIXES
                 and f.is_file()
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
             )
