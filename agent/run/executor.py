@@ -55,7 +55,10 @@ __all__ = ["CRASH_AT_ENV", "FINISHED", "Runner", "fresh_result", "new_session", 
 CRASH_AT_ENV = "RUNBOOK_TEST_CRASH_AT"
 """Fault-injection seam for tests, read by `_fault_injection_point`; never set it in production."""
 
-SNAPSHOT_EVERY = 0.5  # seconds between run.json snapshots during a run
+SNAPSHOT_EVERY = 0.5  # seconds between run.json snapshots during a run, at the least
+# ...and at least this many times what the last snapshot took: a snapshot writes the whole record,
+# so at a fixed rate a 10,000-step run spent more of each step on it than a 1,000-step run.
+SNAPSHOT_SPACING = 50
 _SHORT_TAIL, _SHORT_LINE = 5, 500  # a step's tail in a run.json written on a full disk
 FINISHED = {
     Status.SUCCESS,
@@ -152,6 +155,7 @@ class Runner:
         for r in record.steps:
             self._views.setdefault(r.partition, {})[r.id] = r
         self._saved_at = float("-inf")
+        self._save_gap = SNAPSHOT_EVERY
         self._chosen = self._choose()
         # What each pair's programs left running outside their groups: stopped at the end.
         self._strays: dict[Pair, Strays] = {}
@@ -245,10 +249,11 @@ class Runner:
         """Write the run.json snapshot: at most twice a second during a run, always at the end.
 
         Rewriting the whole record after every step made a 1,000-step run quadratic; the
-        journal already holds each result durably, and resume reads the journal.
+        journal already holds each result durably, and resume reads the journal. Snapshots are
+        also spaced by their own cost, so they take at most 2% of a run however long it grows.
         """
         now = time.monotonic()
-        if final or now - self._saved_at >= SNAPSHOT_EVERY:
+        if final or now - self._saved_at >= self._save_gap:
             try:
                 write_record(self.record, self.run_dir / "run.json", sync=final)
             except OSError as exc:
@@ -257,6 +262,7 @@ class Runner:
                 if final or not disk_full(exc):
                     raise
             self._saved_at = now
+            self._save_gap = max(SNAPSHOT_EVERY, (time.monotonic() - now) * SNAPSHOT_SPACING)
 
     # -- baseline ----------------------------------------------------------------------------
     def baseline(self) -> None:
