@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +80,14 @@ class ValidationError(RunbookError):
 
 def display_path(path: Path) -> str:
     """Return `path` relative to the working directory when it lies below it."""
+    return _display_path(str(path), os.getcwd())  # noqa: PTH109 - a str key for the cache
+
+
+# Loading one runbook names its file three times, and each resolve walks the path with lstat:
+# a tenth of validating a small runbook.
+@functools.lru_cache(maxsize=1024)
+def _display_path(path: str, cwd: str) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(Path(path).resolve().relative_to(Path(cwd).resolve()))
     except ValueError:
-        return str(path)
+        return path

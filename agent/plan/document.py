@@ -69,7 +69,27 @@ class Problems:
 
 
 # libyaml's composer keeps the same marks and is several times faster than the pure-Python one.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Tags resolved so far, by (node kind, text, implicit flags): with no path resolvers (the safe
+# loader has none) that is all a tag depends on. Runbooks repeat the same keys and values, and
+# the resolver's regexes were a fifth of loading a small runbook.
+_TAGS: dict[tuple[Any, Any, Any], str] = {}
+_TAGS_MAX, _TAG_TEXT_MAX = 8192, 64
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc]  # PyYAML's classes are untyped
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        key = (kind, value, implicit)
+        tag = _TAGS.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_TAGS) < _TAGS_MAX and (value is None or len(value) <= _TAG_TEXT_MAX):
+                _TAGS[key] = tag
+        return tag
+
+
+_LOADER: Any = _Loader
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 def _mark(m: yaml.Mark | None) -> Mark:
@@ -123,6 +143,8 @@ class Builder:
         if node.tag not in _SCALAR_TAGS:  # !!binary, !!set, a local tag: nothing a runbook holds
             self._bad(node, path, f"unsupported YAML tag '{_tag(node.tag)}'")
             return None
+        if node.tag == _STR_TAG:  # what SafeConstructor would return, without its bookkeeping
+            return node.value
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
@@ -168,6 +190,8 @@ class Builder:
         if node.tag not in _SCALAR_TAGS:
             self.problems.add(_mark(node.start_mark), f"unsupported YAML tag '{_tag(node.tag)}'")
             return None
+        if node.tag == _STR_TAG:
+            return node.value
         try:
             return self.constructor.construct_object(node, deep=True)
         except (yaml.constructor.ConstructorError, ValueError, OverflowError):
