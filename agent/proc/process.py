@@ -973,7 +973,7 @@ def run_process(
     tail_lines: int = 50,
     stop_event: threading.Event | None = None,
     grace: float = 5.0,
-    on_spawn: Callable[[int], None] | None = None,
+    on_spawn: Callable[[int, int | None], None] | None = None,
     every_line: bool = True,
     header: bytes = b"",
     strays: Strays | None = None,
@@ -1006,8 +1006,9 @@ def run_process(
         tail_lines: how many of the last lines to keep.
         stop_event: set by another thread to stop the run (Ctrl-C, SIGTERM).
         grace: seconds between SIGTERM and SIGKILL.
-        on_spawn: called with the process group id once the child runs (the journal keeps
-            it, so a resume after a crash can stop what the dead runner left behind).
+        on_spawn: called with the process group id and its leader's start time (clock ticks,
+            None when /proc has none) once the child runs (the journal keeps them, so a resume
+            after a crash can stop what the dead runner left behind).
         every_line: False when ``on_block`` only needs the newest lines of each chunk (the
             last one, for a progress display): the older ones are then written to the log but
             never decoded. Ignored when ``on_line`` is given.
@@ -1063,7 +1064,7 @@ def run_process(
     if strays is not None:
         strays.add(tag)
     if on_spawn is not None:
-        on_spawn(pgid)
+        on_spawn(pgid, spawned.ticks)
     output_bytes = 0
     timed_out = interrupted = False
     deadline = None if timeout is None else time.monotonic() + timeout

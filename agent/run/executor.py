@@ -26,7 +26,7 @@ from agent.errors import DISK_FULL, DiskFullError, RunbookError, UsageError, dis
 from agent.plan import templating
 from agent.plan.model import ShortfallByCause, Step
 from agent.plan.partitions import partition_value, resolve_partitions, select_partitions
-from agent.proc.process import Strays, process_start_ticks, strays_running
+from agent.proc.process import Strays, strays_running
 from agent.proc.redact import MASK, Redactor
 from agent.record import (
     Advice,
@@ -235,14 +235,16 @@ class Runner:
             max_log_bytes=self.options.max_log_bytes,
             log_suffix=log_suffix,
             every_line=self.options.every_line,
-            on_spawn=lambda pgid: self._spawned(result.id, pgid, part),
+            on_spawn=lambda pgid, ticks: self._spawned(result.id, pgid, ticks, part),
             strays=self._strays.setdefault((result.id, part), Strays()),
         )
 
-    def _spawned(self, sid: str, pgid: int, partition: str | None = None) -> None:
-        """Journal a program's process group before it gets far: after a crash of this runner,
-        resume stops what the group left running."""
-        ticks = process_start_ticks(pgid)
+    def _spawned(
+        self, sid: str, pgid: int, ticks: int | None, partition: str | None = None
+    ) -> None:
+        """Journal a program's process group (and its leader's start time, read once when it was
+        spawned) before it gets far: after a crash of this runner, resume stops what the group
+        left running."""
         self.append_event("spawned", sync=False, step=sid, pgid=pgid, ticks=ticks, **_at(partition))
 
     def save(self, *, final: bool = False) -> None:

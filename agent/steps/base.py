@@ -92,8 +92,9 @@ class StepContext:
     log_suffix: str = ""  # ".baseline" for the measurement before the run
     offline: bool = False
     every_line: bool = False  # a listener shows every output line (--verbose)
-    on_spawn: Callable[[int], None] = lambda pgid: None
-    """Called with the process group of every program the step starts (the run journals it)."""
+    on_spawn: Callable[[int, int | None], None] = lambda pgid, ticks: None
+    """Called with the process group of every program the step starts and its leader's start
+    time (the run journals both)."""
     strays: Strays | None = None
     """Keeps what the step's programs left running outside their groups, for the run to stop
     at its end (None: stopped when each program ends)."""
