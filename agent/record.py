@@ -553,8 +553,47 @@ def _event_problem(ev: object) -> str | None:
     return None
 
 
+GROUP_SYNC_SECONDS = 0.05
+"""How long a line written with `soon` may wait for the fsync that makes it durable."""
+
+
+class _GroupSync:
+    """fsyncs a file in a thread of its own, at most once per GROUP_SYNC_SECONDS, for every
+    line written since the last: many short steps share one fsync instead of one each."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._asked = threading.Event()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ask(self) -> None:
+        """Make what was written so far durable within GROUP_SYNC_SECONDS and one fsync."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="journal-sync", daemon=True)
+            self._thread.start()
+        self._asked.set()
+
+    def _serve(self) -> None:
+        while not self._closing.is_set():
+            self._asked.wait()
+            self._closing.wait(GROUP_SYNC_SECONDS)  # the lines of this window share one fsync
+            self._asked.clear()
+            with contextlib.suppress(OSError):  # the lines are written; durability is a bonus
+                os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Stop the thread after its last fsync (the file stays open)."""
+        if self._thread is not None:
+            self._closing.set()
+            self._asked.set()
+            self._thread.join()
+            self._thread = None
+
+
 class Journal:
-    """Append-only JSON lines, each fsynced before the caller goes on (resume reads it back)."""
+    """Append-only JSON lines, made durable before the caller goes on or, when it says `soon`,
+    within GROUP_SYNC_SECONDS (resume reads it back)."""
 
     def __init__(self, path: Path, *, on_full: Callable[[int], bool] | None = None) -> None:
         """Open (or create) the journal for appending.
@@ -571,12 +610,14 @@ class Journal:
         self._on_full = on_full
         # Step threads (--parallel) append their step_started and spawned lines on their own.
         self._lock = threading.Lock()
+        self._group = _GroupSync(self._fd)
 
-    def append(self, event: str, *, sync: bool = True, **fields: Any) -> None:
-        """Append one event; with `sync` (the default) make it durable before returning.
+    def append(self, event: str, *, sync: bool = True, soon: bool = False, **fields: Any) -> None:
+        """Append one event; with `sync` (the default) make it durable before returning, with
+        `soon` within GROUP_SYNC_SECONDS, in the background.
 
-        Without `sync` the line is still handed to the OS, which keeps it through a crash of
-        the runner (kill -9), though not through a crash of the machine.
+        Either way the line is handed to the OS first, which keeps it through a crash of the
+        runner (kill -9); only a crash of the machine can lose a line not yet made durable.
 
         Raises:
             DiskFullError: no room for the line (none was written).
@@ -586,9 +627,11 @@ class Journal:
         data = (line + "\n").encode("utf-8")
         with self._lock:
             self._write(data)
-            if sync:
+            if sync and not soon:
                 with contextlib.suppress(OSError):  # the line is written; durability is a bonus
                     os.fsync(self._fd)
+        if soon:
+            self._group.ask()
 
     def _write(self, data: bytes) -> None:
         """One line in one write, whole or not at all: a full disk never leaves half a line
@@ -617,9 +660,13 @@ class Journal:
                 ) from None
 
     def close(self) -> None:
-        """Close the file (once: the number may belong to another file afterwards)."""
+        """Make every line durable, then close the file (once: the number may belong to
+        another file afterwards)."""
+        self._group.close()
         fd, self._fd = self._fd, -1
         if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
             with contextlib.suppress(OSError):
                 os.close(fd)
 

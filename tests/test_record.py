@@ -7,6 +7,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 PROBE = """
 from agent.record import RunRecord, build_models, _Model
 
@@ -89,6 +91,38 @@ def test_journal_lines_stay_whole_when_threads_append_at_once(tmp_path: Path) ->
     assert sorted((e["step"], e["i"]) for e in events) == sorted(
         (f"s{n}", i) for n in range(8) for i in range(200)
     )
+
+
+def test_a_soon_line_is_written_at_once_and_fsynced_beside_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import threading
+
+    from agent import record
+    from agent.record import Journal
+
+    synced_by: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:  # the real fsync, noting which thread asked for it
+        synced_by.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(record.os, "fsync", fsync)
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    for i in range(50):
+        journal.append("step_finished", soon=True, step=f"s{i}", result={})
+        # Written before append returns: a reader (resume after kill -9) sees it at once.
+        assert Journal.read(path)[-1]["step"] == f"s{i}"
+    assert "MainThread" not in synced_by  # no result waited for its fsync
+    journal.append("run_finished", status="COMPLETE")
+    assert synced_by[-1] == "MainThread"  # a plain append is durable before it returns
+    journal.close()
+    assert synced_by[-1] == "MainThread"  # close makes the rest durable, then the file closes
+    assert not any(t.name == "journal-sync" for t in threading.enumerate())
+    assert len(Journal.read(path)) == 51
 
 
 def test_load_record_names_the_folder_it_was_given(tmp_path: Path) -> None:

@@ -179,11 +179,13 @@ class Runner:
         return {**self.values, var: partition_value(partition)}
 
     # -- events ------------------------------------------------------------------------------
-    def append_event(self, event: str, *, sync: bool = True, **fields: Any) -> None:
+    def append_event(
+        self, event: str, *, sync: bool = True, soon: bool = False, **fields: Any
+    ) -> None:
         """Journal an event; a full disk stops the run (no step starts after it) instead of
         losing it: run.json and the report still get the room set aside for them."""
         try:
-            self.journal.append(event, sync=sync, **fields)
+            self.journal.append(event, sync=sync, soon=soon, **fields)
         except DiskFullError as exc:
             self.halt(str(exc))
 
@@ -403,8 +405,13 @@ class Runner:
         if result.status == Status.FAILED and (result.reason or "").startswith(DISK_FULL):
             self.halt(result.reason or DISK_FULL)
         with self.lock_mutex:
+            # Durable within GROUP_SYNC_SECONDS, not before the next step starts (an fsync was a
+            # fifth of a short step's cost): a kill -9 of the runner loses nothing written; a
+            # crash of the machine in that window at worst runs the step again on resume, as
+            # for a step that never finished (a `resume: never` step's start is fsynced first).
             self.append_event(
                 "step_finished",
+                soon=True,
                 step=result.id,
                 result=result.model_dump(mode="json"),
                 **_at(result.partition),
