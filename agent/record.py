@@ -566,12 +566,16 @@ class _GroupSync:
         self._asked = threading.Event()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()  # step threads (--parallel) may ask at once
 
     def ask(self) -> None:
         """Make what was written so far durable within GROUP_SYNC_SECONDS and one fsync."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="journal-sync", daemon=True)
-            self._thread.start()
+        with self._starting:
+            if self._thread is None and not self._closing.is_set():
+                self._thread = threading.Thread(
+                    target=self._serve, name="journal-sync", daemon=True
+                )
+                self._thread.start()
         self._asked.set()
 
     def _serve(self) -> None:
@@ -584,11 +588,12 @@ class _GroupSync:
 
     def close(self) -> None:
         """Stop the thread after its last fsync (the file stays open)."""
-        if self._thread is not None:
+        with self._starting:
             self._closing.set()
-            self._asked.set()
-            self._thread.join()
-            self._thread = None
+            thread, self._thread = self._thread, None
+        self._asked.set()
+        if thread is not None:
+            thread.join()
 
 
 class Journal:
