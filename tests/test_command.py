@@ -102,6 +102,21 @@ def test_an_exception_logged_and_survived_is_not_a_crash(tmp_path: Path) -> None
     assert res.captures == {"n": 16}
 
 
+QUOTED_TRACEBACK = """
+print("the old log said: Traceback (most recent call last): see ticket 42")
+print("ValueError: this line only quotes the ticket")
+"""
+
+
+def test_a_traceback_quoted_inside_a_line_is_not_a_crash(tmp_path: Path) -> None:
+    # The chunk prefilter finds the words anywhere; only a line that starts with them opens a
+    # traceback.
+    res = _run_script(tmp_path, QUOTED_TRACEBACK, "capture: {n: 'ticket (\\d+)'}")
+    assert res.status == Status.SUCCESS
+    assert res.crash is None
+    assert res.captures == {"n": 42}
+
+
 def test_a_fatal_pattern_of_the_runbook_fails_the_step(tmp_path: Path) -> None:
     res = _run_script(tmp_path, SILENT_OK, "fatal: ['^All checks']")
     assert res.status == Status.FAILED

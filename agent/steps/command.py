@@ -175,7 +175,9 @@ class Scanner:
         # Only these need every line decoded; a traceback is looked for in the text decoded
         # anyway (the newest lines of each chunk) and, at the end, in the tail.
         self.needs_every_line = bool(patterns)
-        patterns.append("^" + re.escape(TRACEBACK))
+        # Unanchored: a literal is found at C speed (0.3 ms per MiB), while "^" in MULTILINE
+        # mode tries every position (5 ms per MiB); CrashWatch checks the line's start itself.
+        patterns.append(re.escape(TRACEBACK))
         if self.itemized:
             patterns.append(_HEADING_HINT)
         self.prefilters = [re.compile(p, re.MULTILINE) for p in patterns]
