@@ -393,14 +393,32 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _stat_fields(path: Path) -> list[str]:
+def _read_proc_file(path: str) -> bytes | None:
+    """A small /proc file's bytes, or None when it is gone: read with os calls, since these run
+    several times per step and pathlib's text reading cost more than the kernel's work."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _stat_fields(path: Path | str) -> list[str]:
     """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ... ([] when
     the process is gone). The name may hold spaces and parentheses: fields resume after the
     last ')'."""
-    try:
-        stat = path.read_text()
-    except OSError:
+    data = _read_proc_file(str(path))
+    if data is None:
         return []
+    stat = data.decode("utf-8", "replace")
     return stat[stat.rfind(")") + 2 :].split()
 
 
@@ -477,7 +495,7 @@ def _spawn(argv: list[str], env: Mapping[str, str] | None, **kwargs: Any) -> _Sp
 
 def process_start_ticks(pid: int) -> int | None:
     """When a process started (clock ticks since boot, /proc), to tell it from a reused pid."""
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    fields = _stat_fields(f"/proc/{pid}/stat")
     try:
         return int(fields[19])
     except (IndexError, ValueError):
@@ -613,7 +631,7 @@ class _Proc:
 
 
 def _read_proc(pid: int) -> _Proc | None:
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    fields = _stat_fields(f"/proc/{pid}/stat")
     try:
         return _Proc(pid, int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
     except (IndexError, ValueError):
@@ -644,14 +662,17 @@ def _has_children_files() -> bool:
 
 def _children(pid: int) -> list[int]:
     """The children of every thread of `pid` (an orphan may be given to any of them)."""
+    base = f"/proc/{pid}/task"
     try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        tasks = os.listdir(base)  # noqa: PTH208 - names, not Paths: this runs after every step
     except OSError:
         return []
     out: list[int] = []
     for task in tasks:
-        with contextlib.suppress(OSError, ValueError):
-            out.extend(int(x) for x in (task / "children").read_text().split())
+        data = _read_proc_file(f"{base}/{task}/children")
+        if data:
+            with contextlib.suppress(ValueError):
+                out.extend(int(x) for x in data.split())
     return out
 
 
