@@ -387,7 +387,7 @@ def _group_alive(pgid: int) -> bool:
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(entry / "stat")
+        fields = _stat_fields(entry.name)
         if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             return True
     return False
@@ -411,11 +411,11 @@ def _read_proc_file(path: str) -> bytes | None:
         os.close(fd)
 
 
-def _stat_fields(path: Path | str) -> list[str]:
+def _stat_fields(pid: int | str) -> list[str]:
     """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ... ([] when
     the process is gone). The name may hold spaces and parentheses: fields resume after the
     last ')'."""
-    data = _read_proc_file(str(path))
+    data = _read_proc_file(f"/proc/{pid}/stat")
     if data is None:
         return []
     stat = data.decode("utf-8", "replace")
@@ -495,7 +495,7 @@ def _spawn(argv: list[str], env: Mapping[str, str] | None, **kwargs: Any) -> _Sp
 
 def process_start_ticks(pid: int) -> int | None:
     """When a process started (clock ticks since boot, /proc), to tell it from a reused pid."""
-    fields = _stat_fields(f"/proc/{pid}/stat")
+    fields = _stat_fields(pid)
     try:
         return int(fields[19])
     except (IndexError, ValueError):
@@ -531,7 +531,7 @@ def _group_members(pgid: int) -> list[int | None]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(entry / "stat")
+        fields = _stat_fields(entry.name)
         if len(fields) > 19 and fields[2] == str(pgid):
             ticks.append(int(fields[19]) if fields[19].isdigit() else None)
     return ticks
@@ -631,7 +631,7 @@ class _Proc:
 
 
 def _read_proc(pid: int) -> _Proc | None:
-    fields = _stat_fields(f"/proc/{pid}/stat")
+    fields = _stat_fields(pid)
     try:
         return _Proc(pid, int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
     except (IndexError, ValueError):
@@ -715,9 +715,8 @@ def _descendants(root: int, among: list[_Proc] | None = None) -> list[_Proc]:
 
 def _tag(pid: int) -> str | None:
     """The TAG_ENV value of a process's environment (None when absent or unreadable)."""
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
+    env = _read_proc_file(f"/proc/{pid}/environ")
+    if env is None:
         return None
     key = TAG_ENV.encode() + b"="
     for item in env.split(b"\0"):
@@ -765,11 +764,8 @@ def _find_strays(
 
 
 def _stray(p: _Proc) -> Stray:
-    try:
-        argv = Path(f"/proc/{p.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        command = " ".join(a.decode("utf-8", "replace") for a in argv)
-    except OSError:
-        command = ""
+    data = _read_proc_file(f"/proc/{p.pid}/cmdline") or b""
+    command = " ".join(a.decode("utf-8", "replace") for a in data.rstrip(b"\0").split(b"\0"))
     command = " ".join(command.split()) or "?"  # one line: a report lists it in a bullet
     return Stray(p.pid, p.ticks, command if len(command) <= 80 else command[:79] + "…")
 
